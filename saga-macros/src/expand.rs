@@ -1,0 +1,270 @@
+//! Code generation: the user's impl block (without its `#[step]` attributes), the
+//! `<Type>Output` struct, a hidden typed state struct, and `impl Saga`, whose methods dispatch
+//! on the step index to the user's own methods. Generated code names the runtime only through
+//! `::saga_runtime::__private`, so user imports never break it.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ItemImpl;
+use syn::spanned::Spanned;
+
+use crate::ast::{self, Saga};
+use crate::attr::KindArg;
+use crate::ctxt::Ctxt;
+use crate::fingerprint;
+use crate::validate;
+
+/// The pure core of `#[saga]`: attribute arguments and item in, generated code out.
+pub(crate) fn saga(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item_impl: ItemImpl = match syn::parse2(item.clone()) {
+        Ok(item_impl) => item_impl,
+        Err(_) => {
+            let error = syn::Error::new(
+                Span::call_site(),
+                "`#[saga]` goes on an inherent impl block whose async methods are marked `#[step(...)]`, like `#[saga] impl ReleasePr { ... }`",
+            );
+            let mut tokens = error.to_compile_error();
+            tokens.extend(item);
+            return tokens;
+        }
+    };
+
+    let mut cx = Ctxt::default();
+    let Some(saga) = ast::parse(&mut cx, args, item_impl.clone()) else {
+        return with_errors(cx, quote!(#item_impl));
+    };
+    validate::validate(&mut cx, &saga);
+    if !cx.is_ok() || saga.steps.iter().any(|s| s.output.is_none() || s.kinds.len() != 1) {
+        let item = &saga.item;
+        return with_errors(cx, quote!(#item));
+    }
+    generate(&saga)
+}
+
+/// `#[step]` outside of a `#[saga]` impl block.
+pub(crate) fn stray_step(_args: TokenStream, item: TokenStream) -> TokenStream {
+    let error = syn::Error::new(
+        Span::call_site(),
+        "`#[step]` only has a meaning on a method of an impl block marked `#[saga]`: add `#[saga]` to the impl block",
+    );
+    let mut tokens = error.to_compile_error();
+    tokens.extend(item);
+    tokens
+}
+
+/// The user's item followed by every error, so that IDEs keep working on the item.
+fn with_errors(cx: Ctxt, item: TokenStream) -> TokenStream {
+    let mut tokens = item;
+    if let Some(error) = cx.finish() {
+        tokens.extend(error.to_compile_error());
+    }
+    tokens
+}
+
+fn generate(saga: &Saga) -> TokenStream {
+    let rt = quote!(::saga_runtime::__private);
+    let item = &saga.item;
+    let self_ty = &saga.item.self_ty;
+    let type_ident = &saga.type_ident;
+    let output_ident = format_ident!("{}Output", type_ident);
+    let state_ident = format_ident!("__{}SagaState", type_ident);
+    let name = &saga.name;
+    let version = saga.version;
+    let fingerprint = fingerprint::fingerprint(saga);
+
+    let idents: Vec<&syn::Ident> = saga.steps.iter().map(|s| &s.ident).collect();
+    let outputs: Vec<&syn::Type> =
+        saga.steps.iter().map(|s| s.output.as_ref().expect("checked by saga()")).collect();
+    let indices: Vec<usize> = (0..saga.steps.len()).collect();
+
+    let step_defs = saga.steps.iter().enumerate().map(|(index, step)| {
+        let step_name = step.ident.to_string();
+        let (kind, compensation) = match step.kind() {
+            KindArg::Compensate(method) => {
+                let method = method.to_string();
+                (quote!(#rt::StepKind::Compensable), quote!(::core::option::Option::Some(#method)))
+            }
+            KindArg::Commit => (quote!(#rt::StepKind::Commit), quote!(::core::option::Option::None)),
+            KindArg::Idempotent => (quote!(#rt::StepKind::Idempotent), quote!(::core::option::Option::None)),
+        };
+        let validate = match &step.validate {
+            Some((method, _)) => {
+                let method = method.to_string();
+                quote!(::core::option::Option::Some(#method))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let timeout = match step.timeout {
+            Some((duration, _)) => {
+                let millis = duration.as_millis() as u64;
+                quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#millis)))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let inputs = step.inputs.iter().map(|input| {
+            saga.steps.iter().position(|s| s.ident == input.ident).expect("checked by validate")
+        });
+        let output_type = quote::ToTokens::to_token_stream(outputs[index]).to_string();
+        quote! {
+            #rt::StepDef::__new(#step_name, #kind, #compensation, #validate, #timeout, &[#(#inputs),*], #output_type)
+        }
+    });
+
+    let run_arms = saga.steps.iter().enumerate().map(|(index, step)| {
+        let ident = &step.ident;
+        let output = outputs[index];
+        let args = step.inputs.iter().map(|input| {
+            let source = &input.ident;
+            quote_spanned!(input.ty.span()=> #rt::input(&state.#source))
+        });
+        let call = quote_spanned!(ident.span()=> <#self_ty>::#ident(self, cx, #(#args),*).await);
+        let convert = quote_spanned!(step.output_span=> #rt::step_result::<#output, _>(__result)?);
+        quote! {
+            #index => ::std::boxed::Box::pin(async move {
+                let __result = #call;
+                let __output: #output = #convert;
+                state.#ident = ::core::option::Option::Some(__output);
+                ::core::result::Result::Ok(())
+            }),
+        }
+    });
+
+    let compensate_arms = saga.steps.iter().enumerate().filter_map(|(index, step)| {
+        let KindArg::Compensate(method) = step.kind() else { return None };
+        let ident = &step.ident;
+        let call = quote_spanned!(method.span()=> <#self_ty>::#method(self, cx, #rt::input(&state.#ident)).await);
+        Some(quote! {
+            #index => ::std::boxed::Box::pin(async move { #rt::compensation_result(#call) }),
+        })
+    });
+
+    let validate_arms = saga.steps.iter().enumerate().filter_map(|(index, step)| {
+        let (method, _) = step.validate.as_ref()?;
+        let ident = &step.ident;
+        let call = quote_spanned!(method.span()=> <#self_ty>::#method(self, #rt::input(&state.#ident)));
+        Some(quote!(#index => #rt::validation(#call),))
+    });
+
+    let output_checks = saga.steps.iter().enumerate().map(|(index, step)| {
+        let output = outputs[index];
+        quote_spanned!(step.output_span=> #rt::assert_step_output::<#output>();)
+    });
+
+    let output_docs = saga.steps.iter().map(|step| format!("Output of step `{}`.", step.ident));
+    let output_struct_doc = format!(
+        "The outputs of every step of [`{type_ident}`], in step order (generated by `#[saga]`)."
+    );
+
+    quote! {
+        #item
+
+        #[doc = #output_struct_doc]
+        #[derive(#rt::serde::Serialize, #rt::serde::Deserialize)]
+        #[serde(crate = "::saga_runtime::__private::serde")]
+        #[allow(private_interfaces)]
+        pub struct #output_ident {
+            #(
+                #[doc = #output_docs]
+                pub #idents: #outputs,
+            )*
+        }
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, private_interfaces)]
+        pub struct #state_ident {
+            #(#idents: ::core::option::Option<#outputs>,)*
+        }
+
+        impl ::core::default::Default for #state_ident {
+            fn default() -> Self {
+                Self { #(#idents: ::core::option::Option::None,)* }
+            }
+        }
+
+        const _: () = {
+            #[allow(dead_code)]
+            fn __saga_checks() {
+                #(#output_checks)*
+            }
+        };
+
+        #[automatically_derived]
+        impl #rt::Saga for #self_ty {
+            type Output = #output_ident;
+            #[doc(hidden)]
+            type State = #state_ident;
+
+            fn definition() -> &'static #rt::Definition {
+                static DEFINITION: #rt::Definition = #rt::Definition::__new(
+                    #name,
+                    #version,
+                    #fingerprint,
+                    &[#(#step_defs),*],
+                );
+                &DEFINITION
+            }
+
+            fn __run_step<'a>(
+                &'a self,
+                step: usize,
+                cx: &'a #rt::StepContext,
+                state: &'a mut Self::State,
+            ) -> #rt::BoxFuture<'a, ::core::result::Result<(), #rt::StepError>> {
+                match step {
+                    #(#run_arms)*
+                    _ => #rt::no_such_step(step),
+                }
+            }
+
+            fn __compensate<'a>(
+                &'a self,
+                step: usize,
+                cx: &'a #rt::StepContext,
+                state: &'a Self::State,
+            ) -> #rt::BoxFuture<'a, ::core::result::Result<(), #rt::StepError>> {
+                #[allow(unused_variables)]
+                let _ = (cx, state);
+                match step {
+                    #(#compensate_arms)*
+                    _ => #rt::no_such_step(step),
+                }
+            }
+
+            fn __validate(&self, step: usize, state: &Self::State) -> ::core::result::Result<(), ::std::string::String> {
+                #[allow(unused_variables)]
+                let _ = state;
+                match step {
+                    #(#validate_arms)*
+                    _ => ::core::result::Result::Ok(()),
+                }
+            }
+
+            fn __encode(step: usize, state: &Self::State) -> ::core::result::Result<::std::vec::Vec<u8>, #rt::CodecError> {
+                match step {
+                    #(#indices => #rt::encode(&state.#idents),)*
+                    _ => #rt::no_such_step(step),
+                }
+            }
+
+            fn __decode(step: usize, state: &mut Self::State, bytes: &[u8]) -> ::core::result::Result<(), #rt::CodecError> {
+                match step {
+                    #(#indices => { state.#idents = ::core::option::Option::Some(#rt::decode(bytes)?); ::core::result::Result::Ok(()) })*
+                    _ => #rt::no_such_step(step),
+                }
+            }
+
+            fn __clear(step: usize, state: &mut Self::State) {
+                match step {
+                    #(#indices => state.#idents = ::core::option::Option::None,)*
+                    _ => #rt::no_such_step(step),
+                }
+            }
+
+            fn __finish(state: Self::State) -> ::core::option::Option<Self::Output> {
+                ::core::option::Option::Some(#output_ident {
+                    #(#idents: state.#idents?,)*
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,661 @@
+//! The append-only journal of a saga and the fold that rebuilds its progress from it.
+//!
+//! The runtime never keeps state that the journal does not hold: every decision (a retry and
+//! its delay, a re-prompt, a model switch, a restart, a rollback, a park) is an [`Event`]
+//! that is applied to [`Progress`] by [`Progress::apply`], both while the saga runs and when
+//! it is rebuilt from the store after a crash. The outcome and the [`Report`] are therefore
+//! always what the journal says.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Failure;
+use crate::outcome::{
+    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, Report, RestartRecord, Status,
+};
+use crate::saga::{Definition, StepKind};
+
+/// Serialized bytes (a step output or the saga input, as JSON), shared without copying.
+pub type Payload = Arc<[u8]>;
+
+/// One entry of the journal, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// Position in the saga's journal, from 0.
+    pub seq: u64,
+    /// Wall-clock time of the entry, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// What happened. Steps are referred to by their index in the [`Definition`] (the
+/// fingerprint guarantees that the definition reading a journal is the one that wrote it).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The saga was created.
+    Started {
+        /// Saga name.
+        saga: String,
+        /// Definition version.
+        version: u32,
+        /// Definition fingerprint.
+        fingerprint: String,
+    },
+    /// An attempt of a step began.
+    AttemptStarted {
+        /// Step index.
+        step: u32,
+        /// Attempt number (1-based).
+        attempt: u32,
+        /// Model tier.
+        tier: u32,
+    },
+    /// A step completed; its output is checkpointed.
+    StepCompleted {
+        /// Step index.
+        step: u32,
+        /// The attempt that completed it.
+        attempt: u32,
+        /// The serialized output.
+        output: Payload,
+    },
+    /// A step attempt failed; `next` is what the ladder decided.
+    StepFailed {
+        /// Step index.
+        step: u32,
+        /// The failure.
+        failure: Failure,
+        /// The output its validator rejected, which is compensated before anything else.
+        rejected_output: Option<Payload>,
+        /// The ladder's decision.
+        next: Next,
+    },
+    /// An attempt of a compensation began.
+    CompensationStarted {
+        /// Index of the step undone.
+        step: u32,
+        /// Compensation attempt (1-based).
+        attempt: u32,
+    },
+    /// A compensation succeeded.
+    CompensationDone {
+        /// Index of the step undone.
+        step: u32,
+        /// The attempt that succeeded.
+        attempt: u32,
+    },
+    /// A compensation attempt failed.
+    CompensationFailed {
+        /// Index of the step being undone.
+        step: u32,
+        /// The failure.
+        failure: Failure,
+        /// Retry, or page a human.
+        next: CompensationNext,
+    },
+    /// The notifier was called (level 3).
+    Notified,
+    /// The pager was called (level 4).
+    Paged,
+    /// The saga finished (`Completed` or `Compensated`).
+    Finished {
+        /// The final status.
+        status: Status,
+    },
+    /// A parked saga was resumed by `Runtime::resume`.
+    Resumed,
+}
+
+/// The ladder's decision after a step failure.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    /// Level 0: sleep, then run the step again with the same inputs.
+    Retry {
+        /// The backoff delay.
+        delay: Duration,
+    },
+    /// Level 1: run again with `previous_error()` set.
+    Reprompt,
+    /// Level 2: run once on a stronger model tier.
+    SwitchModel {
+        /// The new tier.
+        tier: u32,
+    },
+    /// Level 0 (environmental): compensate from `from` on, then run again from `from`.
+    Restart {
+        /// Index of the step to restart from.
+        from: u32,
+        /// The step the failure asked for, if any.
+        requested: Option<String>,
+        /// Why the request was not followed, when it was not.
+        note: Option<String>,
+        /// The new state, visible to every later step.
+        observation: Option<Arc<serde_json::Value>>,
+    },
+    /// Level 3: notify, compensate everything, finish `Compensated`.
+    RollBack,
+    /// Level 4 after the commit point: page a human and park.
+    Park,
+}
+
+impl Next {
+    /// The level of the ladder this decision is.
+    pub fn level(&self) -> Level {
+        match self {
+            Next::Retry { .. } | Next::Restart { .. } => Level::Retry,
+            Next::Reprompt => Level::Reprompt,
+            Next::SwitchModel { .. } => Level::SwitchModel,
+            Next::RollBack => Level::Compensate,
+            Next::Park => Level::PageHuman,
+        }
+    }
+}
+
+/// What follows a failed compensation attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CompensationNext {
+    /// Sleep, then try the compensation again.
+    Retry {
+        /// The backoff delay.
+        delay: Duration,
+    },
+    /// Level 4: page a human and park; the remaining compensations wait.
+    Park,
+}
+
+/// Where the saga is, derived from the journal.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Phase {
+    /// The next step to attempt (`== steps.len()` when all completed).
+    Forward(usize),
+    /// Compensating `queue` from its end; then `then`.
+    Compensating { queue: Vec<usize>, then: Then },
+    /// Waiting for a human.
+    Parked(Parked),
+    /// Done.
+    Finished(Status),
+}
+
+/// What follows a run of compensations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Then {
+    /// Level 3: finish `Compensated`.
+    RollBack,
+    /// A rejected output was undone: run the step again.
+    Reprompt(usize),
+    /// An environmental restart: run again from this step with fresh budgets.
+    Restart(usize),
+}
+
+impl Then {
+    fn reason(self) -> CompensationReason {
+        match self {
+            Then::RollBack => CompensationReason::RollBack,
+            Then::Reprompt(_) => CompensationReason::Rejected,
+            Then::Restart(_) => CompensationReason::Restart,
+        }
+    }
+}
+
+/// Why a saga is parked.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Parked {
+    /// A step after the commit point exhausted its ladder; `resume` runs it again.
+    AfterCommit(usize),
+    /// A compensation failed for good; `resume` tries it again, then the rest.
+    Compensation { queue: Vec<usize>, then: Then },
+}
+
+/// The ladder budgets and history of one step.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StepState {
+    /// The checkpointed output of the completed step (or its rejected output, until undone).
+    pub(crate) output: Option<Payload>,
+    /// How many times the step's result was compensated.
+    pub(crate) generation: u32,
+    /// Attempts so far (never reset).
+    pub(crate) attempts: u32,
+    /// The last failure of the step.
+    pub(crate) last_failure: Option<Failure>,
+    /// Transient retries used in this pass.
+    pub(crate) transient_used: u32,
+    /// Re-prompts used in this pass.
+    pub(crate) reprompts_used: u32,
+    /// The model tier in this pass.
+    pub(crate) tier: u32,
+    /// Environmental restarts this step caused.
+    pub(crate) restarts: u32,
+    /// Attempts of the current compensation of the step.
+    pub(crate) compensation_attempts: u32,
+    /// Retries of the current compensation used since it was (re)started.
+    pub(crate) compensation_retries_used: u32,
+    /// The last failure of the current compensation.
+    pub(crate) compensation_failure: Option<Failure>,
+    /// The report entry of the current compensation.
+    open_compensation: Option<usize>,
+}
+
+impl StepState {
+    fn fresh_budgets(&mut self) {
+        self.transient_used = 0;
+        self.reprompts_used = 0;
+        self.tier = 0;
+    }
+}
+
+/// The fold of a journal: everything the driver needs to continue, and the report.
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    definition: &'static Definition,
+    pub(crate) steps: Vec<StepState>,
+    pub(crate) phase: Phase,
+    /// The observation of the latest environmental restart.
+    pub(crate) observation: Option<Arc<serde_json::Value>>,
+    /// Whether the notifier was called for the rollback.
+    pub(crate) notified: bool,
+    /// Whether the pager was called for the current park.
+    pub(crate) paged: bool,
+    /// The failure behind a rollback or a park.
+    pub(crate) failure: Option<Failure>,
+    pub(crate) report: Report,
+    /// The sequence number of the next record.
+    pub(crate) next_seq: u64,
+}
+
+impl Progress {
+    /// The progress of a saga that has not started.
+    pub(crate) fn new(definition: &'static Definition) -> Self {
+        Progress {
+            definition,
+            steps: vec![StepState::default(); definition.steps().len()],
+            phase: Phase::Forward(0),
+            observation: None,
+            notified: false,
+            paged: false,
+            failure: None,
+            report: Report::default(),
+            next_seq: 0,
+        }
+    }
+
+    /// Rebuilds the progress from a stored journal.
+    pub(crate) fn replay(definition: &'static Definition, records: &[Record]) -> Result<Self, String> {
+        let mut progress = Progress::new(definition);
+        for record in records {
+            if record.seq != progress.next_seq {
+                return Err(format!("record {} follows record {}", record.seq, progress.next_seq.wrapping_sub(1)));
+            }
+            progress.apply(&record.event)?;
+        }
+        if progress.next_seq == 0 {
+            return Err("the journal is empty".to_owned());
+        }
+        Ok(progress)
+    }
+
+    /// The saga's status.
+    pub(crate) fn status(&self) -> Status {
+        match &self.phase {
+            Phase::Forward(_) | Phase::Compensating { .. } => Status::Running,
+            Phase::Parked(_) => Status::NeedsHuman,
+            Phase::Finished(status) => *status,
+        }
+    }
+
+    /// A short text of where the saga is, for the store's queryable `stage` column.
+    pub(crate) fn stage(&self) -> String {
+        let steps = self.definition.steps();
+        match &self.phase {
+            Phase::Forward(i) if *i >= steps.len() => "done".to_owned(),
+            Phase::Forward(i) => steps[*i].name().to_owned(),
+            Phase::Compensating { queue, .. } => match queue.last() {
+                Some(s) => format!("compensating {}", steps[*s].name()),
+                None => "compensated".to_owned(),
+            },
+            Phase::Parked(Parked::AfterCommit(s)) => format!("parked at {}", steps[*s].name()),
+            Phase::Parked(Parked::Compensation { queue, .. }) => match queue.last() {
+                Some(s) => format!("parked compensating {}", steps[*s].name()),
+                None => "parked".to_owned(),
+            },
+            Phase::Finished(status) => status.as_str().to_owned(),
+        }
+    }
+
+    fn step_index(&self, step: u32) -> Result<usize, String> {
+        let index = step as usize;
+        if index < self.steps.len() {
+            Ok(index)
+        } else {
+            Err(format!("step index {step} is out of range for `{}`", self.definition.name()))
+        }
+    }
+
+    fn name(&self, index: usize) -> String {
+        self.definition.steps()[index].name().to_owned()
+    }
+
+    /// Applies one event: the only place where progress changes.
+    pub(crate) fn apply(&mut self, event: &Event) -> Result<(), String> {
+        let steps = self.definition.steps();
+        match event {
+            Event::Started { .. } => {
+                if self.next_seq != 0 {
+                    return Err("a second `started` record".to_owned());
+                }
+            }
+            Event::AttemptStarted { step, attempt, tier } => {
+                let i = self.step_index(*step)?;
+                self.expect_forward(i)?;
+                self.steps[i].attempts = *attempt;
+                self.report.attempts.push(AttemptRecord { step: self.name(i), attempt: *attempt, tier: *tier });
+            }
+            Event::StepCompleted { step, attempt, output } => {
+                let i = self.step_index(*step)?;
+                self.expect_forward(i)?;
+                let state = &mut self.steps[i];
+                state.attempts = state.attempts.max(*attempt);
+                state.output = Some(output.clone());
+                self.phase = Phase::Forward(i + 1);
+            }
+            Event::StepFailed { step, failure, rejected_output, next } => {
+                let i = self.step_index(*step)?;
+                self.expect_forward(i)?;
+                let compensable = steps[i].kind() == StepKind::Compensable;
+                {
+                    let state = &mut self.steps[i];
+                    state.attempts = state.attempts.max(failure.attempt);
+                    state.last_failure = Some(failure.clone());
+                    if compensable && let Some(output) = rejected_output {
+                        state.output = Some(output.clone());
+                    }
+                }
+                self.report.escalations.push(Escalation {
+                    level: next.level(),
+                    class: failure.class,
+                    step: failure.step.clone(),
+                    attempt: failure.attempt,
+                    error: failure.message.clone(),
+                });
+                let rejected_to_undo = compensable && rejected_output.is_some();
+                match next {
+                    Next::Retry { delay } => {
+                        self.steps[i].transient_used += 1;
+                        self.report.slept += *delay;
+                    }
+                    Next::Reprompt | Next::SwitchModel { .. } => {
+                        match next {
+                            Next::SwitchModel { tier } => self.steps[i].tier = *tier,
+                            _ => self.steps[i].reprompts_used += 1,
+                        }
+                        if rejected_to_undo {
+                            self.phase = Phase::Compensating { queue: vec![i], then: Then::Reprompt(i) };
+                        }
+                    }
+                    Next::Restart { from, requested, note, observation } => {
+                        let from = self.step_index(*from)?;
+                        if from > i {
+                            return Err(format!("a restart of step {i} from the later step {from}"));
+                        }
+                        self.steps[i].restarts += 1;
+                        if observation.is_some() {
+                            self.observation = observation.clone();
+                        }
+                        self.report.restarts.push(RestartRecord {
+                            failed_step: self.name(i),
+                            from: self.name(from),
+                            requested: requested.clone(),
+                            note: note.clone(),
+                        });
+                        let queue = self.undo_queue(from, i + usize::from(rejected_to_undo));
+                        self.phase = Phase::Compensating { queue, then: Then::Restart(from) };
+                    }
+                    Next::RollBack => {
+                        self.failure = Some(failure.clone());
+                        let queue = self.undo_queue(0, steps.len());
+                        self.phase = Phase::Compensating { queue, then: Then::RollBack };
+                    }
+                    Next::Park => {
+                        self.failure = Some(failure.clone());
+                        self.paged = false;
+                        self.phase = Phase::Parked(Parked::AfterCommit(i));
+                    }
+                }
+                self.settle();
+            }
+            Event::CompensationStarted { step, attempt } => {
+                let i = self.step_index(*step)?;
+                let then = self.expect_compensating(i)?;
+                self.steps[i].compensation_attempts = *attempt;
+                let entry = self.open_compensation(i, then);
+                self.report.compensations[entry].attempts = *attempt;
+            }
+            Event::CompensationDone { step, attempt } => {
+                let i = self.step_index(*step)?;
+                let then = self.expect_compensating(i)?;
+                let entry = self.open_compensation(i, then);
+                let record = &mut self.report.compensations[entry];
+                record.attempts = record.attempts.max(*attempt);
+                record.done = true;
+                let state = &mut self.steps[i];
+                state.output = None;
+                state.generation += 1;
+                state.compensation_attempts = 0;
+                state.compensation_retries_used = 0;
+                state.compensation_failure = None;
+                state.open_compensation = None;
+                if let Phase::Compensating { queue, .. } = &mut self.phase {
+                    queue.pop();
+                }
+                self.settle();
+            }
+            Event::CompensationFailed { step, failure, next } => {
+                let i = self.step_index(*step)?;
+                let then = self.expect_compensating(i)?;
+                let entry = self.open_compensation(i, then);
+                let record = &mut self.report.compensations[entry];
+                record.attempts = record.attempts.max(failure.attempt);
+                record.errors.push(failure.message.clone());
+                let state = &mut self.steps[i];
+                state.compensation_attempts = state.compensation_attempts.max(failure.attempt);
+                state.compensation_failure = Some(failure.clone());
+                match next {
+                    CompensationNext::Retry { delay } => {
+                        state.compensation_retries_used += 1;
+                        self.report.slept += *delay;
+                    }
+                    CompensationNext::Park => {
+                        self.report.escalations.push(Escalation {
+                            level: Level::PageHuman,
+                            class: failure.class,
+                            step: failure.step.clone(),
+                            attempt: failure.attempt,
+                            error: failure.message.clone(),
+                        });
+                        self.failure = Some(failure.clone());
+                        self.paged = false;
+                        let Phase::Compensating { queue, then } = std::mem::replace(&mut self.phase, Phase::Forward(0))
+                        else {
+                            unreachable!("checked by expect_compensating")
+                        };
+                        self.phase = Phase::Parked(Parked::Compensation { queue, then });
+                    }
+                }
+            }
+            Event::Notified => {
+                self.notified = true;
+                self.report.notified += 1;
+            }
+            Event::Paged => {
+                if !matches!(self.phase, Phase::Parked(_)) {
+                    return Err("a `paged` record while not parked".to_owned());
+                }
+                self.paged = true;
+                self.report.paged += 1;
+            }
+            Event::Finished { status } => {
+                let consistent = match status {
+                    Status::Completed => matches!(self.phase, Phase::Forward(i) if i == steps.len()),
+                    Status::Compensated => matches!(
+                        &self.phase,
+                        Phase::Compensating { queue, then: Then::RollBack } if queue.is_empty()
+                    ),
+                    Status::Running | Status::NeedsHuman => false,
+                };
+                if !consistent {
+                    return Err(format!("`finished {status}` does not follow from the records before it"));
+                }
+                self.phase = Phase::Finished(*status);
+            }
+            Event::Resumed => {
+                let Phase::Parked(parked) = &self.phase else {
+                    return Err("a `resumed` record while not parked".to_owned());
+                };
+                self.phase = match parked.clone() {
+                    Parked::AfterCommit(i) => {
+                        let state = &mut self.steps[i];
+                        state.fresh_budgets();
+                        state.restarts = 0;
+                        Phase::Forward(i)
+                    }
+                    Parked::Compensation { queue, then } => {
+                        if let Some(&top) = queue.last() {
+                            self.steps[top].compensation_retries_used = 0;
+                        }
+                        Phase::Compensating { queue, then }
+                    }
+                };
+                self.paged = false;
+            }
+        }
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn expect_forward(&self, i: usize) -> Result<(), String> {
+        match self.phase {
+            Phase::Forward(next) if next == i => Ok(()),
+            _ => Err(format!("a record of step `{}` while the saga was not running it", self.name(i))),
+        }
+    }
+
+    fn expect_compensating(&self, i: usize) -> Result<Then, String> {
+        match &self.phase {
+            Phase::Compensating { queue, then } if queue.last() == Some(&i) => Ok(*then),
+            _ => Err(format!("a compensation record of step `{}` out of order", self.name(i))),
+        }
+    }
+
+    fn open_compensation(&mut self, i: usize, then: Then) -> usize {
+        if let Some(entry) = self.steps[i].open_compensation {
+            return entry;
+        }
+        let compensation = self.definition.steps()[i].compensation().unwrap_or_default().to_owned();
+        self.report.compensations.push(CompensationRecord {
+            step: self.name(i),
+            compensation,
+            reason: then.reason(),
+            attempts: 0,
+            errors: Vec::new(),
+            done: false,
+            resolved_by_human: None,
+        });
+        let entry = self.report.compensations.len() - 1;
+        self.steps[i].open_compensation = Some(entry);
+        entry
+    }
+
+    /// The completed compensable steps in `from..to`, the last one first (a stack whose top
+    /// is the next to compensate).
+    fn undo_queue(&self, from: usize, to: usize) -> Vec<usize> {
+        let steps = self.definition.steps();
+        (from..to.min(steps.len()))
+            .filter(|&s| steps[s].kind() == StepKind::Compensable && self.steps[s].output.is_some())
+            .collect()
+    }
+
+    /// Leaves a finished run of compensations for what follows it (a rollback waits for its
+    /// `finished` record).
+    fn settle(&mut self) {
+        let Phase::Compensating { queue, then } = &self.phase else { return };
+        if !queue.is_empty() {
+            return;
+        }
+        match *then {
+            Then::RollBack => {}
+            Then::Reprompt(i) => self.phase = Phase::Forward(i),
+            Then::Restart(from) => {
+                for state in &mut self.steps[from..] {
+                    state.fresh_budgets();
+                }
+                self.phase = Phase::Forward(from);
+            }
+        }
+    }
+}
+
+/// A journal record, displayed as one line of a timeline with the definition's step names.
+pub struct Timeline<'a> {
+    /// The definition that wrote the record.
+    pub definition: &'static Definition,
+    /// The record.
+    pub record: &'a Record,
+}
+
+impl fmt::Display for Timeline<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let steps = self.definition.steps();
+        let name = |i: &u32| steps.get(*i as usize).map_or("?", |s| s.name());
+        let compensation = |i: &u32| steps.get(*i as usize).and_then(|s| s.compensation()).unwrap_or("?");
+        match &self.record.event {
+            Event::Started { saga, version, fingerprint } => {
+                write!(f, "started {saga} v{version} ({fingerprint})")
+            }
+            Event::AttemptStarted { step, attempt, tier } => {
+                write!(f, "{}: attempt {attempt}", name(step))?;
+                if *tier > 0 {
+                    write!(f, " on model tier {tier}")?;
+                }
+                Ok(())
+            }
+            Event::StepCompleted { step, attempt, .. } => write!(f, "{}: completed on attempt {attempt}", name(step)),
+            Event::StepFailed { failure, next, .. } => {
+                write!(f, "{}: {failure}\n    -> {}: ", failure.step, next.level())?;
+                match next {
+                    Next::Retry { delay } => write!(f, "retry in {delay:?}"),
+                    Next::Reprompt => write!(f, "re-prompt with the error"),
+                    Next::SwitchModel { tier } => write!(f, "retry on model tier {tier}"),
+                    Next::Restart { from, note, observation, .. } => {
+                        write!(f, "environment changed: restart from `{}`", name(from))?;
+                        if let Some(observation) = observation {
+                            write!(f, " with observation {observation}")?;
+                        }
+                        if let Some(note) = note {
+                            write!(f, " ({note})")?;
+                        }
+                        Ok(())
+                    }
+                    Next::RollBack => write!(f, "roll back: compensate every completed step"),
+                    Next::Park => write!(f, "after the commit point: page a human and park"),
+                }
+            }
+            Event::CompensationStarted { step, attempt } => {
+                write!(f, "{}: compensating with `{}` (attempt {attempt})", name(step), compensation(step))
+            }
+            Event::CompensationDone { step, .. } => write!(f, "{}: compensated", name(step)),
+            Event::CompensationFailed { failure, next, .. } => {
+                write!(f, "{}: {failure}\n    -> ", failure.step)?;
+                match next {
+                    CompensationNext::Retry { delay } => write!(f, "retry the compensation in {delay:?}"),
+                    CompensationNext::Park => write!(f, "{}: page a human and park", Level::PageHuman),
+                }
+            }
+            Event::Notified => write!(f, "notified ({})", Level::Compensate),
+            Event::Paged => write!(f, "paged a human ({})", Level::PageHuman),
+            Event::Finished { status } => write!(f, "finished: {status}"),
+            Event::Resumed => write!(f, "resumed by an operator"),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Compile-time checked sagas for AI-agent pipelines.
+//!
+//! Write a multi-step agent pipeline as an `impl` block of async methods, say how each step
+//! is undone, and get a generated state machine that classifies failures, climbs an
+//! escalation ladder (retry, re-prompt, stronger model, compensate, page a human), runs
+//! compensations in reverse order, and checkpoints every step so that nothing runs twice.
+//! A step that cannot be undone and is not declared a commit point does not compile.
+//!
+//! # Quickstart
+//!
+//! ```
+//! use saga_runtime::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! struct Publish { title: String }
+//!
+//! #[saga]
+//! impl Publish {
+//!     /// Drafts the post (a model call): nothing to undo.
+//!     #[step(idempotent)]
+//!     async fn draft(&self, _cx: &StepContext) -> StepResult<String> {
+//!         Ok(format!("# {}\n\nHello.", self.title))
+//!     }
+//!
+//!     /// Uploads the draft; undone by deleting it.
+//!     #[step(compensate = delete_upload)]
+//!     async fn upload(&self, cx: &StepContext, draft: &String) -> StepResult<u64> {
+//!         // Pass cx.idempotency_key() to the remote service as its dedupe key.
+//!         assert_eq!(cx.idempotency_key().len(), 64);
+//!         Ok(draft.len() as u64)
+//!     }
+//!     async fn delete_upload(&self, _cx: &StepContext, _upload: &u64) -> StepResult<()> {
+//!         Ok(())
+//!     }
+//!
+//!     /// Makes it public: the commit point, never rolled back once it succeeded.
+//!     #[step(commit)]
+//!     async fn go_live(&self, _cx: &StepContext, upload: &u64) -> StepResult<String> {
+//!         Ok(format!("https://blog.example/{upload}"))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), RuntimeError> {
+//! let runtime = Runtime::builder().build(); // in memory; see `Policy` for the ladder budgets
+//! let outcome = runtime.run(Publish { title: "Sagas".into() }).await?;
+//! let output = outcome.output().expect("every step succeeds");
+//! assert_eq!(output.go_live, "https://blog.example/17");
+//! assert!(outcome.report().escalations.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Forgetting how a step is undone is a compile error:
+//!
+//! ```compile_fail
+//! use saga_runtime::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Serialize, Deserialize)] struct Publish;
+//! #[saga]
+//! impl Publish {
+//!     #[step] // error: step `upload` does not say how it is undone
+//!     async fn upload(&self, _cx: &StepContext) -> StepResult<u64> { Ok(1) }
+//! }
+//! ```
+//!
+//! # The DSL
+//!
+//! Steps run in the order they are written. Each is an `async fn(&self, cx: &StepContext,
+//! <inputs>) -> StepResult<T>` (or `Result<T, E>` with `E: Into<StepError>`) whose output `T`
+//! is `Serialize + DeserializeOwned + Send + Sync + 'static`, because it is checkpointed. A
+//! parameter after `cx` named like an earlier step receives a reference to that step's
+//! output. `#[step(...)]` takes exactly one of:
+//!
+//! - `compensate = method`: an `async fn method(&self, cx: &StepContext, output: &T) ->
+//!   StepResult<()>` of the same impl undoes the step;
+//! - `commit`: the pivot (at most one); steps after it must be `idempotent`;
+//! - `idempotent`: nothing to undo, safe to run again;
+//!
+//! and optionally `validate = method` (a sync `fn(&self, &T) -> Result<(), String>`; a
+//! rejected output is a logical failure, compensated before the re-prompt) and `timeout =
+//! "30s"` (`"500ms"`, `"2m"`, `"1h"`). `#[saga(name = "...", version = N)]` names and versions
+//! the saga. The macro generates `impl Saga` and a `<Type>Output` struct with one field per
+//! step.
+//!
+//! # The ladder
+//!
+//! See the [`ladder`] module for the exact table the runtime follows.
+
+#![warn(missing_docs)]
+
+mod context;
+mod error;
+mod id;
+mod idempotency;
+pub mod journal;
+pub mod ladder;
+mod notify;
+mod outcome;
+mod policy;
+mod runtime;
+mod saga;
+pub mod store;
+
+#[doc(inline)]
+pub use saga_macros::{saga, step};
+
+pub use context::StepContext;
+pub use error::{CodecError, Failure, FailureClass, FailureKind, RuntimeError, StepError};
+pub use id::SagaId;
+pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
+pub use outcome::{
+    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, Report,
+    RestartRecord, Status,
+};
+pub use policy::{Backoff, Jitter, Policy};
+pub use runtime::{Runtime, RuntimeBuilder};
+pub use saga::{BoxFuture, Definition, Saga, StepDef, StepKind, StepOutput};
+pub use store::{CheckpointStore, MemoryStore};
+
+/// The result of a step or a compensation.
+pub type StepResult<T> = Result<T, StepError>;
+
+/// Everything a saga author needs: `use saga_runtime::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Backoff, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore, Outcome, Policy, Report,
+        Runtime, RuntimeError, Saga, SagaId, StepContext, StepError, StepResult, saga, step,
+    };
+}
+
+/// Items the generated code uses. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    use std::fmt::Display;
+
+    pub use crate::saga::{BoxFuture, Definition, Saga, StepDef, StepKind};
+    pub use crate::{CodecError, StepContext, StepError};
+    pub use serde;
+
+    /// Converts a step's result, whatever its error type.
+    #[inline]
+    pub fn step_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<T, StepError> {
+        result.map_err(Into::into)
+    }
+
+    /// Converts a compensation's result, discarding its value.
+    #[inline]
+    pub fn compensation_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<(), StepError> {
+        result.map(drop).map_err(Into::into)
+    }
+
+    /// Converts a validator's result.
+    #[inline]
+    pub fn validation<E: Display>(result: Result<(), E>) -> Result<(), String> {
+        result.map_err(|e| e.to_string())
+    }
+
+    /// Checks at compile time that a step output can be checkpointed.
+    #[inline]
+    pub fn assert_step_output<T: crate::saga::StepOutput>() {}
+
+    /// The output of an earlier step. The runtime only runs a step (or a compensation) when
+    /// the outputs it reads are present.
+    #[inline]
+    pub fn input<T>(slot: &Option<T>) -> &T {
+        match slot {
+            Some(value) => value,
+            None => panic!("saga-runtime bug: a step ran before an output it reads was checkpointed"),
+        }
+    }
+
+    /// Serializes a step output.
+    pub fn encode<T: serde::Serialize>(slot: &Option<T>) -> Result<Vec<u8>, CodecError> {
+        Ok(serde_json::to_vec(input(slot))?)
+    }
+
+    /// Deserializes a step output.
+    pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// A step index the definition does not have.
+    #[cold]
+    pub fn no_such_step(step: usize) -> ! {
+        panic!("saga-runtime bug: step index {step} is not in the definition")
+    }
+}

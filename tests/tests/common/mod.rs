@@ -1,0 +1,218 @@
+//! A scripted saga shared by the integration tests: every step and compensation writes what
+//! it did to a [`Log`], and a [`Script`] decides, call by call, whether it fails and how.
+#![allow(dead_code)] // each test file uses a different part of this harness
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use saga_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// What happened, in order: `"open_pr#1"` for attempt 1 of `open_pr`, `"undo open_pr#1"` for
+/// attempt 1 of its compensation.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn push(&self, entry: impl Into<String>) {
+        self.0.lock().unwrap().push(entry.into());
+    }
+    pub fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// How one scripted call goes.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    Ok,
+    Fail(StepError),
+    Panic,
+    Hang,
+    /// Return an output that the step's validator rejects.
+    Wrong,
+}
+
+/// Per step (or `"undo <step>"`), the plans of its next calls; a call with no plan left succeeds.
+#[derive(Clone, Default)]
+pub struct Script(Arc<Mutex<HashMap<String, VecDeque<Plan>>>>);
+
+impl Script {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn then(self, key: &str, plans: impl IntoIterator<Item = Plan>) -> Self {
+        self.0.lock().unwrap().entry(key.to_owned()).or_default().extend(plans);
+        self
+    }
+    pub fn next(&self, key: &str) -> Plan {
+        self.0.lock().unwrap().get_mut(key).and_then(|q| q.pop_front()).unwrap_or(Plan::Ok)
+    }
+}
+
+pub fn transient(n: usize) -> Vec<Plan> {
+    vec![Plan::Fail(StepError::transient("503 from the vendor")); n]
+}
+pub fn logical(n: usize) -> Vec<Plan> {
+    vec![Plan::Fail(StepError::logical("the model called a tool that does not exist")); n]
+}
+
+/// Everything the scripted steps need, registered as one resource.
+#[derive(Clone, Default)]
+pub struct Harness {
+    pub log: Log,
+    pub script: Script,
+    /// Every idempotency key and the call that used it: `(entry, key)`.
+    pub keys: Arc<Mutex<Vec<(String, String)>>>,
+    /// `(step, previous_error message, model tier, observation)` per call.
+    pub seen: Arc<Mutex<Vec<(String, Option<String>, u32, Option<serde_json::Value>)>>>,
+}
+
+impl Harness {
+    pub fn with_script(script: Script) -> Self {
+        Harness { script, ..Self::default() }
+    }
+
+    /// Runs one scripted call: logs it, records what the context says, and applies the plan.
+    pub async fn call(&self, cx: &StepContext, name: &str) -> Result<bool, StepError> {
+        let entry = match cx.compensation() {
+            Some(_) => format!("undo {name}#{}", cx.attempt()),
+            None => format!("{name}#{}", cx.attempt()),
+        };
+        self.log.push(entry.clone());
+        self.keys.lock().unwrap().push((entry, cx.idempotency_key().to_owned()));
+        self.seen.lock().unwrap().push((
+            name.to_owned(),
+            cx.previous_error().map(|f| f.message.clone()),
+            cx.model_tier(),
+            cx.observation().cloned(),
+        ));
+        let key = match cx.compensation() {
+            Some(_) => format!("undo {name}"),
+            None => name.to_owned(),
+        };
+        match self.script.next(&key) {
+            Plan::Ok => Ok(true),
+            Plan::Wrong => Ok(false),
+            Plan::Fail(error) => Err(error),
+            Plan::Panic => panic!("scripted panic in {name}"),
+            Plan::Hang => std::future::pending().await,
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.entries()
+    }
+
+    pub fn key_of(&self, entry: &str) -> String {
+        let keys = self.keys.lock().unwrap();
+        keys.iter().find(|(e, _)| e == entry).unwrap_or_else(|| panic!("no call {entry}")).1.clone()
+    }
+}
+
+/// The saga of DESIGN.md §3, scripted: open a PR, run the tests, comment, merge, announce.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleasePr {
+    pub repo: String,
+    pub branch: String,
+}
+
+impl ReleasePr {
+    pub fn new() -> Self {
+        ReleasePr { repo: "acme/api".into(), branch: "fix-login".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PrId(pub u64);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestReport {
+    pub passed: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommentId(pub String);
+
+#[saga]
+impl ReleasePr {
+    #[step(compensate = close_pr)]
+    async fn open_pr(&self, cx: &StepContext) -> StepResult<PrId> {
+        cx.resource::<Harness>().call(cx, "open_pr").await?;
+        Ok(PrId(42))
+    }
+    async fn close_pr(&self, cx: &StepContext, _pr: &PrId) -> StepResult<()> {
+        cx.resource::<Harness>().call(cx, "open_pr").await?;
+        Ok(())
+    }
+
+    #[step(idempotent)]
+    async fn run_tests(&self, cx: &StepContext, open_pr: &PrId) -> StepResult<TestReport> {
+        cx.resource::<Harness>().call(cx, "run_tests").await?;
+        Ok(TestReport { passed: open_pr.0 as u32 })
+    }
+
+    #[step(compensate = delete_comment, validate = non_empty)]
+    async fn comment(&self, cx: &StepContext, run_tests: &TestReport) -> StepResult<CommentId> {
+        let right = cx.resource::<Harness>().call(cx, "comment").await?;
+        Ok(CommentId(if right { format!("{} tests passed", run_tests.passed) } else { String::new() }))
+    }
+    async fn delete_comment(&self, cx: &StepContext, _comment: &CommentId) -> StepResult<()> {
+        cx.resource::<Harness>().call(cx, "comment").await?;
+        Ok(())
+    }
+    fn non_empty(&self, comment: &CommentId) -> Result<(), String> {
+        if comment.0.is_empty() { Err("the comment is empty".into()) } else { Ok(()) }
+    }
+
+    #[step(commit)]
+    async fn merge(&self, cx: &StepContext, open_pr: &PrId) -> StepResult<String> {
+        cx.resource::<Harness>().call(cx, "merge").await?;
+        Ok(format!("sha-of-{}", open_pr.0))
+    }
+
+    #[step(idempotent)]
+    async fn announce(&self, cx: &StepContext, merge: &String) -> StepResult<String> {
+        cx.resource::<Harness>().call(cx, "announce").await?;
+        Ok(format!("released {merge}"))
+    }
+}
+
+/// Incidents the notifier and the pager received: `(level, step, message)`.
+#[derive(Clone, Default)]
+pub struct Incidents(pub Arc<Mutex<Vec<(Level, String, String)>>>);
+
+impl Incidents {
+    pub fn all(&self) -> Vec<(Level, String, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A runtime with deterministic backoff (no jitter: 500 ms, 1 s, 2 s, ...), the harness as a
+/// resource, and notifier and pager that record their incidents.
+pub fn runtime(harness: &Harness, policy: Policy) -> (Runtime, Incidents, MemoryStore) {
+    let incidents = Incidents::default();
+    let store = MemoryStore::new();
+    let (notified, paged) = (incidents.clone(), incidents.clone());
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .policy(policy)
+        .resource(harness.clone())
+        .notifier(move |i: &Incident| notified.0.lock().unwrap().push((i.level, i.failure.step.clone(), i.failure.message.clone())))
+        .pager(move |i: &Incident| paged.0.lock().unwrap().push((i.level, i.failure.step.clone(), i.failure.message.clone())))
+        .build();
+    (runtime, incidents, store)
+}
+
+pub fn exact_backoff() -> Policy {
+    Policy { backoff: Backoff { jitter: Jitter::None, ..Backoff::default() }, ..Policy::default() }
+}
+
+/// `(level as u8, class, step, attempt)` of each escalation, for compact assertions.
+pub fn escalations(report: &Report) -> Vec<(u8, FailureClass, String, u32)> {
+    report.escalations.iter().map(|e| (e.level as u8, e.class, e.step.clone(), e.attempt)).collect()
+}
+
+pub fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
