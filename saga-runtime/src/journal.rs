@@ -200,13 +200,21 @@ impl Then {
     }
 }
 
-/// Why a saga is parked.
+/// Why a saga is parked, with the failure that parked it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Parked {
     /// A step after the commit point exhausted its ladder; `resume` runs it again.
-    AfterCommit(usize),
+    AfterCommit { step: usize, failure: Failure },
     /// A compensation failed for good; `resume` tries it again, then the rest.
-    Compensation { queue: Vec<usize>, then: Then },
+    Compensation { queue: Vec<usize>, then: Then, failure: Failure },
+}
+
+impl Parked {
+    pub(crate) fn failure(&self) -> &Failure {
+        match self {
+            Parked::AfterCommit { failure, .. } | Parked::Compensation { failure, .. } => failure,
+        }
+    }
 }
 
 /// The ladder budgets and history of one step.
@@ -258,8 +266,8 @@ pub(crate) struct Progress {
     pub(crate) notified: bool,
     /// Whether the pager was called for the current park.
     pub(crate) paged: bool,
-    /// The failure behind a rollback or a park.
-    pub(crate) failure: Option<Failure>,
+    /// The failure that started the rollback.
+    pub(crate) rollback_failure: Option<Failure>,
     pub(crate) report: Report,
     /// The sequence number of the next record.
     pub(crate) next_seq: u64,
@@ -275,7 +283,7 @@ impl Progress {
             observation: None,
             notified: false,
             paged: false,
-            failure: None,
+            rollback_failure: None,
             report: Report::default(),
             next_seq: 0,
         }
@@ -315,12 +323,20 @@ impl Progress {
                 Some(s) => format!("compensating {}", steps[*s].name()),
                 None => "compensated".to_owned(),
             },
-            Phase::Parked(Parked::AfterCommit(s)) => format!("parked at {}", steps[*s].name()),
+            Phase::Parked(Parked::AfterCommit { step, .. }) => format!("parked at {}", steps[*step].name()),
             Phase::Parked(Parked::Compensation { queue, .. }) => match queue.last() {
                 Some(s) => format!("parked compensating {}", steps[*s].name()),
                 None => "parked".to_owned(),
             },
             Phase::Finished(status) => status.as_str().to_owned(),
+        }
+    }
+
+    /// The failure an outcome reports: the park's while parked, else the rollback's.
+    pub(crate) fn outcome_failure(&self) -> Option<&Failure> {
+        match &self.phase {
+            Phase::Parked(parked) => Some(parked.failure()),
+            _ => self.rollback_failure.as_ref(),
         }
     }
 
@@ -413,14 +429,13 @@ impl Progress {
                         self.phase = Phase::Compensating { queue, then: Then::Restart(from) };
                     }
                     Next::RollBack => {
-                        self.failure = Some(failure.clone());
+                        self.rollback_failure = Some(failure.clone());
                         let queue = self.undo_queue(0, steps.len());
                         self.phase = Phase::Compensating { queue, then: Then::RollBack };
                     }
                     Next::Park => {
-                        self.failure = Some(failure.clone());
                         self.paged = false;
-                        self.phase = Phase::Parked(Parked::AfterCommit(i));
+                        self.phase = Phase::Parked(Parked::AfterCommit { step: i, failure: failure.clone() });
                     }
                 }
                 self.settle();
@@ -474,13 +489,12 @@ impl Progress {
                             attempt: failure.attempt,
                             error: failure.message.clone(),
                         });
-                        self.failure = Some(failure.clone());
                         self.paged = false;
                         let Phase::Compensating { queue, then } = std::mem::replace(&mut self.phase, Phase::Forward(0))
                         else {
                             unreachable!("checked by expect_compensating")
                         };
-                        self.phase = Phase::Parked(Parked::Compensation { queue, then });
+                        self.phase = Phase::Parked(Parked::Compensation { queue, then, failure: failure.clone() });
                     }
                 }
             }
@@ -514,13 +528,13 @@ impl Progress {
                     return Err("a `resumed` record while not parked".to_owned());
                 };
                 self.phase = match parked.clone() {
-                    Parked::AfterCommit(i) => {
+                    Parked::AfterCommit { step: i, .. } => {
                         let state = &mut self.steps[i];
                         state.fresh_budgets();
                         state.restarts = 0;
                         Phase::Forward(i)
                     }
-                    Parked::Compensation { queue, then } => {
+                    Parked::Compensation { queue, then, .. } => {
                         if let Some(&top) = queue.last() {
                             self.steps[top].compensation_retries_used = 0;
                         }
@@ -658,4 +672,25 @@ impl fmt::Display for Timeline<'_> {
             Event::Resumed => write!(f, "resumed by an operator"),
         }
     }
+}
+
+/// What a journal says about a saga, rebuilt by replaying it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Where the saga stands.
+    pub status: Status,
+    /// The failure behind a rollback (`Compensated`) or a park (`NeedsHuman`).
+    pub failure: Option<Failure>,
+    /// The report: escalations, compensations, attempts, restarts.
+    pub report: Report,
+}
+
+/// Replays a journal written under `definition`: what the runtime would conclude from it.
+///
+/// An error says how the journal contradicts itself (records out of order, a record that
+/// does not follow from the ones before it).
+pub fn summarize(definition: &'static Definition, records: &[Record]) -> Result<Summary, String> {
+    let progress = Progress::replay(definition, records)?;
+    Ok(Summary { status: progress.status(), failure: progress.outcome_failure().cloned(), report: progress.report })
 }

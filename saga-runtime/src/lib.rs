@@ -125,8 +125,8 @@ pub type StepResult<T> = Result<T, StepError>;
 /// Everything a saga author needs: `use saga_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Backoff, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore, Outcome, Policy, Report,
-        Runtime, RuntimeError, Saga, SagaId, StepContext, StepError, StepResult, saga, step,
+        Backoff, CheckpointStore, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore, Outcome,
+        Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status, StepContext, StepError, StepResult, saga, step,
     };
 }
 
@@ -179,6 +179,52 @@ pub mod __private {
     /// Deserializes a step output.
     pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// Debug formatting of a step output that may not implement `Debug`: the generated
+    /// `<Type>Output` prints each field with its `Debug` when it has one, else its type name
+    /// (autoref specialization, resolved at the call site where the type is concrete).
+    pub struct DebugWrap<'a, T>(pub &'a T);
+
+    /// A field printed with its own `Debug`, or as its type name.
+    pub enum DebugValue<'a> {
+        /// The value's own `Debug`.
+        Debug(&'a dyn std::fmt::Debug),
+        /// The type name, for a value without `Debug`.
+        Opaque(&'static str),
+    }
+
+    impl std::fmt::Debug for DebugValue<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                DebugValue::Debug(value) => value.fmt(f),
+                DebugValue::Opaque(name) => write!(f, "<{name}>"),
+            }
+        }
+    }
+
+    /// Chosen when the field implements `Debug`.
+    pub trait DebugViaDebug<'a> {
+        /// The field's debug view.
+        fn __saga_debug(&self) -> DebugValue<'a>;
+    }
+
+    impl<'a, T: std::fmt::Debug> DebugViaDebug<'a> for &DebugWrap<'a, T> {
+        fn __saga_debug(&self) -> DebugValue<'a> {
+            DebugValue::Debug(self.0)
+        }
+    }
+
+    /// The fallback for fields without `Debug`.
+    pub trait DebugViaName<'a> {
+        /// The field's debug view.
+        fn __saga_debug(&self) -> DebugValue<'a>;
+    }
+
+    impl<'a, T> DebugViaName<'a> for DebugWrap<'a, T> {
+        fn __saga_debug(&self) -> DebugValue<'a> {
+            DebugValue::Opaque(std::any::type_name::<T>())
+        }
     }
 
     /// A step index the definition does not have.

@@ -50,7 +50,7 @@ impl Default for Policy {
 /// Exponential backoff, capped, with optional full jitter.
 ///
 /// The delay before retry `n` (1-based) is drawn from `[0, min(max, initial * factor^(n-1))]`
-/// with [`Jitter::Full`], or is that cap with [`Jitter::None`]; it is never shorter than a
+/// in whole milliseconds with [`Jitter::Full`], or is that cap with [`Jitter::None`]; it is never shorter than a
 /// `retry_after` the error asked for. Written by hand rather than with a retry crate because
 /// the ladder needs the delay of a given retry number, restored from the journal after a
 /// crash, not an iterator that lives in one process.
@@ -99,10 +99,9 @@ impl Backoff {
         let cap = self.cap(retry);
         let drawn = match self.jitter {
             Jitter::None => cap,
-            Jitter::Full => {
-                let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-                Duration::from_nanos(fastrand::u64(0..=nanos))
-            }
+            // Whole milliseconds: timers have millisecond resolution, so the recorded delay is
+            // exactly what the saga sleeps.
+            Jitter::Full => Duration::from_millis(fastrand::u64(0..=cap.as_millis().min(u64::MAX as u128) as u64)),
         };
         at_least.map_or(drawn, |min| drawn.max(min))
     }

@@ -333,6 +333,8 @@ struct Driver<'r, S: Saga> {
     /// Records applied to `progress` but not yet committed.
     pending: Vec<Record>,
     span: tracing::Span,
+    /// The span of the step being run, kept across its attempts.
+    step_span: Option<(usize, tracing::Span)>,
 }
 
 impl<'r, S: Saga> Driver<'r, S> {
@@ -349,6 +351,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             state: S::State::default(),
             pending: Vec::new(),
             span,
+            step_span: None,
         }
     }
 
@@ -480,7 +483,23 @@ impl<'r, S: Saga> Driver<'r, S> {
         let tier = self.progress.steps[i].tier;
         self.record(Event::AttemptStarted { step: i as u32, attempt, tier })?;
         let cx = self.context(i, attempt, tier, None);
-        let span = tracing::info_span!("step", step = step_def.name(), attempt, tier);
+        let step_span = match &self.step_span {
+            Some((index, span)) if *index == i => span.clone(),
+            _ => {
+                let span = tracing::info_span!(parent: &self.span, "step", saga_id = %self.saga_id, step = step_def.name());
+                self.step_span = Some((i, span.clone()));
+                span
+            }
+        };
+        let span = tracing::info_span!(
+            parent: &step_span,
+            "attempt",
+            step = step_def.name(),
+            attempt,
+            tier,
+            class = tracing::field::Empty,
+            level = tracing::field::Empty,
+        );
         let timeout = self.timeout(i);
         let result = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout).instrument(span.clone()).await;
         let result = result.and_then(|()| {
@@ -516,6 +535,8 @@ impl<'r, S: Saga> Driver<'r, S> {
                     attempt,
                     message: error.message().to_owned(),
                 };
+                span.record("class", tracing::field::display(failure.class));
+                span.record("level", next.level() as u8);
                 span.in_scope(|| {
                     tracing::warn!(
                         class = %failure.class,
@@ -544,7 +565,16 @@ impl<'r, S: Saga> Driver<'r, S> {
         let attempt = self.progress.steps[i].compensation_attempts + 1;
         self.record(Event::CompensationStarted { step: i as u32, attempt })?;
         let cx = self.context(i, attempt, 0, Some(compensation));
-        let span = tracing::info_span!("compensation", step = step_def.name(), compensation, attempt);
+        let span = tracing::info_span!(
+            parent: &self.span,
+            "compensation",
+            saga_id = %self.saga_id,
+            step = step_def.name(),
+            compensation,
+            attempt,
+            class = tracing::field::Empty,
+            level = tracing::field::Empty,
+        );
         let timeout = self.timeout(i);
         let result = guarded(self.saga.__compensate(i, &cx, &self.state), timeout).instrument(span.clone()).await;
         match result {
@@ -568,6 +598,10 @@ impl<'r, S: Saga> Driver<'r, S> {
                     CompensationNext::Park => Some(Level::PageHuman as u8),
                     CompensationNext::Retry { .. } => None,
                 };
+                span.record("class", tracing::field::display(failure.class));
+                if let Some(level) = level {
+                    span.record("level", level);
+                }
                 span.in_scope(|| tracing::warn!(class = %failure.class, level, error = %failure.message, "compensation failed"));
                 let delay = match next {
                     CompensationNext::Retry { delay } => Some(delay),
@@ -592,7 +626,8 @@ impl<'r, S: Saga> Driver<'r, S> {
     }
 
     fn incident(&self, level: Level) -> Result<Incident, RuntimeError> {
-        let failure = self.progress.failure.clone().ok_or_else(|| self.journal_error(format!("{level} without a failure")))?;
+        let failure =
+            self.progress.outcome_failure().cloned().ok_or_else(|| self.journal_error(format!("{level} without a failure")))?;
         Ok(Incident {
             saga_id: self.saga_id.clone(),
             saga: self.definition.name().to_owned(),
@@ -624,7 +659,8 @@ impl<'r, S: Saga> Driver<'r, S> {
     fn outcome(&mut self) -> Result<Outcome<S::Output>, RuntimeError> {
         let saga_id = self.saga_id.clone();
         let report = self.progress.report.clone();
-        let failure = || self.progress.failure.clone().ok_or_else(|| self.journal_error("no failure recorded".to_owned()));
+        let failure =
+            || self.progress.outcome_failure().cloned().ok_or_else(|| self.journal_error("no failure recorded".to_owned()));
         match self.progress.status() {
             Status::Completed => {
                 let state = std::mem::take(&mut self.state);
