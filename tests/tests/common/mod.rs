@@ -57,10 +57,31 @@ pub fn logical(n: usize) -> Vec<Plan> {
     vec![Plan::Fail(StepError::logical("the model called a tool that does not exist")); n]
 }
 
+/// How a scripted call ended, as the step itself saw it.
+#[derive(Clone, Debug)]
+pub enum CallResult {
+    Ok,
+    Wrong,
+    Failed(StepError),
+    Panicked,
+    Hung,
+}
+
+/// One call of a step (or of a compensation, `undo == true`).
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub name: String,
+    pub undo: bool,
+    pub attempt: u32,
+    pub result: CallResult,
+}
+
 /// Everything the scripted steps need, registered as one resource.
 #[derive(Clone, Default)]
 pub struct Harness {
     pub log: Log,
+    /// Every call and how it ended: the independent record the property test checks.
+    pub calls: Arc<Mutex<Vec<Call>>>,
     pub script: Script,
     /// Every idempotency key and the call that used it: `(entry, key)`.
     pub keys: Arc<Mutex<Vec<(String, String)>>>,
@@ -91,7 +112,16 @@ impl Harness {
             Some(_) => format!("undo {name}"),
             None => name.to_owned(),
         };
-        match self.script.next(&key) {
+        let plan = self.script.next(&key);
+        let result = match &plan {
+            Plan::Ok => CallResult::Ok,
+            Plan::Wrong => CallResult::Wrong,
+            Plan::Fail(error) => CallResult::Failed(error.clone()),
+            Plan::Panic => CallResult::Panicked,
+            Plan::Hang => CallResult::Hung,
+        };
+        self.calls.lock().unwrap().push(Call { name: name.to_owned(), undo: cx.compensation().is_some(), attempt: cx.attempt(), result });
+        match plan {
             Plan::Ok => Ok(true),
             Plan::Wrong => Ok(false),
             Plan::Fail(error) => Err(error),
