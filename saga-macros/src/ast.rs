@@ -62,24 +62,30 @@ impl Step {
     }
 }
 
-/// A parameter of a step that receives an earlier step's output.
+/// A parameter of a step that receives an earlier step's output: its name is the step's.
 pub(crate) struct Input {
     pub(crate) ident: Ident,
-    /// The type the user wrote (`&PrId`), for spans and checks.
-    pub(crate) ty: Type,
 }
 
 fn is_step_attr(attr: &Attribute) -> bool {
-    attr.path().segments.last().is_some_and(|s| s.ident == "step")
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "step")
 }
 
-const STEP_FORM: &str = "#[step(compensate = <method>)]`, `#[step(commit)]` or `#[step(idempotent)]";
+const STEP_FORM: &str =
+    "#[step(compensate = <method>)]`, `#[step(commit)]` or `#[step(idempotent)]";
 
 pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Option<Saga> {
     let args = attr::saga_args(cx, args);
 
     if let Some((_, for_token)) = &item.trait_ {
-        let span = item.trait_.as_ref().map(|(path, _)| path.span()).unwrap_or(for_token.span);
+        let span = item
+            .trait_
+            .as_ref()
+            .map(|(path, _)| path.span())
+            .unwrap_or(for_token.span);
         cx.error_at(
             span,
             "`#[saga]` goes on an inherent impl block, not a trait impl: write the steps in `impl MySaga { ... }`",
@@ -95,7 +101,11 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
     }
     let type_ident = match &*item.self_ty {
         Type::Path(path) if path.qself.is_none() => {
-            let last = path.path.segments.last().expect("a type path has a segment");
+            let last = path
+                .path
+                .segments
+                .last()
+                .expect("a type path has a segment");
             if !last.arguments.is_none() {
                 cx.error(
                     &item.self_ty,
@@ -106,7 +116,10 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
             last.ident.clone()
         }
         other => {
-            cx.error(other, "`#[saga]` needs a named struct or enum type, like `impl ReleasePr { ... }`");
+            cx.error(
+                other,
+                "`#[saga]` needs a named struct or enum type, like `impl ReleasePr { ... }`",
+            );
             return None;
         }
     };
@@ -114,17 +127,30 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
     let mut steps = Vec::new();
     let mut methods = Vec::new();
     for impl_item in &mut item.items {
-        let ImplItem::Fn(method) = impl_item else { continue };
-        let step_attrs: Vec<Attribute> = method.attrs.iter().filter(|a| is_step_attr(a)).cloned().collect();
+        let ImplItem::Fn(method) = impl_item else {
+            continue;
+        };
+        let step_attrs: Vec<Attribute> = method
+            .attrs
+            .iter()
+            .filter(|a| is_step_attr(a))
+            .cloned()
+            .collect();
         method.attrs.retain(|a| !is_step_attr(a));
         let Some(attr) = step_attrs.first() else {
-            methods.push(Method { ident: method.sig.ident.clone(), is_async: method.sig.asyncness.is_some() });
+            methods.push(Method {
+                ident: method.sig.ident.clone(),
+                is_async: method.sig.asyncness.is_some(),
+            });
             continue;
         };
         for extra in &step_attrs[1..] {
             cx.error(
                 extra,
-                format!("`{}` has more than one `#[step]` attribute: merge them into one", method.sig.ident),
+                format!(
+                    "`{}` has more than one `#[step]` attribute: merge them into one",
+                    method.sig.ident
+                ),
             );
         }
         steps.push(parse_step(cx, attr.clone(), method));
@@ -141,7 +167,14 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
         .name
         .map(|(name, _)| name)
         .unwrap_or_else(|| type_ident.to_string().to_kebab_case());
-    Some(Saga { item, type_ident, name, version: args.version.unwrap_or(1), steps, methods })
+    Some(Saga {
+        item,
+        type_ident,
+        name,
+        version: args.version.unwrap_or(1),
+        steps,
+        methods,
+    })
 }
 
 fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
@@ -152,13 +185,19 @@ fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
         Meta::List(list) => attr::step_args(cx, list.tokens.clone(), &ident),
         Meta::Path(_) => attr::step_args(cx, TokenStream::new(), &ident),
         Meta::NameValue(nv) => {
-            cx.error(nv, format!("write the arguments of step `{ident}` in parentheses: `{STEP_FORM}`"));
+            cx.error(
+                nv,
+                format!("write the arguments of step `{ident}` in parentheses: `{STEP_FORM}`"),
+            );
             attr::step_args(cx, TokenStream::new(), &ident)
         }
     };
 
     if sig.asyncness.is_none() {
-        cx.error(sig.fn_token, format!("step `{ident}` must be an `async fn`: write `async fn {ident}`"));
+        cx.error(
+            sig.fn_token,
+            format!("step `{ident}` must be an `async fn`: write `async fn {ident}`"),
+        );
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error(
@@ -211,7 +250,10 @@ fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
             continue;
         };
         if pat.by_ref.is_some() || pat.subpat.is_some() {
-            cx.error(&param.pat, "write the parameter as a plain name, like `open_pr: &PrId`");
+            cx.error(
+                &param.pat,
+                "write the parameter as a plain name, like `open_pr: &PrId`",
+            );
             continue;
         }
         match &*param.ty {
@@ -231,7 +273,9 @@ fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
                 continue;
             }
         }
-        inputs.push(Input { ident: pat.ident.clone(), ty: (*param.ty).clone() });
+        inputs.push(Input {
+            ident: pat.ident.clone(),
+        });
     }
 
     let (output, output_span) = match &sig.output {
@@ -280,7 +324,9 @@ fn result_ok_type(ty: &Type) -> Option<Type> {
     if last.ident != "Result" && last.ident != "StepResult" {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     match args.args.first()? {
         GenericArgument::Type(ty) => Some(ty.clone()),
         _ => None,

@@ -6,7 +6,6 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ItemImpl;
-use syn::spanned::Spanned;
 
 use crate::ast::{self, Saga};
 use crate::attr::KindArg;
@@ -19,8 +18,13 @@ pub(crate) fn saga(args: TokenStream, item: TokenStream) -> TokenStream {
     let item_impl: ItemImpl = match syn::parse2(item.clone()) {
         Ok(item_impl) => item_impl,
         Err(_) => {
+            let span = item
+                .clone()
+                .into_iter()
+                .next()
+                .map_or_else(Span::call_site, |token| token.span());
             let error = syn::Error::new(
-                Span::call_site(),
+                span,
                 "`#[saga]` goes on an inherent impl block whose async methods are marked `#[step(...)]`, like `#[saga] impl ReleasePr { ... }`",
             );
             let mut tokens = error.to_compile_error();
@@ -34,7 +38,12 @@ pub(crate) fn saga(args: TokenStream, item: TokenStream) -> TokenStream {
         return with_errors(cx, quote!(#item_impl));
     };
     validate::validate(&mut cx, &saga);
-    if !cx.is_ok() || saga.steps.iter().any(|s| s.output.is_none() || s.kinds.len() != 1) {
+    if !cx.is_ok()
+        || saga
+            .steps
+            .iter()
+            .any(|s| s.output.is_none() || s.kinds.len() != 1)
+    {
         let item = &saga.item;
         return with_errors(cx, quote!(#item));
     }
@@ -73,8 +82,11 @@ fn generate(saga: &Saga) -> TokenStream {
     let fingerprint = fingerprint::fingerprint(saga);
 
     let idents: Vec<&syn::Ident> = saga.steps.iter().map(|s| &s.ident).collect();
-    let outputs: Vec<&syn::Type> =
-        saga.steps.iter().map(|s| s.output.as_ref().expect("checked by saga()")).collect();
+    let outputs: Vec<&syn::Type> = saga
+        .steps
+        .iter()
+        .map(|s| s.output.as_ref().expect("checked by saga()"))
+        .collect();
     let indices: Vec<usize> = (0..saga.steps.len()).collect();
 
     let step_defs = saga.steps.iter().enumerate().map(|(index, step)| {
@@ -113,14 +125,28 @@ fn generate(saga: &Saga) -> TokenStream {
     let run_arms = saga.steps.iter().enumerate().map(|(index, step)| {
         let ident = &step.ident;
         let output = outputs[index];
-        let args = step.inputs.iter().map(|input| {
+        // Each input is bound to a local of its source step's type first, so that a mismatch
+        // with the parameter's type is reported on the user's parameter in the user's types.
+        let bindings = step.inputs.iter().enumerate().map(|(n, input)| {
             let source = &input.ident;
-            quote_spanned!(input.ty.span()=> #rt::input(&state.#source))
+            let source_index = saga
+                .steps
+                .iter()
+                .position(|s| s.ident == *source)
+                .expect("checked by validate");
+            let source_type = outputs[source_index];
+            let local = format_ident!("__input_{}", n, span = input.ident.span());
+            quote!(let #local: &#source_type = #rt::input(&state.#source);)
+        });
+        let args = step.inputs.iter().enumerate().map(|(n, input)| {
+            let local = format_ident!("__input_{}", n, span = input.ident.span());
+            quote!(#local)
         });
         let call = quote_spanned!(ident.span()=> <#self_ty>::#ident(self, cx, #(#args),*).await);
         let convert = quote_spanned!(step.output_span=> #rt::step_result::<#output, _>(__result)?);
         quote! {
             #index => ::std::boxed::Box::pin(async move {
+                #(#bindings)*
                 let __result = #call;
                 let __output: #output = #convert;
                 state.#ident = ::core::option::Option::Some(__output);
@@ -130,29 +156,49 @@ fn generate(saga: &Saga) -> TokenStream {
     });
 
     let compensate_arms = saga.steps.iter().enumerate().filter_map(|(index, step)| {
-        let KindArg::Compensate(method) = step.kind() else { return None };
+        let KindArg::Compensate(method) = step.kind() else {
+            return None;
+        };
         let ident = &step.ident;
-        let call = quote_spanned!(method.span()=> <#self_ty>::#method(self, cx, #rt::input(&state.#ident)).await);
+        let output = outputs[index];
+        let call = quote_spanned!(method.span()=> <#self_ty>::#method(self, cx, __output).await);
         Some(quote! {
-            #index => ::std::boxed::Box::pin(async move { #rt::compensation_result(#call) }),
+            #index => ::std::boxed::Box::pin(async move {
+                let __output: &#output = #rt::input(&state.#ident);
+                #rt::compensation_result(#call)
+            }),
         })
     });
 
     let validate_arms = saga.steps.iter().enumerate().filter_map(|(index, step)| {
         let (method, _) = step.validate.as_ref()?;
         let ident = &step.ident;
-        let call = quote_spanned!(method.span()=> <#self_ty>::#method(self, #rt::input(&state.#ident)));
-        Some(quote!(#index => #rt::validation(#call),))
+        let output = outputs[index];
+        let call = quote_spanned!(method.span()=> <#self_ty>::#method(self, __output));
+        Some(quote!(#index => {
+            let __output: &#output = #rt::input(&state.#ident);
+            #rt::validation(#call)
+        }))
     });
 
-    let output_checks = saga.steps.iter().enumerate().map(|(index, step)| {
+    // The one place each output type is required to be checkpointable, spanned on the type
+    // the user wrote, so that a non-serializable output is one clear error.
+    let codec_idents: Vec<syn::Ident> = (0..saga.steps.len())
+        .map(|i| format_ident!("__CODEC_{}", i))
+        .collect();
+    let codecs = saga.steps.iter().enumerate().map(|(index, step)| {
         let output = outputs[index];
-        quote_spanned!(step.output_span=> #rt::assert_step_output::<#output>();)
+        let codec = &codec_idents[index];
+        let new = quote_spanned!(step.output_span=> #rt::codec::<#output>());
+        quote!(const #codec: #rt::Codec<#output> = #new;)
     });
 
     let output_name = output_ident.to_string();
     let step_names: Vec<String> = idents.iter().map(|i| i.to_string()).collect();
-    let output_docs = saga.steps.iter().map(|step| format!("Output of step `{}`.", step.ident));
+    let output_docs = saga
+        .steps
+        .iter()
+        .map(|step| format!("Output of step `{}`.", step.ident));
     let output_struct_doc = format!(
         "The outputs of every step of [`{type_ident}`], in step order (generated by `#[saga]`)."
     );
@@ -161,8 +207,6 @@ fn generate(saga: &Saga) -> TokenStream {
         #item
 
         #[doc = #output_struct_doc]
-        #[derive(#rt::serde::Serialize, #rt::serde::Deserialize)]
-        #[serde(crate = "::saga_runtime::__private::serde")]
         #[allow(private_interfaces)]
         pub struct #output_ident {
             #(
@@ -193,12 +237,9 @@ fn generate(saga: &Saga) -> TokenStream {
             }
         }
 
-        const _: () = {
-            #[allow(dead_code)]
-            fn __saga_checks() {
-                #(#output_checks)*
-            }
-        };
+        impl #state_ident {
+            #(#codecs)*
+        }
 
         #[automatically_derived]
         impl #rt::Saga for #self_ty {
@@ -253,14 +294,17 @@ fn generate(saga: &Saga) -> TokenStream {
 
             fn __encode(step: usize, state: &Self::State) -> ::core::result::Result<::std::vec::Vec<u8>, #rt::CodecError> {
                 match step {
-                    #(#indices => #rt::encode(&state.#idents),)*
+                    #(#indices => (Self::State::#codec_idents.encode)(#rt::input(&state.#idents)),)*
                     _ => #rt::no_such_step(step),
                 }
             }
 
             fn __decode(step: usize, state: &mut Self::State, bytes: &[u8]) -> ::core::result::Result<(), #rt::CodecError> {
                 match step {
-                    #(#indices => { state.#idents = ::core::option::Option::Some(#rt::decode(bytes)?); ::core::result::Result::Ok(()) })*
+                    #(#indices => {
+                        state.#idents = ::core::option::Option::Some((Self::State::#codec_idents.decode)(bytes)?);
+                        ::core::result::Result::Ok(())
+                    })*
                     _ => #rt::no_such_step(step),
                 }
             }

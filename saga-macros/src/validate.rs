@@ -118,7 +118,9 @@ fn check_method(cx: &mut Ctxt, saga: &Saga, method: &syn::Ident, role: Role, ste
         .unwrap_or_else(|| "T".to_owned());
     let form = match role {
         Role::Compensation => {
-            format!("async fn {method}(&self, cx: &StepContext, output: &{output}) -> StepResult<()>")
+            format!(
+                "async fn {method}(&self, cx: &StepContext, output: &{output}) -> StepResult<()>"
+            )
         }
         Role::Validator => format!("fn {method}(&self, output: &{output}) -> Result<(), String>"),
     };
@@ -145,7 +147,9 @@ fn check_method(cx: &mut Ctxt, saga: &Saga, method: &syn::Ident, role: Role, ste
             ),
             Role::Validator if found.is_async => cx.error(
                 method,
-                format!("validator `{method}` must be a plain `fn`, not `async fn`: write `{form}`"),
+                format!(
+                    "validator `{method}` must be a plain `fn`, not `async fn`: write `{form}`"
+                ),
             ),
             _ => {}
         },

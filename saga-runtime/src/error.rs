@@ -197,7 +197,11 @@ impl fmt::Display for Failure {
                     FailureKind::Panicked => "panicked",
                     FailureKind::Error => "failed",
                 };
-                write!(f, "step `{}` {how} on attempt {} ({})", self.step, self.attempt, self.class)?
+                write!(
+                    f,
+                    "step `{}` {how} on attempt {} ({})",
+                    self.step, self.attempt, self.class
+                )?
             }
         }
         write!(f, ": {}", self.message)
@@ -230,7 +234,9 @@ pub enum RuntimeError {
         saga_id: SagaId,
     },
     /// The id names a saga of another type.
-    #[error("saga `{saga_id}` is a `{stored}` saga, not a `{requested}` one: resume it with its own type")]
+    #[error(
+        "saga `{saga_id}` is a `{stored}` saga, not a `{requested}` one: resume it with its own type"
+    )]
     WrongSaga {
         /// The saga id.
         saga_id: SagaId,
@@ -282,7 +288,9 @@ pub enum RuntimeError {
         source: CodecError,
     },
     /// The stored journal contradicts itself (it was edited or written by a buggy version).
-    #[error("the journal of saga `{saga_id}` is inconsistent ({reason}): inspect it; nothing was changed")]
+    #[error(
+        "the journal of saga `{saga_id}` is inconsistent ({reason}): inspect it; nothing was changed"
+    )]
     Journal {
         /// The saga id.
         saga_id: SagaId,

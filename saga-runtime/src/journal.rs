@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::error::Failure;
 use crate::outcome::{
-    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, Report, RestartRecord, Status,
+    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, Report,
+    RestartRecord, Status,
 };
 use crate::saga::{Definition, StepKind};
 
@@ -206,7 +207,11 @@ pub(crate) enum Parked {
     /// A step after the commit point exhausted its ladder; `resume` runs it again.
     AfterCommit { step: usize, failure: Failure },
     /// A compensation failed for good; `resume` tries it again, then the rest.
-    Compensation { queue: Vec<usize>, then: Then, failure: Failure },
+    Compensation {
+        queue: Vec<usize>,
+        then: Then,
+        failure: Failure,
+    },
 }
 
 impl Parked {
@@ -290,11 +295,18 @@ impl Progress {
     }
 
     /// Rebuilds the progress from a stored journal.
-    pub(crate) fn replay(definition: &'static Definition, records: &[Record]) -> Result<Self, String> {
+    pub(crate) fn replay(
+        definition: &'static Definition,
+        records: &[Record],
+    ) -> Result<Self, String> {
         let mut progress = Progress::new(definition);
         for record in records {
             if record.seq != progress.next_seq {
-                return Err(format!("record {} follows record {}", record.seq, progress.next_seq.wrapping_sub(1)));
+                return Err(format!(
+                    "record {} follows record {}",
+                    record.seq,
+                    progress.next_seq.wrapping_sub(1)
+                ));
             }
             progress.apply(&record.event)?;
         }
@@ -323,7 +335,9 @@ impl Progress {
                 Some(s) => format!("compensating {}", steps[*s].name()),
                 None => "compensated".to_owned(),
             },
-            Phase::Parked(Parked::AfterCommit { step, .. }) => format!("parked at {}", steps[*step].name()),
+            Phase::Parked(Parked::AfterCommit { step, .. }) => {
+                format!("parked at {}", steps[*step].name())
+            }
             Phase::Parked(Parked::Compensation { queue, .. }) => match queue.last() {
                 Some(s) => format!("parked compensating {}", steps[*s].name()),
                 None => "parked".to_owned(),
@@ -345,7 +359,10 @@ impl Progress {
         if index < self.steps.len() {
             Ok(index)
         } else {
-            Err(format!("step index {step} is out of range for `{}`", self.definition.name()))
+            Err(format!(
+                "step index {step} is out of range for `{}`",
+                self.definition.name()
+            ))
         }
     }
 
@@ -362,13 +379,25 @@ impl Progress {
                     return Err("a second `started` record".to_owned());
                 }
             }
-            Event::AttemptStarted { step, attempt, tier } => {
+            Event::AttemptStarted {
+                step,
+                attempt,
+                tier,
+            } => {
                 let i = self.step_index(*step)?;
                 self.expect_forward(i)?;
                 self.steps[i].attempts = *attempt;
-                self.report.attempts.push(AttemptRecord { step: self.name(i), attempt: *attempt, tier: *tier });
+                self.report.attempts.push(AttemptRecord {
+                    step: self.name(i),
+                    attempt: *attempt,
+                    tier: *tier,
+                });
             }
-            Event::StepCompleted { step, attempt, output } => {
+            Event::StepCompleted {
+                step,
+                attempt,
+                output,
+            } => {
                 let i = self.step_index(*step)?;
                 self.expect_forward(i)?;
                 let state = &mut self.steps[i];
@@ -376,7 +405,12 @@ impl Progress {
                 state.output = Some(output.clone());
                 self.phase = Phase::Forward(i + 1);
             }
-            Event::StepFailed { step, failure, rejected_output, next } => {
+            Event::StepFailed {
+                step,
+                failure,
+                rejected_output,
+                next,
+            } => {
                 let i = self.step_index(*step)?;
                 self.expect_forward(i)?;
                 let compensable = steps[i].kind() == StepKind::Compensable;
@@ -407,13 +441,23 @@ impl Progress {
                             _ => self.steps[i].reprompts_used += 1,
                         }
                         if rejected_to_undo {
-                            self.phase = Phase::Compensating { queue: vec![i], then: Then::Reprompt(i) };
+                            self.phase = Phase::Compensating {
+                                queue: vec![i],
+                                then: Then::Reprompt(i),
+                            };
                         }
                     }
-                    Next::Restart { from, requested, note, observation } => {
+                    Next::Restart {
+                        from,
+                        requested,
+                        note,
+                        observation,
+                    } => {
                         let from = self.step_index(*from)?;
                         if from > i {
-                            return Err(format!("a restart of step {i} from the later step {from}"));
+                            return Err(format!(
+                                "a restart of step {i} from the later step {from}"
+                            ));
                         }
                         self.steps[i].restarts += 1;
                         if observation.is_some() {
@@ -426,16 +470,25 @@ impl Progress {
                             note: note.clone(),
                         });
                         let queue = self.undo_queue(from, i + usize::from(rejected_to_undo));
-                        self.phase = Phase::Compensating { queue, then: Then::Restart(from) };
+                        self.phase = Phase::Compensating {
+                            queue,
+                            then: Then::Restart(from),
+                        };
                     }
                     Next::RollBack => {
                         self.rollback_failure = Some(failure.clone());
                         let queue = self.undo_queue(0, steps.len());
-                        self.phase = Phase::Compensating { queue, then: Then::RollBack };
+                        self.phase = Phase::Compensating {
+                            queue,
+                            then: Then::RollBack,
+                        };
                     }
                     Next::Park => {
                         self.paged = false;
-                        self.phase = Phase::Parked(Parked::AfterCommit { step: i, failure: failure.clone() });
+                        self.phase = Phase::Parked(Parked::AfterCommit {
+                            step: i,
+                            failure: failure.clone(),
+                        });
                     }
                 }
                 self.settle();
@@ -466,7 +519,11 @@ impl Progress {
                 }
                 self.settle();
             }
-            Event::CompensationFailed { step, failure, next } => {
+            Event::CompensationFailed {
+                step,
+                failure,
+                next,
+            } => {
                 let i = self.step_index(*step)?;
                 let then = self.expect_compensating(i)?;
                 let entry = self.open_compensation(i, then);
@@ -490,11 +547,16 @@ impl Progress {
                             error: failure.message.clone(),
                         });
                         self.paged = false;
-                        let Phase::Compensating { queue, then } = std::mem::replace(&mut self.phase, Phase::Forward(0))
+                        let Phase::Compensating { queue, then } =
+                            std::mem::replace(&mut self.phase, Phase::Forward(0))
                         else {
                             unreachable!("checked by expect_compensating")
                         };
-                        self.phase = Phase::Parked(Parked::Compensation { queue, then, failure: failure.clone() });
+                        self.phase = Phase::Parked(Parked::Compensation {
+                            queue,
+                            then,
+                            failure: failure.clone(),
+                        });
                     }
                 }
             }
@@ -511,7 +573,9 @@ impl Progress {
             }
             Event::Finished { status } => {
                 let consistent = match status {
-                    Status::Completed => matches!(self.phase, Phase::Forward(i) if i == steps.len()),
+                    Status::Completed => {
+                        matches!(self.phase, Phase::Forward(i) if i == steps.len())
+                    }
                     Status::Compensated => matches!(
                         &self.phase,
                         Phase::Compensating { queue, then: Then::RollBack } if queue.is_empty()
@@ -519,7 +583,9 @@ impl Progress {
                     Status::Running | Status::NeedsHuman => false,
                 };
                 if !consistent {
-                    return Err(format!("`finished {status}` does not follow from the records before it"));
+                    return Err(format!(
+                        "`finished {status}` does not follow from the records before it"
+                    ));
                 }
                 self.phase = Phase::Finished(*status);
             }
@@ -551,14 +617,20 @@ impl Progress {
     fn expect_forward(&self, i: usize) -> Result<(), String> {
         match self.phase {
             Phase::Forward(next) if next == i => Ok(()),
-            _ => Err(format!("a record of step `{}` while the saga was not running it", self.name(i))),
+            _ => Err(format!(
+                "a record of step `{}` while the saga was not running it",
+                self.name(i)
+            )),
         }
     }
 
     fn expect_compensating(&self, i: usize) -> Result<Then, String> {
         match &self.phase {
             Phase::Compensating { queue, then } if queue.last() == Some(&i) => Ok(*then),
-            _ => Err(format!("a compensation record of step `{}` out of order", self.name(i))),
+            _ => Err(format!(
+                "a compensation record of step `{}` out of order",
+                self.name(i)
+            )),
         }
     }
 
@@ -566,7 +638,10 @@ impl Progress {
         if let Some(entry) = self.steps[i].open_compensation {
             return entry;
         }
-        let compensation = self.definition.steps()[i].compensation().unwrap_or_default().to_owned();
+        let compensation = self.definition.steps()[i]
+            .compensation()
+            .unwrap_or_default()
+            .to_owned();
         self.report.compensations.push(CompensationRecord {
             step: self.name(i),
             compensation,
@@ -593,7 +668,9 @@ impl Progress {
     /// Leaves a finished run of compensations for what follows it (a rollback waits for its
     /// `finished` record).
     fn settle(&mut self) {
-        let Phase::Compensating { queue, then } = &self.phase else { return };
+        let Phase::Compensating { queue, then } = &self.phase else {
+            return;
+        };
         if !queue.is_empty() {
             return;
         }
@@ -622,26 +699,46 @@ impl fmt::Display for Timeline<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let steps = self.definition.steps();
         let name = |i: &u32| steps.get(*i as usize).map_or("?", |s| s.name());
-        let compensation = |i: &u32| steps.get(*i as usize).and_then(|s| s.compensation()).unwrap_or("?");
+        let compensation = |i: &u32| {
+            steps
+                .get(*i as usize)
+                .and_then(|s| s.compensation())
+                .unwrap_or("?")
+        };
         match &self.record.event {
-            Event::Started { saga, version, fingerprint } => {
+            Event::Started {
+                saga,
+                version,
+                fingerprint,
+            } => {
                 write!(f, "started {saga} v{version} ({fingerprint})")
             }
-            Event::AttemptStarted { step, attempt, tier } => {
+            Event::AttemptStarted {
+                step,
+                attempt,
+                tier,
+            } => {
                 write!(f, "{}: attempt {attempt}", name(step))?;
                 if *tier > 0 {
                     write!(f, " on model tier {tier}")?;
                 }
                 Ok(())
             }
-            Event::StepCompleted { step, attempt, .. } => write!(f, "{}: completed on attempt {attempt}", name(step)),
+            Event::StepCompleted { step, attempt, .. } => {
+                write!(f, "{}: completed on attempt {attempt}", name(step))
+            }
             Event::StepFailed { failure, next, .. } => {
                 write!(f, "{}: {failure}\n    -> {}: ", failure.step, next.level())?;
                 match next {
                     Next::Retry { delay } => write!(f, "retry in {delay:?}"),
                     Next::Reprompt => write!(f, "re-prompt with the error"),
                     Next::SwitchModel { tier } => write!(f, "retry on model tier {tier}"),
-                    Next::Restart { from, note, observation, .. } => {
+                    Next::Restart {
+                        from,
+                        note,
+                        observation,
+                        ..
+                    } => {
                         write!(f, "environment changed: restart from `{}`", name(from))?;
                         if let Some(observation) = observation {
                             write!(f, " with observation {observation}")?;
@@ -656,14 +753,23 @@ impl fmt::Display for Timeline<'_> {
                 }
             }
             Event::CompensationStarted { step, attempt } => {
-                write!(f, "{}: compensating with `{}` (attempt {attempt})", name(step), compensation(step))
+                write!(
+                    f,
+                    "{}: compensating with `{}` (attempt {attempt})",
+                    name(step),
+                    compensation(step)
+                )
             }
             Event::CompensationDone { step, .. } => write!(f, "{}: compensated", name(step)),
             Event::CompensationFailed { failure, next, .. } => {
                 write!(f, "{}: {failure}\n    -> ", failure.step)?;
                 match next {
-                    CompensationNext::Retry { delay } => write!(f, "retry the compensation in {delay:?}"),
-                    CompensationNext::Park => write!(f, "{}: page a human and park", Level::PageHuman),
+                    CompensationNext::Retry { delay } => {
+                        write!(f, "retry the compensation in {delay:?}")
+                    }
+                    CompensationNext::Park => {
+                        write!(f, "{}: page a human and park", Level::PageHuman)
+                    }
                 }
             }
             Event::Notified => write!(f, "notified ({})", Level::Compensate),
@@ -692,5 +798,9 @@ pub struct Summary {
 /// does not follow from the ones before it).
 pub fn summarize(definition: &'static Definition, records: &[Record]) -> Result<Summary, String> {
     let progress = Progress::replay(definition, records)?;
-    Ok(Summary { status: progress.status(), failure: progress.outcome_failure().cloned(), report: progress.report })
+    Ok(Summary {
+        status: progress.status(),
+        failure: progress.outcome_failure().cloned(),
+        report: progress.report,
+    })
 }

@@ -46,7 +46,7 @@
 //! let runtime = Runtime::builder().build(); // in memory; see `Policy` for the ladder budgets
 //! let outcome = runtime.run(Publish { title: "Sagas".into() }).await?;
 //! let output = outcome.output().expect("every step succeeds");
-//! assert_eq!(output.go_live, "https://blog.example/17");
+//! assert_eq!(output.go_live, "https://blog.example/15");
 //! assert!(outcome.report().escalations.is_empty());
 //! # Ok(())
 //! # }
@@ -111,8 +111,8 @@ pub use error::{CodecError, Failure, FailureClass, FailureKind, RuntimeError, St
 pub use id::SagaId;
 pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
 pub use outcome::{
-    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, Report,
-    RestartRecord, Status,
+    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome,
+    Report, RestartRecord, Status,
 };
 pub use policy::{Backoff, Jitter, Policy};
 pub use runtime::{Runtime, RuntimeBuilder};
@@ -125,8 +125,9 @@ pub type StepResult<T> = Result<T, StepError>;
 /// Everything a saga author needs: `use saga_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Backoff, CheckpointStore, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore, Outcome,
-        Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status, StepContext, StepError, StepResult, saga, step,
+        Backoff, CheckpointStore, Escalation, Failure, FailureClass, Incident, Jitter, Level,
+        MemoryStore, Outcome, Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status,
+        StepContext, StepError, StepResult, saga, step,
     };
 }
 
@@ -147,7 +148,9 @@ pub mod __private {
 
     /// Converts a compensation's result, discarding its value.
     #[inline]
-    pub fn compensation_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<(), StepError> {
+    pub fn compensation_result<T, E: Into<StepError>>(
+        result: Result<T, E>,
+    ) -> Result<(), StepError> {
         result.map(drop).map_err(Into::into)
     }
 
@@ -157,9 +160,23 @@ pub mod __private {
         result.map_err(|e| e.to_string())
     }
 
-    /// Checks at compile time that a step output can be checkpointed.
-    #[inline]
-    pub fn assert_step_output<T: crate::saga::StepOutput>() {}
+    /// How one step output is checkpointed. Built once per step by the generated code, the
+    /// only place that requires the output to be [`StepOutput`](crate::StepOutput).
+    pub struct Codec<T> {
+        /// Serializes the output.
+        pub encode: fn(&T) -> Result<Vec<u8>, CodecError>,
+        /// Deserializes the output.
+        pub decode: fn(&[u8]) -> Result<T, CodecError>,
+    }
+
+    /// The codec of `T`; a free function so that an output that cannot be checkpointed is
+    /// reported with `StepOutput`'s message.
+    pub const fn codec<T: crate::saga::StepOutput>() -> Codec<T> {
+        Codec {
+            encode: encode::<T>,
+            decode: decode::<T>,
+        }
+    }
 
     /// The output of an earlier step. The runtime only runs a step (or a compensation) when
     /// the outputs it reads are present.
@@ -167,17 +184,17 @@ pub mod __private {
     pub fn input<T>(slot: &Option<T>) -> &T {
         match slot {
             Some(value) => value,
-            None => panic!("saga-runtime bug: a step ran before an output it reads was checkpointed"),
+            None => {
+                panic!("saga-runtime bug: a step ran before an output it reads was checkpointed")
+            }
         }
     }
 
-    /// Serializes a step output.
-    pub fn encode<T: serde::Serialize>(slot: &Option<T>) -> Result<Vec<u8>, CodecError> {
-        Ok(serde_json::to_vec(input(slot))?)
+    fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+        Ok(serde_json::to_vec(value)?)
     }
 
-    /// Deserializes a step output.
-    pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         Ok(serde_json::from_slice(bytes)?)
     }
 

@@ -139,7 +139,9 @@ impl<O> Outcome<O> {
     pub fn failure(&self) -> Option<&Failure> {
         match self {
             Outcome::Completed { .. } => None,
-            Outcome::Compensated { failure, .. } | Outcome::NeedsHuman { failure, .. } => Some(failure),
+            Outcome::Compensated { failure, .. } | Outcome::NeedsHuman { failure, .. } => {
+                Some(failure)
+            }
         }
     }
 
@@ -286,6 +288,10 @@ pub struct Incident {
 
 impl fmt::Display for Incident {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "saga `{}` ({}) reached {}: {}", self.saga_id, self.saga, self.level, self.failure)
+        write!(
+            f,
+            "saga `{}` ({}) reached {}: {}",
+            self.saga_id, self.saga, self.level, self.failure
+        )
     }
 }

@@ -18,7 +18,9 @@ use crate::notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
 use crate::outcome::{Incident, Level, Outcome, Status};
 use crate::policy::Policy;
 use crate::saga::{BoxFuture, Definition, Saga, StepKind};
-use crate::store::{Checkpoint, CheckpointStore, Created, MemoryStore, NewSaga, SagaSummary, StoredSaga};
+use crate::store::{
+    Checkpoint, CheckpointStore, Created, MemoryStore, NewSaga, SagaSummary, StoredSaga,
+};
 
 /// Starts, drives and resumes sagas. A cheap `Clone` handle: clones share the store, the
 /// policy, the notifier, the pager and the resources.
@@ -164,7 +166,11 @@ impl Runtime {
     /// finished or parked one (`Completed`, `Compensated`, `NeedsHuman`) returns its stored
     /// outcome, and only [`resume`](Self::resume) un-parks a parked one. The same id with a
     /// different input is [`RuntimeError::InputMismatch`].
-    pub async fn run_with_id<S: Saga>(&self, saga_id: SagaId, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
+    pub async fn run_with_id<S: Saga>(
+        &self,
+        saga_id: SagaId,
+        saga: S,
+    ) -> Result<Outcome<S::Output>, RuntimeError> {
         let definition = S::definition();
         let input = encode_input(&saga_id, &saga)?;
         let _active = self.claim(&saga_id).await;
@@ -187,9 +193,13 @@ impl Runtime {
         };
         match self.inner.store.create(new).await? {
             Created::New => {
-                let mut driver = Driver::new(&self.inner, saga, saga_id, input, Progress::new(definition));
+                let mut driver =
+                    Driver::new(&self.inner, saga, saga_id, input, Progress::new(definition));
                 driver.observe(&started);
-                driver.progress.apply(&started.event).map_err(|reason| driver.journal_error(reason))?;
+                driver
+                    .progress
+                    .apply(&started.event)
+                    .map_err(|reason| driver.journal_error(reason))?;
                 driver.drive().await
             }
             Created::Existing(stored) => {
@@ -211,20 +221,26 @@ impl Runtime {
     /// continues from where it stopped with fresh budgets (the failed compensation is tried
     /// again, or the step after the commit point runs again). A finished saga returns its
     /// stored outcome.
-    pub async fn resume<S: Saga>(&self, saga_id: &SagaId) -> Result<Outcome<S::Output>, RuntimeError> {
+    pub async fn resume<S: Saga>(
+        &self,
+        saga_id: &SagaId,
+    ) -> Result<Outcome<S::Output>, RuntimeError> {
         let _active = self.claim(saga_id).await;
-        let stored = self
-            .inner
-            .store
-            .load(saga_id)
-            .await?
-            .ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?;
+        let stored =
+            self.inner
+                .store
+                .load(saga_id)
+                .await?
+                .ok_or_else(|| RuntimeError::UnknownSaga {
+                    saga_id: saga_id.clone(),
+                })?;
         check_definition::<S>(saga_id, &stored.summary)?;
-        let saga: S = serde_json::from_slice(&stored.input).map_err(|e| RuntimeError::Checkpoint {
-            saga_id: saga_id.clone(),
-            step: "input".to_owned(),
-            source: e.into(),
-        })?;
+        let saga: S =
+            serde_json::from_slice(&stored.input).map_err(|e| RuntimeError::Checkpoint {
+                saga_id: saga_id.clone(),
+                step: "input".to_owned(),
+                source: e.into(),
+            })?;
         let mut driver = Driver::restore(&self.inner, saga, saga_id.clone(), stored)?;
         match driver.progress.status() {
             Status::Running => driver.drive().await,
@@ -239,7 +255,11 @@ impl Runtime {
     /// The journal of a saga, oldest record first.
     pub async fn journal(&self, saga_id: &SagaId) -> Result<Vec<Record>, RuntimeError> {
         let stored = self.inner.store.load(saga_id).await?;
-        Ok(stored.ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?.records)
+        Ok(stored
+            .ok_or_else(|| RuntimeError::UnknownSaga {
+                saga_id: saga_id.clone(),
+            })?
+            .records)
     }
 
     /// Every stored saga, oldest first.
@@ -254,12 +274,18 @@ impl Runtime {
             active.entry(saga_id.clone()).or_default().clone()
         };
         let guard = lock.lock_owned().await;
-        Claim { active: self.inner.active.clone(), saga_id: saga_id.clone(), guard: Some(guard) }
+        Claim {
+            active: self.inner.active.clone(),
+            saga_id: saga_id.clone(),
+            guard: Some(guard),
+        }
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The claim of this process on one saga id; released on drop.
@@ -275,7 +301,10 @@ impl Drop for Claim {
         let mut active = lock(&self.active);
         // Clones of the lock are only made under the map's mutex, so a count of one means no
         // task is waiting for it.
-        if active.get(&self.saga_id).is_some_and(|l| Arc::strong_count(l) == 1) {
+        if active
+            .get(&self.saga_id)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
             active.remove(&self.saga_id);
         }
     }
@@ -316,7 +345,9 @@ fn encode_input<S: Saga>(saga_id: &SagaId, saga: &S) -> Result<Payload, RuntimeE
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Drives one saga: runs what its progress says is next, records each result and decision,
@@ -356,17 +387,28 @@ impl<'r, S: Saga> Driver<'r, S> {
     }
 
     /// A driver for a stored saga: its journal replayed, its outputs decoded.
-    fn restore(rt: &'r Inner, saga: S, saga_id: SagaId, stored: StoredSaga) -> Result<Self, RuntimeError> {
+    fn restore(
+        rt: &'r Inner,
+        saga: S,
+        saga_id: SagaId,
+        stored: StoredSaga,
+    ) -> Result<Self, RuntimeError> {
         let definition = S::definition();
-        let progress = Progress::replay(definition, &stored.records)
-            .map_err(|reason| RuntimeError::Journal { saga_id: saga_id.clone(), reason })?;
+        let progress = Progress::replay(definition, &stored.records).map_err(|reason| {
+            RuntimeError::Journal {
+                saga_id: saga_id.clone(),
+                reason,
+            }
+        })?;
         let mut driver = Driver::new(rt, saga, saga_id, stored.input, progress);
         for (i, step) in driver.progress.steps.iter().enumerate() {
             if let Some(output) = &step.output {
-                S::__decode(i, &mut driver.state, output).map_err(|source| RuntimeError::Checkpoint {
-                    saga_id: driver.saga_id.clone(),
-                    step: definition.steps()[i].name().to_owned(),
-                    source,
+                S::__decode(i, &mut driver.state, output).map_err(|source| {
+                    RuntimeError::Checkpoint {
+                        saga_id: driver.saga_id.clone(),
+                        step: definition.steps()[i].name().to_owned(),
+                        source,
+                    }
                 })?;
             }
         }
@@ -374,19 +416,32 @@ impl<'r, S: Saga> Driver<'r, S> {
     }
 
     fn journal_error(&self, reason: String) -> RuntimeError {
-        RuntimeError::Journal { saga_id: self.saga_id.clone(), reason }
+        RuntimeError::Journal {
+            saga_id: self.saga_id.clone(),
+            reason,
+        }
     }
 
     fn observe(&self, record: &Record) {
         for observer in &self.rt.observers {
-            observer.observe(&Observed { saga_id: &self.saga_id, definition: self.definition, record });
+            observer.observe(&Observed {
+                saga_id: &self.saga_id,
+                definition: self.definition,
+                record,
+            });
         }
     }
 
     /// Applies an event and queues it for the next commit.
     fn record(&mut self, event: Event) -> Result<(), RuntimeError> {
-        let record = Record { seq: self.progress.next_seq, at_ms: now_ms(), event };
-        self.progress.apply(&record.event).map_err(|reason| self.journal_error(reason))?;
+        let record = Record {
+            seq: self.progress.next_seq,
+            at_ms: now_ms(),
+            event,
+        };
+        self.progress
+            .apply(&record.event)
+            .map_err(|reason| self.journal_error(reason))?;
         self.observe(&record);
         self.pending.push(record);
         Ok(())
@@ -398,8 +453,14 @@ impl<'r, S: Saga> Driver<'r, S> {
             return Ok(());
         }
         let records = std::mem::take(&mut self.pending);
-        let checkpoint = Checkpoint { status: self.progress.status(), stage: self.progress.stage() };
-        self.rt.store.append(&self.saga_id, records, checkpoint).await?;
+        let checkpoint = Checkpoint {
+            status: self.progress.status(),
+            stage: self.progress.stage(),
+        };
+        self.rt
+            .store
+            .append(&self.saga_id, records, checkpoint)
+            .await?;
         Ok(())
     }
 
@@ -410,7 +471,9 @@ impl<'r, S: Saga> Driver<'r, S> {
             loop {
                 match &self.progress.phase {
                     Phase::Forward(i) if *i >= steps => {
-                        self.record(Event::Finished { status: Status::Completed })?;
+                        self.record(Event::Finished {
+                            status: Status::Completed,
+                        })?;
                         self.commit().await?;
                     }
                     Phase::Forward(i) => {
@@ -425,7 +488,9 @@ impl<'r, S: Saga> Driver<'r, S> {
                         match top {
                             Some(step) => self.compensate(step).await?,
                             None => {
-                                self.record(Event::Finished { status: Status::Compensated })?;
+                                self.record(Event::Finished {
+                                    status: Status::Compensated,
+                                })?;
                                 self.commit().await?;
                             }
                         }
@@ -448,7 +513,13 @@ impl<'r, S: Saga> Driver<'r, S> {
         .await
     }
 
-    fn context(&self, step: usize, attempt: u32, tier: u32, compensation: Option<&'static str>) -> StepContext {
+    fn context(
+        &self,
+        step: usize,
+        attempt: u32,
+        tier: u32,
+        compensation: Option<&'static str>,
+    ) -> StepContext {
         let step_def = &self.definition.steps()[step];
         let state = &self.progress.steps[step];
         let previous_error = match compensation {
@@ -457,7 +528,11 @@ impl<'r, S: Saga> Driver<'r, S> {
         };
         // Inputs are earlier steps; compensations run in reverse order, so a step's inputs
         // are still checkpointed whenever it or its compensation runs.
-        let reads = step_def.inputs().iter().filter_map(|&j| self.progress.steps[j].output.clone()).collect();
+        let reads = step_def
+            .inputs()
+            .iter()
+            .filter_map(|&j| self.progress.steps[j].output.clone())
+            .collect();
         StepContext {
             saga_id: self.saga_id.clone(),
             saga: self.definition.name(),
@@ -467,21 +542,31 @@ impl<'r, S: Saga> Driver<'r, S> {
             tier,
             previous_error,
             observation: self.progress.observation.clone(),
-            key_source: KeySource { input_digest: self.input_digest, reads, generation: state.generation },
+            key_source: KeySource {
+                input_digest: self.input_digest,
+                reads,
+                generation: state.generation,
+            },
             key: OnceLock::new(),
             resources: self.rt.resources.clone(),
         }
     }
 
     fn timeout(&self, step: usize) -> Option<Duration> {
-        self.definition.steps()[step].timeout().or(self.rt.policy.step_timeout)
+        self.definition.steps()[step]
+            .timeout()
+            .or(self.rt.policy.step_timeout)
     }
 
     async fn run_step(&mut self, i: usize) -> Result<(), RuntimeError> {
         let step_def = &self.definition.steps()[i];
         let attempt = self.progress.steps[i].attempts + 1;
         let tier = self.progress.steps[i].tier;
-        self.record(Event::AttemptStarted { step: i as u32, attempt, tier })?;
+        self.record(Event::AttemptStarted {
+            step: i as u32,
+            attempt,
+            tier,
+        })?;
         let cx = self.context(i, attempt, tier, None);
         let step_span = match &self.step_span {
             Some((index, span)) if *index == i => span.clone(),
@@ -501,7 +586,9 @@ impl<'r, S: Saga> Driver<'r, S> {
             level = tracing::field::Empty,
         );
         let timeout = self.timeout(i);
-        let result = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout).instrument(span.clone()).await;
+        let result = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout)
+            .instrument(span.clone())
+            .await;
         let result = result.and_then(|()| {
             self.saga.__validate(i, &self.state).map_err(|rejection| {
                 StepError::logical(format!(
@@ -515,7 +602,11 @@ impl<'r, S: Saga> Driver<'r, S> {
             Ok(()) => {
                 let output = self.encode(i)?;
                 span.in_scope(|| tracing::debug!("step completed"));
-                self.record(Event::StepCompleted { step: i as u32, attempt, output })?;
+                self.record(Event::StepCompleted {
+                    step: i as u32,
+                    attempt,
+                    output,
+                })?;
                 self.commit().await
             }
             Err(mut error) => {
@@ -526,7 +617,13 @@ impl<'r, S: Saga> Driver<'r, S> {
                 if rejected_output.is_some() && step_def.kind() != StepKind::Compensable {
                     S::__clear(i, &mut self.state);
                 }
-                let next = ladder::decide(&self.rt.policy, self.definition, &self.progress, i, &mut error);
+                let next = ladder::decide(
+                    &self.rt.policy,
+                    self.definition,
+                    &self.progress,
+                    i,
+                    &mut error,
+                );
                 let failure = Failure {
                     step: step_def.name().to_owned(),
                     compensation: None,
@@ -549,7 +646,12 @@ impl<'r, S: Saga> Driver<'r, S> {
                     Next::Retry { delay } => Some(delay),
                     _ => None,
                 };
-                self.record(Event::StepFailed { step: i as u32, failure, rejected_output, next })?;
+                self.record(Event::StepFailed {
+                    step: i as u32,
+                    failure,
+                    rejected_output,
+                    next,
+                })?;
                 self.commit().await?;
                 if let Some(delay) = delay {
                     tokio::time::sleep(delay).await;
@@ -563,7 +665,10 @@ impl<'r, S: Saga> Driver<'r, S> {
         let step_def = &self.definition.steps()[i];
         let compensation = step_def.compensation().unwrap_or_default();
         let attempt = self.progress.steps[i].compensation_attempts + 1;
-        self.record(Event::CompensationStarted { step: i as u32, attempt })?;
+        self.record(Event::CompensationStarted {
+            step: i as u32,
+            attempt,
+        })?;
         let cx = self.context(i, attempt, 0, Some(compensation));
         let span = tracing::info_span!(
             parent: &self.span,
@@ -576,11 +681,16 @@ impl<'r, S: Saga> Driver<'r, S> {
             level = tracing::field::Empty,
         );
         let timeout = self.timeout(i);
-        let result = guarded(self.saga.__compensate(i, &cx, &self.state), timeout).instrument(span.clone()).await;
+        let result = guarded(self.saga.__compensate(i, &cx, &self.state), timeout)
+            .instrument(span.clone())
+            .await;
         match result {
             Ok(()) => {
                 span.in_scope(|| tracing::info!("compensated"));
-                self.record(Event::CompensationDone { step: i as u32, attempt })?;
+                self.record(Event::CompensationDone {
+                    step: i as u32,
+                    attempt,
+                })?;
                 S::__clear(i, &mut self.state);
                 self.commit().await
             }
@@ -607,7 +717,11 @@ impl<'r, S: Saga> Driver<'r, S> {
                     CompensationNext::Retry { delay } => Some(delay),
                     CompensationNext::Park => None,
                 };
-                self.record(Event::CompensationFailed { step: i as u32, failure, next })?;
+                self.record(Event::CompensationFailed {
+                    step: i as u32,
+                    failure,
+                    next,
+                })?;
                 self.commit().await?;
                 if let Some(delay) = delay {
                     tokio::time::sleep(delay).await;
@@ -618,16 +732,21 @@ impl<'r, S: Saga> Driver<'r, S> {
     }
 
     fn encode(&self, i: usize) -> Result<Payload, RuntimeError> {
-        S::__encode(i, &self.state).map(Payload::from).map_err(|source| RuntimeError::Encode {
-            saga_id: self.saga_id.clone(),
-            step: self.definition.steps()[i].name().to_owned(),
-            source,
-        })
+        S::__encode(i, &self.state)
+            .map(Payload::from)
+            .map_err(|source| RuntimeError::Encode {
+                saga_id: self.saga_id.clone(),
+                step: self.definition.steps()[i].name().to_owned(),
+                source,
+            })
     }
 
     fn incident(&self, level: Level) -> Result<Incident, RuntimeError> {
-        let failure =
-            self.progress.outcome_failure().cloned().ok_or_else(|| self.journal_error(format!("{level} without a failure")))?;
+        let failure = self
+            .progress
+            .outcome_failure()
+            .cloned()
+            .ok_or_else(|| self.journal_error(format!("{level} without a failure")))?;
         Ok(Incident {
             saga_id: self.saga_id.clone(),
             saga: self.definition.name().to_owned(),
@@ -641,7 +760,9 @@ impl<'r, S: Saga> Driver<'r, S> {
     /// record of the first call).
     fn notify(&mut self) -> Result<(), RuntimeError> {
         let incident = self.incident(Level::Compensate)?;
-        if std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.notifier.notify(&incident))).is_err() {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.notifier.notify(&incident)))
+            .is_err()
+        {
             tracing::error!(saga_id = %self.saga_id, "the notifier panicked; the rollback goes on");
         }
         self.record(Event::Notified)
@@ -659,30 +780,51 @@ impl<'r, S: Saga> Driver<'r, S> {
     fn outcome(&mut self) -> Result<Outcome<S::Output>, RuntimeError> {
         let saga_id = self.saga_id.clone();
         let report = self.progress.report.clone();
-        let failure =
-            || self.progress.outcome_failure().cloned().ok_or_else(|| self.journal_error("no failure recorded".to_owned()));
+        let failure = || {
+            self.progress
+                .outcome_failure()
+                .cloned()
+                .ok_or_else(|| self.journal_error("no failure recorded".to_owned()))
+        };
         match self.progress.status() {
             Status::Completed => {
                 let state = std::mem::take(&mut self.state);
-                let output = S::__finish(state)
-                    .ok_or_else(|| self.journal_error("a completed saga lacks a step output".to_owned()))?;
-                Ok(Outcome::Completed { saga_id, output, report })
+                let output = S::__finish(state).ok_or_else(|| {
+                    self.journal_error("a completed saga lacks a step output".to_owned())
+                })?;
+                Ok(Outcome::Completed {
+                    saga_id,
+                    output,
+                    report,
+                })
             }
-            Status::Compensated => Ok(Outcome::Compensated { saga_id, failure: failure()?, report }),
-            Status::NeedsHuman => Ok(Outcome::NeedsHuman { saga_id, failure: failure()?, report }),
+            Status::Compensated => Ok(Outcome::Compensated {
+                saga_id,
+                failure: failure()?,
+                report,
+            }),
+            Status::NeedsHuman => Ok(Outcome::NeedsHuman {
+                saga_id,
+                failure: failure()?,
+                report,
+            }),
             Status::Running => Err(self.journal_error("the saga stopped while running".to_owned())),
         }
     }
 }
 
 /// Runs one attempt with its timeout; a panic or a timeout becomes a logical failure.
-async fn guarded(attempt: BoxFuture<'_, Result<(), StepError>>, timeout: Option<Duration>) -> Result<(), StepError> {
+async fn guarded(
+    attempt: BoxFuture<'_, Result<(), StepError>>,
+    timeout: Option<Duration>,
+) -> Result<(), StepError> {
     let caught = AssertUnwindSafe(attempt).catch_unwind();
     let result = match timeout {
         Some(limit) => match tokio::time::timeout(limit, caught).await {
             Ok(result) => result,
             Err(_) => {
-                return Err(StepError::logical(format!("timed out after {limit:?}")).with_kind(FailureKind::TimedOut));
+                return Err(StepError::logical(format!("timed out after {limit:?}"))
+                    .with_kind(FailureKind::TimedOut));
             }
         },
         None => caught.await,

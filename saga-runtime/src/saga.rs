@@ -93,7 +93,12 @@ impl Definition {
         fingerprint: &'static str,
         steps: &'static [StepDef],
     ) -> Self {
-        Definition { name, version, fingerprint, steps }
+        Definition {
+            name,
+            version,
+            fingerprint,
+            steps,
+        }
     }
 
     /// The saga name (the type's name in kebab case unless `#[saga(name = "...")]`).
@@ -199,7 +204,15 @@ impl StepDef {
         inputs: &'static [usize],
         output_type: &'static str,
     ) -> Self {
-        StepDef { name, kind, compensation, validate, timeout, inputs, output_type }
+        StepDef {
+            name,
+            kind,
+            compensation,
+            validate,
+            timeout,
+            inputs,
+            output_type,
+        }
     }
 
     /// The step (method) name.

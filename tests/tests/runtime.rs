@@ -1,5 +1,5 @@
 //! The runtime's contract beyond the ladder: idempotency keys, saga-level idempotency of
-//! `run_with_id`, timeouts, caught panics, resources, definitions, bad input, and tracing.
+//! `run_with_id`, timeouts, caught panics, resources, definitions, bad input.
 
 mod common;
 
@@ -18,40 +18,85 @@ use tokio::time::Instant;
 /// own key, equal across its retries.
 #[tokio::test(start_paused = true)]
 async fn idempotency_keys_are_stable_per_step_and_distinct_across_steps_ids_and_inputs() {
-    let script = Script::new().then("open_pr", transient(1)).then("comment", logical(1)).then("undo comment", transient(1));
+    let script = Script::new()
+        .then("open_pr", transient(1))
+        .then("comment", logical(1))
+        .then("undo comment", transient(1));
     let harness = Harness::with_script(script);
     let (runtime, _, _) = runtime(&harness, exact_backoff());
-    runtime.run_with_id(SagaId::new("a"), ReleasePr::new()).await.unwrap();
+    runtime
+        .run_with_id(SagaId::new("a"), ReleasePr::new())
+        .await
+        .unwrap();
     let a_open = harness.key_of("open_pr#1");
     assert_eq!(a_open.len(), 64);
     assert!(a_open.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
-    assert_eq!(harness.key_of("open_pr#2"), a_open, "a retry reuses the key");
-    assert_eq!(harness.key_of("comment#2"), harness.key_of("comment#1"), "a re-prompt of a failed step reuses the key");
+    assert_eq!(
+        harness.key_of("open_pr#2"),
+        a_open,
+        "a retry reuses the key"
+    );
+    assert_eq!(
+        harness.key_of("comment#2"),
+        harness.key_of("comment#1"),
+        "a re-prompt of a failed step reuses the key"
+    );
 
-    let all_a: HashSet<String> = ["open_pr#1", "run_tests#1", "comment#1", "merge#1", "announce#1"]
-        .iter()
-        .map(|e| harness.key_of(e))
-        .collect();
+    let all_a: HashSet<String> = [
+        "open_pr#1",
+        "run_tests#1",
+        "comment#1",
+        "merge#1",
+        "announce#1",
+    ]
+    .iter()
+    .map(|e| harness.key_of(e))
+    .collect();
     assert_eq!(all_a.len(), 5, "each step has its own key");
 
     let other_id = Harness::default();
     let (runtime, _, _) = common::runtime(&other_id, exact_backoff());
-    runtime.run_with_id(SagaId::new("b"), ReleasePr::new()).await.unwrap();
-    assert_ne!(other_id.key_of("open_pr#1"), a_open, "another saga id, another key");
+    runtime
+        .run_with_id(SagaId::new("b"), ReleasePr::new())
+        .await
+        .unwrap();
+    assert_ne!(
+        other_id.key_of("open_pr#1"),
+        a_open,
+        "another saga id, another key"
+    );
 
     let other_input = Harness::default();
     let (runtime, _, _) = common::runtime(&other_input, exact_backoff());
-    let input = ReleasePr { branch: "fix-logout".into(), ..ReleasePr::new() };
+    let input = ReleasePr {
+        branch: "fix-logout".into(),
+        ..ReleasePr::new()
+    };
     runtime.run_with_id(SagaId::new("a"), input).await.unwrap();
-    assert_ne!(other_input.key_of("open_pr#1"), a_open, "another input, another key");
+    assert_ne!(
+        other_input.key_of("open_pr#1"),
+        a_open,
+        "another input, another key"
+    );
 
     // A compensation's key is its own and stable across its retries.
-    let undo = Harness::with_script(Script::new().then("comment", [Plan::Wrong]).then("undo comment", transient(1)));
+    let undo = Harness::with_script(
+        Script::new()
+            .then("comment", [Plan::Wrong])
+            .then("undo comment", transient(1)),
+    );
     let (runtime, _, _) = common::runtime(&undo, exact_backoff());
-    runtime.run_with_id(SagaId::new("a"), ReleasePr::new()).await.unwrap();
+    runtime
+        .run_with_id(SagaId::new("a"), ReleasePr::new())
+        .await
+        .unwrap();
     assert_eq!(undo.key_of("undo comment#1"), undo.key_of("undo comment#2"));
     assert_ne!(undo.key_of("undo comment#1"), undo.key_of("comment#1"));
-    assert_eq!(undo.key_of("open_pr#1"), a_open, "same id, input and step: same key in another process");
+    assert_eq!(
+        undo.key_of("open_pr#1"),
+        a_open,
+        "same id, input and step: same key in another process"
+    );
 }
 
 /// `run_with_id` never starts a second saga: a finished one returns its stored outcome
@@ -60,15 +105,30 @@ async fn idempotency_keys_are_stable_per_step_and_distinct_across_steps_ids_and_
 async fn run_with_id_returns_the_stored_outcome_of_a_finished_saga() {
     let harness = Harness::default();
     let (runtime, _, store) = runtime(&harness, exact_backoff());
-    let first = runtime.run_with_id(SagaId::new("pr-42"), ReleasePr::new()).await.unwrap();
-    let second = runtime.run_with_id(SagaId::new("pr-42"), ReleasePr::new()).await.unwrap();
+    let first = runtime
+        .run_with_id(SagaId::new("pr-42"), ReleasePr::new())
+        .await
+        .unwrap();
+    let second = runtime
+        .run_with_id(SagaId::new("pr-42"), ReleasePr::new())
+        .await
+        .unwrap();
     assert_eq!(harness.log().len(), 5, "the second call ran nothing");
-    assert_eq!(first.output().unwrap().announce, second.output().unwrap().announce);
+    assert_eq!(
+        first.output().unwrap().announce,
+        second.output().unwrap().announce
+    );
     assert_eq!(first.report(), second.report());
     assert_eq!(store.list().await.unwrap().len(), 1);
 
-    let other = ReleasePr { branch: "other".into(), ..ReleasePr::new() };
-    let error = runtime.run_with_id(SagaId::new("pr-42"), other).await.unwrap_err();
+    let other = ReleasePr {
+        branch: "other".into(),
+        ..ReleasePr::new()
+    };
+    let error = runtime
+        .run_with_id(SagaId::new("pr-42"), other)
+        .await
+        .unwrap_err();
     assert!(matches!(error, RuntimeError::InputMismatch { .. }));
     assert_eq!(
         error.to_string(),
@@ -77,8 +137,14 @@ async fn run_with_id_returns_the_stored_outcome_of_a_finished_saga() {
 
     let compensated = Harness::with_script(Script::new().then("comment", transient(4)));
     let (runtime, _, _) = common::runtime(&compensated, exact_backoff());
-    let first = runtime.run_with_id(SagaId::new("x"), ReleasePr::new()).await.unwrap();
-    let second = runtime.run_with_id(SagaId::new("x"), ReleasePr::new()).await.unwrap();
+    let first = runtime
+        .run_with_id(SagaId::new("x"), ReleasePr::new())
+        .await
+        .unwrap();
+    let second = runtime
+        .run_with_id(SagaId::new("x"), ReleasePr::new())
+        .await
+        .unwrap();
     assert!(matches!(second, Outcome::Compensated { .. }));
     assert_eq!(first.failure(), second.failure());
     assert_eq!(compensated.log().len(), 7);
@@ -97,7 +163,15 @@ async fn concurrent_run_with_id_calls_run_the_saga_once() {
     assert!(a.is_completed() && b.is_completed());
     assert_eq!(
         harness.log(),
-        strings(&["open_pr#1", "run_tests#1", "run_tests#2", "run_tests#3", "comment#1", "merge#1", "announce#1"])
+        strings(&[
+            "open_pr#1",
+            "run_tests#1",
+            "run_tests#2",
+            "run_tests#3",
+            "comment#1",
+            "merge#1",
+            "announce#1"
+        ])
     );
     assert_eq!(a.report(), b.report());
 }
@@ -108,22 +182,42 @@ async fn concurrent_run_with_id_calls_run_the_saga_once() {
 async fn resuming_with_bad_input_is_a_clear_error_that_changes_nothing() {
     let harness = Harness::with_script(Script::new().then("announce", logical(4)));
     let (runtime, _, _) = runtime(&harness, exact_backoff());
-    let parked = runtime.run_with_id(SagaId::new("r-1"), ReleasePr::new()).await.unwrap();
+    let parked = runtime
+        .run_with_id(SagaId::new("r-1"), ReleasePr::new())
+        .await
+        .unwrap();
     assert!(matches!(parked, Outcome::NeedsHuman { .. }));
     let journal = runtime.journal(&SagaId::new("r-1")).await.unwrap();
 
-    let error = runtime.resume::<ReleasePr>(&SagaId::new("nope")).await.unwrap_err();
-    assert_eq!(error.to_string(), "no saga with id `nope` is stored: check the id, or start it with `run_with_id`");
+    let error = runtime
+        .resume::<ReleasePr>(&SagaId::new("nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "no saga with id `nope` is stored: check the id, or start it with `run_with_id`"
+    );
 
-    let error = runtime.resume::<Slow>(&SagaId::new("r-1")).await.unwrap_err();
+    let error = runtime
+        .resume::<Slow>(&SagaId::new("r-1"))
+        .await
+        .unwrap_err();
     assert_eq!(
         error.to_string(),
         "saga `r-1` is a `release-pr` saga, not a `slow-poke` one: resume it with its own type"
     );
 
-    let error = runtime.resume::<ReleasePrV2>(&SagaId::new("r-1")).await.unwrap_err();
-    let RuntimeError::DefinitionMismatch { stored_version, current_version, stored_fingerprint, current_fingerprint, .. } =
-        &error
+    let error = runtime
+        .resume::<ReleasePrV2>(&SagaId::new("r-1"))
+        .await
+        .unwrap_err();
+    let RuntimeError::DefinitionMismatch {
+        stored_version,
+        current_version,
+        stored_fingerprint,
+        current_fingerprint,
+        ..
+    } = &error
     else {
         panic!("expected DefinitionMismatch, got {error:?}")
     };
@@ -131,10 +225,17 @@ async fn resuming_with_bad_input_is_a_clear_error_that_changes_nothing() {
     assert_eq!(stored_fingerprint, ReleasePr::definition().fingerprint());
     assert_eq!(current_fingerprint, ReleasePrV2::definition().fingerprint());
     let message = error.to_string();
-    assert!(message.contains("version 1") && message.contains("version 2"), "{message}");
+    assert!(
+        message.contains("version 1") && message.contains("version 2"),
+        "{message}"
+    );
     assert!(message.contains("nothing was changed"), "{message}");
 
-    assert_eq!(runtime.journal(&SagaId::new("r-1")).await.unwrap(), journal, "the journal is untouched");
+    assert_eq!(
+        runtime.journal(&SagaId::new("r-1")).await.unwrap(),
+        journal,
+        "the journal is untouched"
+    );
     assert_eq!(harness.log().len(), 8);
 }
 
@@ -157,13 +258,25 @@ impl ReleasePrV2 {
 /// `timeout` overrides the policy's, and the retry is a re-prompt.
 #[tokio::test(start_paused = true)]
 async fn a_step_past_its_timeout_is_a_logical_failure() {
-    let runtime = Runtime::builder().policy(Policy { step_timeout: Some(Duration::from_secs(60)), ..Policy::default() }).build();
+    let runtime = Runtime::builder()
+        .policy(Policy {
+            step_timeout: Some(Duration::from_secs(60)),
+            ..Policy::default()
+        })
+        .build();
     let start = Instant::now();
     let outcome = runtime.run(Slow { hang_attempts: 1 }).await.unwrap();
-    assert_eq!(start.elapsed(), Duration::from_secs(2), "the step's 2s timeout beats the policy's 60s");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(2),
+        "the step's 2s timeout beats the policy's 60s"
+    );
     assert_eq!(outcome.output().unwrap().think, 2);
     let escalation = &outcome.report().escalations[0];
-    assert_eq!((escalation.level, escalation.class, escalation.attempt), (Level::Reprompt, FailureClass::Logical, 1));
+    assert_eq!(
+        (escalation.level, escalation.class, escalation.attempt),
+        (Level::Reprompt, FailureClass::Logical, 1)
+    );
     assert_eq!(escalation.error, "timed out after 2s");
     // The policy's timeout applies to steps without their own.
     let start = Instant::now();
@@ -204,12 +317,18 @@ impl Slow {
 #[tokio::test(start_paused = true)]
 async fn panics_are_caught_as_failures() {
     let harness = Harness::with_script(
-        Script::new().then("run_tests", [Plan::Panic]).then("comment", transient(4)).then("undo open_pr", [Plan::Panic]),
+        Script::new()
+            .then("run_tests", [Plan::Panic])
+            .then("comment", transient(4))
+            .then("undo open_pr", [Plan::Panic]),
     );
     let (runtime, _, _) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
     let first = &outcome.report().escalations[0];
-    assert_eq!((first.level, first.class, first.step.as_str()), (Level::Reprompt, FailureClass::Logical, "run_tests"));
+    assert_eq!(
+        (first.level, first.class, first.step.as_str()),
+        (Level::Reprompt, FailureClass::Logical, "run_tests")
+    );
     assert_eq!(first.error, "panicked: scripted panic in run_tests");
     assert!(matches!(outcome, Outcome::Compensated { .. }));
     let undo = &outcome.report().compensations[0];
@@ -222,21 +341,44 @@ async fn panics_are_caught_as_failures() {
 /// a message naming the type and the fix, which the ladder records like any logical failure.
 #[tokio::test(start_paused = true)]
 async fn resources_are_reached_by_type_and_a_missing_one_names_the_fix() {
-    let outcome = Runtime::builder().resource(Greeting("hello".into())).build().run(Greeter).await.unwrap();
+    let outcome = Runtime::builder()
+        .resource(Greeting("hello".into()))
+        .build()
+        .run(Greeter)
+        .await
+        .unwrap();
     assert_eq!(outcome.output().unwrap().greet, "hello, world");
 
     let notified = Arc::new(Mutex::new(Vec::new()));
     let sink = notified.clone();
-    let runtime = Runtime::builder().notifier(move |i: &Incident| sink.lock().unwrap().push(i.failure.clone())).build();
+    let runtime = Runtime::builder()
+        .notifier(move |i: &Incident| sink.lock().unwrap().push(i.failure.clone()))
+        .build();
     let outcome = runtime.run(Greeter).await.unwrap();
-    let Outcome::Compensated { failure, report, .. } = &outcome else { panic!("expected Compensated, got {outcome:?}") };
+    let Outcome::Compensated {
+        failure, report, ..
+    } = &outcome
+    else {
+        panic!("expected Compensated, got {outcome:?}")
+    };
     assert_eq!(failure.kind, FailureKind::Panicked);
     assert_eq!(
         failure.message,
         "panicked: no resource of type `runtime::Greeting` is registered on this Runtime: add `.resource(value)` to `Runtime::builder()`"
     );
-    assert_eq!(report.levels(), [Level::Reprompt, Level::Reprompt, Level::SwitchModel, Level::Compensate]);
-    assert_eq!(notified.lock().unwrap().as_slice(), [failure.clone()]);
+    assert_eq!(
+        report.levels(),
+        [
+            Level::Reprompt,
+            Level::Reprompt,
+            Level::SwitchModel,
+            Level::Compensate
+        ]
+    );
+    assert_eq!(
+        notified.lock().unwrap().as_slice(),
+        std::slice::from_ref(failure)
+    );
 }
 
 struct Greeting(String);
@@ -252,6 +394,15 @@ impl Greeter {
     }
 }
 
+/// `(name, kind, compensation, validator, inputs)` of a step definition.
+type StepRow = (
+    &'static str,
+    StepKind,
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static [usize],
+);
+
 /// The definition is inspectable at run time: name, version, fingerprint, and the ordered
 /// steps with their kind, compensation, validator, timeout and inputs.
 #[test]
@@ -259,14 +410,37 @@ fn the_definition_describes_the_saga() {
     let d = ReleasePr::definition();
     assert_eq!((d.name(), d.version()), ("release-pr", 1));
     assert_eq!(d.fingerprint().len(), 16);
-    let steps: Vec<(&str, StepKind, Option<&str>, Option<&str>, &[usize])> =
-        d.steps().iter().map(|s| (s.name(), s.kind(), s.compensation(), s.validate(), s.inputs())).collect();
+    let steps: Vec<StepRow> = d
+        .steps()
+        .iter()
+        .map(|s| {
+            (
+                s.name(),
+                s.kind(),
+                s.compensation(),
+                s.validate(),
+                s.inputs(),
+            )
+        })
+        .collect();
     assert_eq!(
         steps,
         [
-            ("open_pr", StepKind::Compensable, Some("close_pr"), None, &[][..]),
+            (
+                "open_pr",
+                StepKind::Compensable,
+                Some("close_pr"),
+                None,
+                &[][..]
+            ),
             ("run_tests", StepKind::Idempotent, None, None, &[0][..]),
-            ("comment", StepKind::Compensable, Some("delete_comment"), Some("non_empty"), &[1][..]),
+            (
+                "comment",
+                StepKind::Compensable,
+                Some("delete_comment"),
+                Some("non_empty"),
+                &[1][..]
+            ),
             ("merge", StepKind::Commit, None, None, &[0][..]),
             ("announce", StepKind::Idempotent, None, None, &[3][..]),
         ]
@@ -286,95 +460,20 @@ fn the_definition_describes_the_saga() {
     );
 }
 
-/// The generated output struct prints every field, and serializes.
+/// The generated output struct prints every field.
 #[tokio::test(start_paused = true)]
 async fn the_generated_output_prints_and_serializes_every_step() {
     let harness = Harness::default();
     let (runtime, _, _) = runtime(&harness, exact_backoff());
-    let output = runtime.run(ReleasePr::new()).await.unwrap().into_output().unwrap();
+    let output = runtime
+        .run(ReleasePr::new())
+        .await
+        .unwrap()
+        .into_output()
+        .unwrap();
     assert_eq!(
         format!("{output:?}"),
         r#"ReleasePrOutput { open_pr: PrId(42), run_tests: TestReport { passed: 42 }, comment: CommentId("42 tests passed"), merge: "sha-of-42", announce: "released sha-of-42" }"#
     );
-    let json = serde_json::to_value(&output).unwrap();
-    assert_eq!(json["merge"], "sha-of-42");
-}
-
-/// Tracing: a `saga` span (saga id), a `step` span per step, and an `attempt` span per
-/// attempt that records the failure's class and ladder level.
-#[tokio::test(start_paused = true)]
-async fn tracing_spans_name_the_saga_step_attempt_class_and_level() {
-    use tracing_subscriber::layer::SubscriberExt;
-
-    let spans = Spans::default();
-    let subscriber = tracing_subscriber::registry().with(spans.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let harness = Harness::with_script(Script::new().then("run_tests", transient(1)));
-    let (runtime, _, _) = runtime(&harness, exact_backoff());
-    runtime.run_with_id(SagaId::new("traced"), ReleasePr::new()).await.unwrap();
-
-    let spans = spans.0.lock().unwrap().clone();
-    let saga = spans.iter().find(|s| s.0 == "saga").expect("a saga span");
-    assert!(saga.1.contains(&("saga_id".into(), "traced".into())));
-    assert!(saga.1.contains(&("saga".into(), "release-pr".into())));
-    let steps: Vec<String> = spans.iter().filter(|s| s.0 == "step").map(|s| s.field("step")).collect();
-    assert_eq!(steps, ["open_pr", "run_tests", "comment", "merge", "announce"]);
-    let attempts: Vec<(String, String, String, String)> = spans
-        .iter()
-        .filter(|s| s.0 == "attempt")
-        .map(|s| (s.field("step"), s.field("attempt"), s.field("class"), s.field("level")))
-        .collect();
-    assert_eq!(attempts[1], ("run_tests".into(), "1".into(), "transient".into(), "0".into()));
-    assert_eq!(attempts[2], ("run_tests".into(), "2".into(), String::new(), String::new()));
-    assert_eq!(attempts.len(), 6);
-}
-
-#[derive(Clone, Debug)]
-struct SpanRecord(String, Vec<(String, String)>);
-
-impl SpanRecord {
-    fn field(&self, name: &str) -> String {
-        self.1.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
-    }
-}
-
-#[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<SpanRecord>>>);
-
-struct Fields<'a>(&'a mut Vec<(String, String)>);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_owned(), format!("{value:?}")));
-    }
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.push((field.name().to_owned(), value.to_owned()));
-    }
-}
-
-/// The index of a span's record in `Spans`, kept in the span's extensions.
-struct SpanIndex(usize);
-
-impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> tracing_subscriber::Layer<S> for Spans {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        cx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let mut fields = Vec::new();
-        attrs.record(&mut Fields(&mut fields));
-        let mut spans = self.0.lock().unwrap();
-        spans.push(SpanRecord(attrs.metadata().name().to_owned(), fields));
-        let index = SpanIndex(spans.len() - 1);
-        cx.span(id).expect("a new span is registered").extensions_mut().insert(index);
-    }
-
-    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, cx: tracing_subscriber::layer::Context<'_, S>) {
-        let span = cx.span(id).expect("a recorded span is registered");
-        let extensions = span.extensions();
-        let index = extensions.get::<SpanIndex>().expect("every span gets an index").0;
-        values.record(&mut Fields(&mut self.0.lock().unwrap()[index].1));
-    }
+    assert_eq!(output.merge, "sha-of-42");
 }

@@ -42,11 +42,21 @@ impl Script {
         Self::default()
     }
     pub fn then(self, key: &str, plans: impl IntoIterator<Item = Plan>) -> Self {
-        self.0.lock().unwrap().entry(key.to_owned()).or_default().extend(plans);
+        self.0
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default()
+            .extend(plans);
         self
     }
     pub fn next(&self, key: &str) -> Plan {
-        self.0.lock().unwrap().get_mut(key).and_then(|q| q.pop_front()).unwrap_or(Plan::Ok)
+        self.0
+            .lock()
+            .unwrap()
+            .get_mut(key)
+            .and_then(|q| q.pop_front())
+            .unwrap_or(Plan::Ok)
     }
 }
 
@@ -54,7 +64,12 @@ pub fn transient(n: usize) -> Vec<Plan> {
     vec![Plan::Fail(StepError::transient("503 from the vendor")); n]
 }
 pub fn logical(n: usize) -> Vec<Plan> {
-    vec![Plan::Fail(StepError::logical("the model called a tool that does not exist")); n]
+    vec![
+        Plan::Fail(StepError::logical(
+            "the model called a tool that does not exist"
+        ));
+        n
+    ]
 }
 
 /// How a scripted call ended, as the step itself saw it.
@@ -76,6 +91,9 @@ pub struct Call {
     pub result: CallResult,
 }
 
+/// What one call's context said: `(step, previous_error message, model tier, observation)`.
+pub type Seen = (String, Option<String>, u32, Option<serde_json::Value>);
+
 /// Everything the scripted steps need, registered as one resource.
 #[derive(Clone, Default)]
 pub struct Harness {
@@ -85,13 +103,16 @@ pub struct Harness {
     pub script: Script,
     /// Every idempotency key and the call that used it: `(entry, key)`.
     pub keys: Arc<Mutex<Vec<(String, String)>>>,
-    /// `(step, previous_error message, model tier, observation)` per call.
-    pub seen: Arc<Mutex<Vec<(String, Option<String>, u32, Option<serde_json::Value>)>>>,
+    /// What each call's context said.
+    pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Harness {
     pub fn with_script(script: Script) -> Self {
-        Harness { script, ..Self::default() }
+        Harness {
+            script,
+            ..Self::default()
+        }
     }
 
     /// Runs one scripted call: logs it, records what the context says, and applies the plan.
@@ -101,7 +122,10 @@ impl Harness {
             None => format!("{name}#{}", cx.attempt()),
         };
         self.log.push(entry.clone());
-        self.keys.lock().unwrap().push((entry, cx.idempotency_key().to_owned()));
+        self.keys
+            .lock()
+            .unwrap()
+            .push((entry, cx.idempotency_key().to_owned()));
         self.seen.lock().unwrap().push((
             name.to_owned(),
             cx.previous_error().map(|f| f.message.clone()),
@@ -120,7 +144,12 @@ impl Harness {
             Plan::Panic => CallResult::Panicked,
             Plan::Hang => CallResult::Hung,
         };
-        self.calls.lock().unwrap().push(Call { name: name.to_owned(), undo: cx.compensation().is_some(), attempt: cx.attempt(), result });
+        self.calls.lock().unwrap().push(Call {
+            name: name.to_owned(),
+            undo: cx.compensation().is_some(),
+            attempt: cx.attempt(),
+            result,
+        });
         match plan {
             Plan::Ok => Ok(true),
             Plan::Wrong => Ok(false),
@@ -136,7 +165,11 @@ impl Harness {
 
     pub fn key_of(&self, entry: &str) -> String {
         let keys = self.keys.lock().unwrap();
-        keys.iter().find(|(e, _)| e == entry).unwrap_or_else(|| panic!("no call {entry}")).1.clone()
+        keys.iter()
+            .find(|(e, _)| e == entry)
+            .unwrap_or_else(|| panic!("no call {entry}"))
+            .1
+            .clone()
     }
 }
 
@@ -149,7 +182,10 @@ pub struct ReleasePr {
 
 impl ReleasePr {
     pub fn new() -> Self {
-        ReleasePr { repo: "acme/api".into(), branch: "fix-login".into() }
+        ReleasePr {
+            repo: "acme/api".into(),
+            branch: "fix-login".into(),
+        }
     }
 }
 
@@ -179,20 +215,30 @@ impl ReleasePr {
     #[step(idempotent)]
     async fn run_tests(&self, cx: &StepContext, open_pr: &PrId) -> StepResult<TestReport> {
         cx.resource::<Harness>().call(cx, "run_tests").await?;
-        Ok(TestReport { passed: open_pr.0 as u32 })
+        Ok(TestReport {
+            passed: open_pr.0 as u32,
+        })
     }
 
     #[step(compensate = delete_comment, validate = non_empty)]
     async fn comment(&self, cx: &StepContext, run_tests: &TestReport) -> StepResult<CommentId> {
         let right = cx.resource::<Harness>().call(cx, "comment").await?;
-        Ok(CommentId(if right { format!("{} tests passed", run_tests.passed) } else { String::new() }))
+        Ok(CommentId(if right {
+            format!("{} tests passed", run_tests.passed)
+        } else {
+            String::new()
+        }))
     }
     async fn delete_comment(&self, cx: &StepContext, _comment: &CommentId) -> StepResult<()> {
         cx.resource::<Harness>().call(cx, "comment").await?;
         Ok(())
     }
     fn non_empty(&self, comment: &CommentId) -> Result<(), String> {
-        if comment.0.is_empty() { Err("the comment is empty".into()) } else { Ok(()) }
+        if comment.0.is_empty() {
+            Err("the comment is empty".into())
+        } else {
+            Ok(())
+        }
     }
 
     #[step(commit)]
@@ -228,19 +274,41 @@ pub fn runtime(harness: &Harness, policy: Policy) -> (Runtime, Incidents, Memory
         .store(store.clone())
         .policy(policy)
         .resource(harness.clone())
-        .notifier(move |i: &Incident| notified.0.lock().unwrap().push((i.level, i.failure.step.clone(), i.failure.message.clone())))
-        .pager(move |i: &Incident| paged.0.lock().unwrap().push((i.level, i.failure.step.clone(), i.failure.message.clone())))
+        .notifier(move |i: &Incident| {
+            notified.0.lock().unwrap().push((
+                i.level,
+                i.failure.step.clone(),
+                i.failure.message.clone(),
+            ))
+        })
+        .pager(move |i: &Incident| {
+            paged.0.lock().unwrap().push((
+                i.level,
+                i.failure.step.clone(),
+                i.failure.message.clone(),
+            ))
+        })
         .build();
     (runtime, incidents, store)
 }
 
 pub fn exact_backoff() -> Policy {
-    Policy { backoff: Backoff { jitter: Jitter::None, ..Backoff::default() }, ..Policy::default() }
+    Policy {
+        backoff: Backoff {
+            jitter: Jitter::None,
+            ..Backoff::default()
+        },
+        ..Policy::default()
+    }
 }
 
 /// `(level as u8, class, step, attempt)` of each escalation, for compact assertions.
 pub fn escalations(report: &Report) -> Vec<(u8, FailureClass, String, u32)> {
-    report.escalations.iter().map(|e| (e.level as u8, e.class, e.step.clone(), e.attempt)).collect()
+    report
+        .escalations
+        .iter()
+        .map(|e| (e.level as u8, e.class, e.step.clone(), e.attempt))
+        .collect()
 }
 
 pub fn strings(items: &[&str]) -> Vec<String> {

@@ -1,0 +1,134 @@
+//! Tracing spans of a run. In a test binary of its own: tracing caches callsite interest
+//! process-wide, so a thread-scoped subscriber is only reliable without other tests running.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use saga_runtime::prelude::*;
+
+/// Tracing: a `saga` span (saga id), a `step` span per step, and an `attempt` span per
+/// attempt that records the failure's class and ladder level.
+#[tokio::test(start_paused = true)]
+async fn tracing_spans_name_the_saga_step_attempt_class_and_level() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let harness = Harness::with_script(Script::new().then("run_tests", transient(1)));
+    let (runtime, _, _) = runtime(&harness, exact_backoff());
+    runtime
+        .run_with_id(SagaId::new("traced"), ReleasePr::new())
+        .await
+        .unwrap();
+
+    let spans = spans.0.lock().unwrap().clone();
+    let saga = spans.iter().find(|s| s.0 == "saga").expect("a saga span");
+    assert!(saga.1.contains(&("saga_id".into(), "traced".into())));
+    assert!(saga.1.contains(&("saga".into(), "release-pr".into())));
+    let steps: Vec<String> = spans
+        .iter()
+        .filter(|s| s.0 == "step")
+        .map(|s| s.field("step"))
+        .collect();
+    assert_eq!(
+        steps,
+        ["open_pr", "run_tests", "comment", "merge", "announce"]
+    );
+    let attempts: Vec<(String, String, String, String)> = spans
+        .iter()
+        .filter(|s| s.0 == "attempt")
+        .map(|s| {
+            (
+                s.field("step"),
+                s.field("attempt"),
+                s.field("class"),
+                s.field("level"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts[1],
+        (
+            "run_tests".into(),
+            "1".into(),
+            "transient".into(),
+            "0".into()
+        )
+    );
+    assert_eq!(
+        attempts[2],
+        ("run_tests".into(), "2".into(), String::new(), String::new())
+    );
+    assert_eq!(attempts.len(), 6);
+}
+
+#[derive(Clone, Debug)]
+struct SpanRecord(String, Vec<(String, String)>);
+
+impl SpanRecord {
+    fn field(&self, name: &str) -> String {
+        self.1
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<SpanRecord>>>);
+
+struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+/// The index of a span's record in `Spans`, kept in the span's extensions.
+struct SpanIndex(usize);
+
+impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>>
+    tracing_subscriber::Layer<S> for Spans
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = Vec::new();
+        attrs.record(&mut Fields(&mut fields));
+        let mut spans = self.0.lock().unwrap();
+        spans.push(SpanRecord(attrs.metadata().name().to_owned(), fields));
+        let index = SpanIndex(spans.len() - 1);
+        cx.span(id)
+            .expect("a new span is registered")
+            .extensions_mut()
+            .insert(index);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let span = cx.span(id).expect("a recorded span is registered");
+        let extensions = span.extensions();
+        let index = extensions
+            .get::<SpanIndex>()
+            .expect("every span gets an index")
+            .0;
+        values.record(&mut Fields(&mut self.0.lock().unwrap()[index].1));
+    }
+}

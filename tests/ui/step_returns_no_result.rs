@@ -1,0 +1,18 @@
+use saga_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct ReleasePr;
+
+#[derive(Serialize, Deserialize)]
+struct PrId(u64);
+
+#[saga]
+impl ReleasePr {
+    #[step(idempotent)]
+    async fn open_pr(&self, _cx: &StepContext) -> PrId {
+        PrId(1)
+    }
+}
+
+fn main() {}
