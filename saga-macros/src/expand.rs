@@ -324,3 +324,286 @@ fn generate(saga: &Saga) -> TokenStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::saga;
+    use quote::quote;
+    use syn::{Item, ItemImpl, ItemStruct};
+
+    fn release_pr() -> proc_macro2::TokenStream {
+        quote! {
+            impl ReleasePr {
+                #[step(compensate = close_pr, timeout = "30s")]
+                async fn open_pr(&self, cx: &StepContext) -> StepResult<PrId> { todo_body() }
+                async fn close_pr(&self, cx: &StepContext, pr: &PrId) -> StepResult<()> { Ok(()) }
+
+                #[step(idempotent)]
+                async fn run_tests(&self, cx: &StepContext, open_pr: &PrId) -> Result<TestReport, MyError> { todo_body() }
+
+                #[step(compensate = delete_comment, validate = non_empty)]
+                async fn comment(&self, cx: &StepContext, run_tests: &TestReport) -> StepResult<CommentId> { todo_body() }
+                async fn delete_comment(&self, cx: &StepContext, c: &CommentId) -> StepResult<()> { Ok(()) }
+                fn non_empty(&self, c: &CommentId) -> Result<(), String> { Ok(()) }
+
+                #[step(commit)]
+                async fn merge(&self, cx: &StepContext, open_pr: &PrId) -> StepResult<MergeSha> { todo_body() }
+            }
+        }
+    }
+
+    fn expand(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> syn::File {
+        syn::parse2(saga(args, item)).expect("the expansion parses as a file")
+    }
+
+    fn errors(file: &syn::File) -> Vec<String> {
+        file.items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Macro(m)
+                    if m.mac
+                        .path
+                        .segments
+                        .last()
+                        .is_some_and(|s| s.ident == "compile_error") =>
+                {
+                    let lit: syn::LitStr = m.mac.parse_body().expect("a string");
+                    Some(lit.value())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn fingerprint_of(file: &syn::File) -> String {
+        let text = prettyplease::unparse(file);
+        let start = text.find("Definition::__new(").expect("a definition");
+        let literals: Vec<&str> = text[start..].split('"').collect();
+        // name, version, then the fingerprint literal
+        literals[3].to_owned()
+    }
+
+    #[test]
+    fn a_valid_saga_expands_to_the_impl_the_output_struct_and_the_saga_impl() {
+        let file = expand(quote!(), release_pr());
+        assert!(errors(&file).is_empty());
+
+        let user_impl = file
+            .items
+            .iter()
+            .find_map(|i| match i {
+                Item::Impl(imp)
+                    if imp.trait_.is_none() && quote!(#imp).to_string().contains("open_pr") =>
+                {
+                    Some(imp)
+                }
+                _ => None,
+            })
+            .expect("the user's impl is kept");
+        let user_impl_text = quote!(#user_impl).to_string();
+        assert!(
+            !user_impl_text.contains("# [step"),
+            "the #[step] attributes are removed: {user_impl_text}"
+        );
+
+        let output: &ItemStruct = file
+            .items
+            .iter()
+            .find_map(|i| match i {
+                Item::Struct(s) if s.ident == "ReleasePrOutput" => Some(s),
+                _ => None,
+            })
+            .expect("the output struct");
+        let fields: Vec<(String, String)> = output
+            .fields
+            .iter()
+            .map(|f| {
+                let ty = &f.ty;
+                (
+                    f.ident.as_ref().unwrap().to_string(),
+                    quote!(#ty).to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("open_pr".into(), "PrId".into()),
+                ("run_tests".into(), "TestReport".into()),
+                ("comment".into(), "CommentId".into()),
+                ("merge".into(), "MergeSha".into())
+            ]
+        );
+
+        let saga_impl: &ItemImpl = file
+            .items
+            .iter()
+            .find_map(|i| match i {
+                Item::Impl(imp)
+                    if imp.trait_.is_some()
+                        && quote!(#imp).to_string().contains("Saga for ReleasePr") =>
+                {
+                    Some(imp)
+                }
+                _ => None,
+            })
+            .expect("impl Saga");
+        let text = quote!(#saga_impl).to_string();
+        assert!(text.contains("type Output = ReleasePrOutput"), "{text}");
+        assert!(
+            text.contains("\"release-pr\""),
+            "the default name is the kebab-case type name"
+        );
+        assert!(
+            text.contains(
+                "StepKind :: Compensable , :: core :: option :: Option :: Some (\"close_pr\")"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Duration :: from_millis (30000u64)"),
+            "the timeout is parsed at compile time"
+        );
+        assert!(text.contains("StepKind :: Commit"));
+    }
+
+    #[test]
+    fn name_and_version_are_taken_from_the_attribute() {
+        let file = expand(quote!(name = "ship-it", version = 7), release_pr());
+        let text = prettyplease::unparse(&file);
+        let definition = &text[text.find("Definition::__new(").expect("a definition")..];
+        let arguments: Vec<&str> = definition.split(',').take(2).map(|a| a.trim()).collect();
+        assert_eq!(
+            arguments,
+            ["Definition::__new(\n            \"ship-it\"", "7u32"],
+            "{definition}"
+        );
+    }
+
+    #[test]
+    fn every_error_of_an_impl_is_reported_at_once_and_the_item_is_kept() {
+        let item = quote! {
+            impl ReleasePr {
+                #[step]
+                async fn open_pr(&self, cx: &StepContext) -> StepResult<PrId> { x() }
+                #[step(idempotent, retry = 2)]
+                fn run_tests(&self, cx: &StepContext, merge: &PrId) -> StepResult<u64> { x() }
+                #[step(commit)]
+                async fn merge(&self, cx: &StepContext) -> StepResult<PrId> { x() }
+                #[step(compensate = nope)]
+                async fn notify(&self, cx: &StepContext) -> StepResult<()> { x() }
+            }
+        };
+        let file = expand(quote!(), item);
+        let errors = errors(&file);
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("step `open_pr` does not say how it is undone"))
+        );
+        assert!(errors.iter().any(|e| e.starts_with("unknown key `retry`")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("step `run_tests` must be an `async fn`"))
+        );
+        assert!(errors.iter().any(|e| e.starts_with(
+            "parameter `merge` of step `run_tests` names step `merge`, which runs after"
+        )));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("step `notify` comes after the commit point `merge`"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("`nope` is not a method of this impl block"))
+        );
+        assert!(
+            file.items.iter().any(|i| matches!(i, Item::Impl(_))),
+            "the item is still emitted for IDEs"
+        );
+        assert!(
+            !file.items.iter().any(|i| matches!(i, Item::Struct(_))),
+            "nothing is generated from a broken saga"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_definition_not_the_bodies() {
+        let base = fingerprint_of(&expand(quote!(), release_pr()));
+        assert_eq!(base.len(), 16);
+        assert!(base.chars().all(|c| c.is_ascii_hexdigit()));
+        let other_body = release_pr()
+            .to_string()
+            .replace("{ Ok (()) }", "{ Ok (()) ; }");
+        assert_eq!(
+            fingerprint_of(&expand(quote!(), other_body.parse().unwrap())),
+            base,
+            "bodies do not count"
+        );
+        let variants = [
+            release_pr()
+                .to_string()
+                .replace("StepResult < MergeSha >", "StepResult < String >"),
+            release_pr()
+                .to_string()
+                .replace("# [step (idempotent)]", "# [step (compensate = close_pr)]"),
+            release_pr().to_string().replace(
+                "async fn merge (& self , cx : & StepContext , open_pr : & PrId)",
+                "async fn merge (& self , cx : & StepContext)",
+            ),
+        ];
+        for variant in variants {
+            assert_ne!(
+                release_pr().to_string(),
+                variant,
+                "the variant changes the input"
+            );
+            assert_ne!(
+                fingerprint_of(&expand(quote!(), variant.parse().unwrap())),
+                base,
+                "{variant}"
+            );
+        }
+        assert_ne!(
+            fingerprint_of(&expand(quote!(version = 2), release_pr())),
+            base,
+            "the version counts"
+        );
+    }
+
+    #[test]
+    fn the_expansion_matches_the_reviewed_snapshot() {
+        let text = prettyplease::unparse(&expand(quote!(), release_pr()));
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/snapshots/release_pr.rs.txt"
+        );
+        if std::env::var_os("SAGA_MACROS_BLESS").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(path)
+            .expect("run with SAGA_MACROS_BLESS=1 to create the snapshot");
+        assert_eq!(
+            text, expected,
+            "the generated code changed: review it, then run with SAGA_MACROS_BLESS=1"
+        );
+    }
+
+    #[test]
+    fn a_stray_step_attribute_is_an_error() {
+        let out = super::stray_step(
+            quote!(idempotent),
+            quote!(
+                async fn f(&self) {}
+            ),
+        );
+        let text = out.to_string();
+        assert!(text.contains("compile_error"), "{text}");
+        assert!(text.contains("only has a meaning on a method of an impl block marked `#[saga]`"));
+        assert!(text.contains("async fn f"), "the item is kept");
+    }
+}

@@ -4,9 +4,9 @@
 //! Use them through `saga_runtime::prelude::*`; the generated code names the runtime by
 //! absolute path (`::saga_runtime::__private`), so this crate is not meant to be used alone.
 //!
-//! The work happens in four phases, one module each: [`attr`] parses attribute arguments,
-//! [`ast`] builds a private model of the saga that keeps the user's tokens for spans,
-//! [`validate`] enforces the rules of the DSL (collecting every error), and [`expand`]
+//! The work happens in four phases, one module each: `attr` parses attribute arguments,
+//! `ast` builds a private model of the saga that keeps the user's tokens for spans,
+//! `validate` enforces the rules of the DSL (collecting every error), and `expand`
 //! generates the state machine.
 
 mod ast;

@@ -2,7 +2,7 @@
 //!
 //! The runtime never keeps state that the journal does not hold: every decision (a retry and
 //! its delay, a re-prompt, a model switch, a restart, a rollback, a park) is an [`Event`]
-//! that is applied to [`Progress`] by [`Progress::apply`], both while the saga runs and when
+//! that is applied to the saga's progress by one fold function, both while the saga runs and when
 //! it is rebuilt from the store after a crash. The outcome and the [`Report`] are therefore
 //! always what the journal says.
 
