@@ -142,12 +142,16 @@ fn generate(saga: &Saga) -> TokenStream {
             let local = format_ident!("__input_{}", n, span = input.ident.span());
             quote!(#local)
         });
-        let call = quote_spanned!(ident.span()=> <#self_ty>::#ident(self, cx, #(#args),*).await);
-        let convert = quote_spanned!(step.output_span=> #rt::step_result::<#output, _>(__result)?);
+        // Only the user's own tokens carry the user's spans: `self` and `cx` keep the macro's,
+        // so that a saga written by a `macro_rules!` macro resolves them too.
+        let callee = quote_spanned!(ident.span()=> <#self_ty>::#ident);
+        let call = quote!(#callee(self, cx, #(#args),*).await);
+        let result = syn::Ident::new("__result", step.output_span);
+        let convert = quote_spanned!(step.output_span=> #rt::step_result::<#output, _>(#result)?);
         quote! {
             #index => ::std::boxed::Box::pin(async move {
                 #(#bindings)*
-                let __result = #call;
+                let #result = #call;
                 let __output: #output = #convert;
                 state.#ident = ::core::option::Option::Some(__output);
                 ::core::result::Result::Ok(())
@@ -161,10 +165,12 @@ fn generate(saga: &Saga) -> TokenStream {
         };
         let ident = &step.ident;
         let output = outputs[index];
-        let call = quote_spanned!(method.span()=> <#self_ty>::#method(self, cx, __output).await);
+        let local = syn::Ident::new("__output", method.span());
+        let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
+        let call = quote!(#callee(self, cx, #local).await);
         Some(quote! {
             #index => ::std::boxed::Box::pin(async move {
-                let __output: &#output = #rt::input(&state.#ident);
+                let #local: &#output = #rt::input(&state.#ident);
                 #rt::compensation_result(#call)
             }),
         })
@@ -174,9 +180,11 @@ fn generate(saga: &Saga) -> TokenStream {
         let (method, _) = step.validate.as_ref()?;
         let ident = &step.ident;
         let output = outputs[index];
-        let call = quote_spanned!(method.span()=> <#self_ty>::#method(self, __output));
+        let local = syn::Ident::new("__output", method.span());
+        let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
+        let call = quote!(#callee(self, #local));
         Some(quote!(#index => {
-            let __output: &#output = #rt::input(&state.#ident);
+            let #local: &#output = #rt::input(&state.#ident);
             #rt::validation(#call)
         }))
     });

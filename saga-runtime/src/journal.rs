@@ -772,8 +772,8 @@ impl fmt::Display for Timeline<'_> {
                     }
                 }
             }
-            Event::Notified => write!(f, "notified ({})", Level::Compensate),
-            Event::Paged => write!(f, "paged a human ({})", Level::PageHuman),
+            Event::Notified => write!(f, "notifier called: {}", Level::Compensate),
+            Event::Paged => write!(f, "pager called: {}", Level::PageHuman),
             Event::Finished { status } => write!(f, "finished: {status}"),
             Event::Resumed => write!(f, "resumed by an operator"),
         }

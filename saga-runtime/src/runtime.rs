@@ -653,9 +653,7 @@ impl<'r, S: Saga> Driver<'r, S> {
                     next,
                 })?;
                 self.commit().await?;
-                if let Some(delay) = delay {
-                    tokio::time::sleep(delay).await;
-                }
+                backoff(delay).await;
                 Ok(())
             }
         }
@@ -723,9 +721,7 @@ impl<'r, S: Saga> Driver<'r, S> {
                     next,
                 })?;
                 self.commit().await?;
-                if let Some(delay) = delay {
-                    tokio::time::sleep(delay).await;
-                }
+                backoff(delay).await;
                 Ok(())
             }
         }
@@ -810,6 +806,14 @@ impl<'r, S: Saga> Driver<'r, S> {
             }),
             Status::Running => Err(self.journal_error("the saga stopped while running".to_owned())),
         }
+    }
+}
+
+/// Sleeps before a retry. A zero delay does not touch the timer, whose resolution is a
+/// millisecond.
+async fn backoff(delay: Option<Duration>) {
+    if let Some(delay) = delay.filter(|d| !d.is_zero()) {
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -477,3 +477,36 @@ async fn the_generated_output_prints_and_serializes_every_step() {
     );
     assert_eq!(output.merge, "sha-of-42");
 }
+
+/// A saga whose impl block is written by a `macro_rules!` macro (hygienic identifiers)
+/// expands and runs like any other.
+#[tokio::test(start_paused = true)]
+async fn a_saga_written_by_a_declarative_macro_runs() {
+    macro_rules! counting_saga {
+        ($name:ident: $($step:ident),+) => {
+            #[derive(Debug, Clone, Serialize, Deserialize)]
+            struct $name;
+
+            #[saga]
+            impl $name {
+                $(
+                    #[step(compensate = undo, validate = positive)]
+                    async fn $step(&self, cx: &StepContext) -> StepResult<u32> {
+                        Ok(cx.attempt())
+                    }
+                )+
+                async fn undo(&self, _cx: &StepContext, _n: &u32) -> StepResult<()> {
+                    Ok(())
+                }
+                fn positive(&self, n: &u32) -> Result<(), String> {
+                    if *n > 0 { Ok(()) } else { Err("zero".into()) }
+                }
+            }
+        };
+    }
+    counting_saga!(Counting: first, second);
+    let outcome = Runtime::default().run(Counting).await.unwrap();
+    let output = outcome.output().unwrap();
+    assert_eq!((output.first, output.second), (1, 1));
+    assert_eq!(Counting::definition().steps().len(), 2);
+}
