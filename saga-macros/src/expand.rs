@@ -38,16 +38,27 @@ pub(crate) fn saga(args: TokenStream, item: TokenStream) -> TokenStream {
         return with_errors(cx, quote!(#item_impl));
     };
     validate::validate(&mut cx, &saga);
-    if !cx.is_ok()
-        || saga
-            .steps
-            .iter()
-            .any(|s| s.output.is_none() || s.kinds.len() != 1)
-    {
-        let item = &saga.item;
-        return with_errors(cx, quote!(#item));
+    let complete = saga
+        .steps
+        .iter()
+        .all(|s| s.output.is_some() && s.kinds.len() == 1);
+    if cx.is_ok() && complete {
+        generate(&saga, Mode::Full)
+    } else {
+        // The errors stop the build; the inert expansion only keeps the user's other code
+        // (`runtime.run(saga)`, `output.field`) from piling unrelated errors on top of them.
+        with_errors(cx, generate(&saga, Mode::Inert))
     }
-    generate(&saga)
+}
+
+/// What `generate` emits.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// The whole state machine.
+    Full,
+    /// Next to compile errors: the output struct and an `impl Saga` that never runs and
+    /// calls none of the user's methods, so that no error cascades from the real ones.
+    Inert,
 }
 
 /// `#[step]` outside of a `#[saga]` impl block.
@@ -61,7 +72,8 @@ pub(crate) fn stray_step(_args: TokenStream, item: TokenStream) -> TokenStream {
     tokens
 }
 
-/// The user's item followed by every error, so that IDEs keep working on the item.
+/// The user's item (or the inert expansion) followed by every error, so that IDEs keep
+/// working on the item.
 fn with_errors(cx: Ctxt, item: TokenStream) -> TokenStream {
     let mut tokens = item;
     if let Some(error) = cx.finish() {
@@ -70,7 +82,7 @@ fn with_errors(cx: Ctxt, item: TokenStream) -> TokenStream {
     tokens
 }
 
-fn generate(saga: &Saga) -> TokenStream {
+fn generate(saga: &Saga, mode: Mode) -> TokenStream {
     let rt = quote!(::saga_runtime::__private);
     let item = &saga.item;
     let self_ty = &saga.item.self_ty;
@@ -82,16 +94,17 @@ fn generate(saga: &Saga) -> TokenStream {
     let fingerprint = fingerprint::fingerprint(saga);
 
     let idents: Vec<&syn::Ident> = saga.steps.iter().map(|s| &s.ident).collect();
+    let unit: syn::Type = syn::parse_quote!(());
     let outputs: Vec<&syn::Type> = saga
         .steps
         .iter()
-        .map(|s| s.output.as_ref().expect("checked by saga()"))
+        .map(|s| s.output.as_ref().unwrap_or(&unit))
         .collect();
     let indices: Vec<usize> = (0..saga.steps.len()).collect();
 
     let step_defs = saga.steps.iter().enumerate().map(|(index, step)| {
         let step_name = step.ident.to_string();
-        let (kind, compensation) = match step.kind() {
+        let (kind, compensation) = match step.kinds.first().map_or(&KindArg::Idempotent, |(kind, _)| kind) {
             KindArg::Compensate(method) => {
                 let method = method.to_string();
                 (quote!(#rt::StepKind::Compensable), quote!(::core::option::Option::Some(#method)))
@@ -113,93 +126,117 @@ fn generate(saga: &Saga) -> TokenStream {
             }
             None => quote!(::core::option::Option::None),
         };
-        let inputs = step.inputs.iter().map(|input| {
-            saga.steps.iter().position(|s| s.ident == input.ident).expect("checked by validate")
-        });
+        let inputs = step.inputs.iter().filter_map(|input| saga.steps.iter().position(|s| s.ident == input.ident));
         let output_type = quote::ToTokens::to_token_stream(outputs[index]).to_string();
         quote! {
             #rt::StepDef::__new(#step_name, #kind, #compensation, #validate, #timeout, &[#(#inputs),*], #output_type)
         }
     });
 
-    let run_arms = saga.steps.iter().enumerate().map(|(index, step)| {
-        let ident = &step.ident;
-        let output = outputs[index];
-        // Each input is bound to a local of its source step's type first, so that a mismatch
-        // with the parameter's type is reported on the user's parameter in the user's types.
-        let bindings = step.inputs.iter().enumerate().map(|(n, input)| {
-            let source = &input.ident;
-            let source_index = saga
-                .steps
-                .iter()
-                .position(|s| s.ident == *source)
-                .expect("checked by validate");
-            let source_type = outputs[source_index];
-            let local = format_ident!("__input_{}", n, span = input.ident.span());
-            quote!(let #local: &#source_type = #rt::input(&state.#source);)
+    let full = |_: &(usize, &ast::Step)| mode == Mode::Full;
+    let run_arms = saga
+        .steps
+        .iter()
+        .enumerate()
+        .filter(full)
+        .map(|(index, step)| {
+            let ident = &step.ident;
+            let output = outputs[index];
+            // Each input is bound to a local of its source step's type first, so that a mismatch
+            // with the parameter's type is reported on the user's parameter in the user's types.
+            let bindings = step.inputs.iter().enumerate().map(|(n, input)| {
+                let source = &input.ident;
+                let source_index = saga
+                    .steps
+                    .iter()
+                    .position(|s| s.ident == *source)
+                    .expect("checked by validate");
+                let source_type = outputs[source_index];
+                let local = format_ident!("__input_{}", n, span = input.ident.span());
+                quote!(let #local: &#source_type = #rt::input(&state.#source);)
+            });
+            let args = step.inputs.iter().enumerate().map(|(n, input)| {
+                let local = format_ident!("__input_{}", n, span = input.ident.span());
+                quote!(#local)
+            });
+            // Only the user's own tokens carry the user's spans: `self` and `cx` keep the macro's,
+            // so that a saga written by a `macro_rules!` macro resolves them too.
+            let callee = quote_spanned!(ident.span()=> <#self_ty>::#ident);
+            let call = quote!(#callee(self, cx, #(#args),*).await);
+            let result = syn::Ident::new("__result", step.output_span);
+            let convert =
+                quote_spanned!(step.output_span=> #rt::step_result::<#output, _>(#result)?);
+            quote! {
+                #index => ::std::boxed::Box::pin(async move {
+                    #(#bindings)*
+                    let #result = #call;
+                    let __output: #output = #convert;
+                    state.#ident = ::core::option::Option::Some(__output);
+                    ::core::result::Result::Ok(())
+                }),
+            }
         });
-        let args = step.inputs.iter().enumerate().map(|(n, input)| {
-            let local = format_ident!("__input_{}", n, span = input.ident.span());
-            quote!(#local)
-        });
-        // Only the user's own tokens carry the user's spans: `self` and `cx` keep the macro's,
-        // so that a saga written by a `macro_rules!` macro resolves them too.
-        let callee = quote_spanned!(ident.span()=> <#self_ty>::#ident);
-        let call = quote!(#callee(self, cx, #(#args),*).await);
-        let result = syn::Ident::new("__result", step.output_span);
-        let convert = quote_spanned!(step.output_span=> #rt::step_result::<#output, _>(#result)?);
-        quote! {
-            #index => ::std::boxed::Box::pin(async move {
-                #(#bindings)*
-                let #result = #call;
-                let __output: #output = #convert;
-                state.#ident = ::core::option::Option::Some(__output);
-                ::core::result::Result::Ok(())
-            }),
-        }
-    });
 
-    let compensate_arms = saga.steps.iter().enumerate().filter_map(|(index, step)| {
-        let KindArg::Compensate(method) = step.kind() else {
-            return None;
-        };
-        let ident = &step.ident;
-        let output = outputs[index];
-        let local = syn::Ident::new("__output", method.span());
-        let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
-        let call = quote!(#callee(self, cx, #local).await);
-        Some(quote! {
-            #index => ::std::boxed::Box::pin(async move {
+    let compensate_arms = saga
+        .steps
+        .iter()
+        .enumerate()
+        .filter(full)
+        .filter_map(|(index, step)| {
+            let KindArg::Compensate(method) = step.kind() else {
+                return None;
+            };
+            let ident = &step.ident;
+            let output = outputs[index];
+            let local = syn::Ident::new("__output", method.span());
+            let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
+            let call = quote!(#callee(self, cx, #local).await);
+            Some(quote! {
+                #index => ::std::boxed::Box::pin(async move {
+                    let #local: &#output = #rt::input(&state.#ident);
+                    #rt::compensation_result(#call)
+                }),
+            })
+        });
+
+    let validate_arms = saga
+        .steps
+        .iter()
+        .enumerate()
+        .filter(full)
+        .filter_map(|(index, step)| {
+            let (method, _) = step.validate.as_ref()?;
+            let ident = &step.ident;
+            let output = outputs[index];
+            let local = syn::Ident::new("__output", method.span());
+            let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
+            let call = quote!(#callee(self, #local));
+            Some(quote!(#index => {
                 let #local: &#output = #rt::input(&state.#ident);
-                #rt::compensation_result(#call)
-            }),
-        })
-    });
-
-    let validate_arms = saga.steps.iter().enumerate().filter_map(|(index, step)| {
-        let (method, _) = step.validate.as_ref()?;
-        let ident = &step.ident;
-        let output = outputs[index];
-        let local = syn::Ident::new("__output", method.span());
-        let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
-        let call = quote!(#callee(self, #local));
-        Some(quote!(#index => {
-            let #local: &#output = #rt::input(&state.#ident);
-            #rt::validation(#call)
-        }))
-    });
+                #rt::validation(#call)
+            }))
+        });
 
     // The one place each output type is required to be checkpointable, spanned on the type
     // the user wrote, so that a non-serializable output is one clear error.
     let codec_idents: Vec<syn::Ident> = (0..saga.steps.len())
         .map(|i| format_ident!("__CODEC_{}", i))
         .collect();
-    let codecs = saga.steps.iter().enumerate().map(|(index, step)| {
-        let output = outputs[index];
-        let codec = &codec_idents[index];
-        let new = quote_spanned!(step.output_span=> #rt::codec::<#output>());
-        quote!(const #codec: #rt::Codec<#output> = #new;)
-    });
+    let (codec_indices, codec_steps) = match mode {
+        Mode::Full => (indices.clone(), idents.clone()),
+        Mode::Inert => (Vec::new(), Vec::new()),
+    };
+    let codecs = saga
+        .steps
+        .iter()
+        .enumerate()
+        .filter(full)
+        .map(|(index, step)| {
+            let output = outputs[index];
+            let codec = &codec_idents[index];
+            let new = quote_spanned!(step.output_span=> #rt::codec::<#output>());
+            quote!(const #codec: #rt::Codec<#output> = #new;)
+        });
 
     let output_name = output_ident.to_string();
     let step_names: Vec<String> = idents.iter().map(|i| i.to_string()).collect();
@@ -302,15 +339,15 @@ fn generate(saga: &Saga) -> TokenStream {
 
             fn __encode(step: usize, state: &Self::State) -> ::core::result::Result<::std::vec::Vec<u8>, #rt::CodecError> {
                 match step {
-                    #(#indices => (Self::State::#codec_idents.encode)(#rt::input(&state.#idents)),)*
+                    #(#codec_indices => (Self::State::#codec_idents.encode)(#rt::input(&state.#codec_steps)),)*
                     _ => #rt::no_such_step(step),
                 }
             }
 
             fn __decode(step: usize, state: &mut Self::State, bytes: &[u8]) -> ::core::result::Result<(), #rt::CodecError> {
                 match step {
-                    #(#indices => {
-                        state.#idents = ::core::option::Option::Some((Self::State::#codec_idents.decode)(bytes)?);
+                    #(#codec_indices => {
+                        state.#codec_steps = ::core::option::Option::Some((Self::State::#codec_idents.decode)(bytes)?);
                         ::core::result::Result::Ok(())
                     })*
                     _ => #rt::no_such_step(step),
@@ -533,10 +570,33 @@ mod tests {
             file.items.iter().any(|i| matches!(i, Item::Impl(_))),
             "the item is still emitted for IDEs"
         );
+        // The output struct and an inert `impl Saga` keep other code from cascading errors;
+        // the inert impl calls none of the user's methods.
         assert!(
-            !file.items.iter().any(|i| matches!(i, Item::Struct(_))),
-            "nothing is generated from a broken saga"
+            file.items
+                .iter()
+                .any(|i| matches!(i, Item::Struct(s) if s.ident == "ReleasePrOutput"))
         );
+        let saga_impl = file
+            .items
+            .iter()
+            .find_map(|i| match i {
+                Item::Impl(imp)
+                    if imp.trait_.is_some()
+                        && quote!(#imp).to_string().contains("Saga for ReleasePr") =>
+                {
+                    Some(imp)
+                }
+                _ => None,
+            })
+            .expect("an inert impl Saga");
+        let text = quote!(#saga_impl).to_string();
+        for method in ["open_pr", "run_tests", "merge", "notify", "nope"] {
+            assert!(
+                !text.contains(&format!(":: {method} (self")),
+                "the inert impl calls `{method}`: {text}"
+            );
+        }
     }
 
     #[test]
