@@ -78,7 +78,9 @@ impl StepContext {
     }
 
     /// The attempt, 1-based: counts every attempt of this step (for a compensation: of this
-    /// compensation).
+    /// compensation) that reached the journal. An attempt's start is journaled together with
+    /// its result (one write per attempt), so an attempt cut short by a crash before it wrote
+    /// anything is not counted, and the resumed attempt has its number.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }

@@ -119,6 +119,11 @@ pub use runtime::{Runtime, RuntimeBuilder};
 pub use saga::{BoxFuture, Definition, Saga, StepDef, StepKind, StepOutput};
 pub use store::{CheckpointStore, MemoryStore};
 
+/// The README's Rust examples, compiled and run as doctests so that the README never lies.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// The result of a step or a compensation.
 pub type StepResult<T> = Result<T, StepError>;
 

@@ -510,3 +510,116 @@ async fn a_saga_written_by_a_declarative_macro_runs() {
     assert_eq!((output.first, output.second), (1, 1));
     assert_eq!(Counting::definition().steps().len(), 2);
 }
+
+/// A store that refuses its `fail_at`-th append, as a crash between two writes would.
+#[derive(Clone)]
+struct FlakyStore {
+    inner: MemoryStore,
+    appends: Arc<Mutex<u32>>,
+    fail_at: u32,
+}
+
+impl saga_runtime::CheckpointStore for FlakyStore {
+    fn create<'a>(
+        &'a self,
+        saga: saga_runtime::store::NewSaga,
+    ) -> saga_runtime::BoxFuture<
+        'a,
+        Result<saga_runtime::store::Created, saga_runtime::store::StoreError>,
+    > {
+        self.inner.create(saga)
+    }
+    fn append<'a>(
+        &'a self,
+        id: &'a SagaId,
+        records: Vec<saga_runtime::journal::Record>,
+        checkpoint: saga_runtime::store::Checkpoint,
+    ) -> saga_runtime::BoxFuture<'a, Result<(), saga_runtime::store::StoreError>> {
+        let mut appends = self.appends.lock().unwrap();
+        *appends += 1;
+        if *appends == self.fail_at {
+            return Box::pin(std::future::ready(Err(
+                saga_runtime::store::StoreError::Backend("disk full".into()),
+            )));
+        }
+        self.inner.append(id, records, checkpoint)
+    }
+    fn load<'a>(
+        &'a self,
+        id: &'a SagaId,
+    ) -> saga_runtime::BoxFuture<
+        'a,
+        Result<Option<saga_runtime::store::StoredSaga>, saga_runtime::store::StoreError>,
+    > {
+        self.inner.load(id)
+    }
+    fn list(
+        &self,
+    ) -> saga_runtime::BoxFuture<
+        '_,
+        Result<Vec<saga_runtime::store::SagaSummary>, saga_runtime::store::StoreError>,
+    > {
+        self.inner.list()
+    }
+}
+
+/// A saga interrupted between two journal writes is resumed by `run_with_id`: the steps whose
+/// completion was journaled do not run again, the interrupted step runs again under the same
+/// idempotency key, and the outcome covers the whole run. The interrupted attempt never
+/// reached the journal, so the re-run is attempt 1 again.
+#[tokio::test(start_paused = true)]
+async fn run_with_id_resumes_an_interrupted_saga_without_rerunning_journaled_steps() {
+    let harness = Harness::default();
+    let store = FlakyStore {
+        inner: MemoryStore::new(),
+        appends: Arc::default(),
+        fail_at: 3,
+    };
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .resource(harness.clone())
+        .build();
+    let error = runtime
+        .run_with_id(SagaId::new("job-9"), ReleasePr::new())
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "the checkpoint store failed: disk full");
+    assert_eq!(
+        harness.log(),
+        strings(&["open_pr#1", "run_tests#1", "comment#1"])
+    );
+    assert_eq!(store.inner.list().await.unwrap()[0].status, Status::Running);
+
+    let outcome = runtime
+        .run_with_id(SagaId::new("job-9"), ReleasePr::new())
+        .await
+        .unwrap();
+    assert!(outcome.is_completed());
+    assert_eq!(
+        harness.log(),
+        strings(&[
+            "open_pr#1",
+            "run_tests#1",
+            "comment#1",
+            "comment#1",
+            "merge#1",
+            "announce#1"
+        ])
+    );
+    let keys = harness.keys.lock().unwrap().clone();
+    let comment_keys: Vec<&String> = keys
+        .iter()
+        .filter(|(e, _)| e == "comment#1")
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(comment_keys.len(), 2);
+    assert_eq!(
+        comment_keys[0], comment_keys[1],
+        "the re-run reuses its key"
+    );
+    assert_eq!(
+        outcome.output().unwrap().open_pr,
+        PrId(42),
+        "the journaled output is restored"
+    );
+}
