@@ -54,20 +54,11 @@ impl CodeChange {
     #[step(idempotent, validate = plan_stays_in_repo, timeout = "2m")]
     async fn plan(&self, cx: &StepContext) -> StepResult<Plan> {
         let previous = cx.previous_error().map(|f| f.message.as_str());
-        world(cx)
-            .model
-            .plan(&self.request, cx.model_tier(), previous, cx.observation())
+        world(cx).model.plan(&self.request, cx.model_tier(), previous, cx.observation())
     }
     fn plan_stays_in_repo(&self, plan: &Plan) -> Result<(), String> {
-        match plan
-            .files
-            .iter()
-            .find(|f| f.path.starts_with('/') || f.path.contains(".."))
-        {
-            Some(file) => Err(format!(
-                "the plan writes {} outside the repository",
-                file.path
-            )),
+        match plan.files.iter().find(|f| f.path.starts_with('/') || f.path.contains("..")) {
+            Some(file) => Err(format!("the plan writes {} outside the repository", file.path)),
             None if plan.files.is_empty() => Err("the plan changes no file".to_owned()),
             None => Ok(()),
         }
@@ -77,13 +68,8 @@ impl CodeChange {
     #[step(compensate = delete_branch)]
     async fn write_files(&self, cx: &StepContext, plan: &Plan) -> StepResult<Branch> {
         let name = format!("agent/issue-{}-{}", self.issue, &cx.idempotency_key()[..6]);
-        world(cx)
-            .host
-            .write_files(cx.idempotency_key(), &name, &plan.files)?;
-        Ok(Branch {
-            name,
-            files: plan.files.iter().map(|f| f.path.clone()).collect(),
-        })
+        world(cx).host.write_files(cx.idempotency_key(), &name, &plan.files)?;
+        Ok(Branch { name, files: plan.files.iter().map(|f| f.path.clone()).collect() })
     }
     async fn delete_branch(&self, cx: &StepContext, branch: &Branch) -> StepResult<()> {
         world(cx).host.delete_branch(&branch.name)
@@ -91,9 +77,7 @@ impl CodeChange {
 
     #[step(compensate = close_pr)]
     async fn open_pr(&self, cx: &StepContext, write_files: &Branch) -> StepResult<u64> {
-        world(cx)
-            .host
-            .open_pr(cx.idempotency_key(), &write_files.name)
+        world(cx).host.open_pr(cx.idempotency_key(), &write_files.name)
     }
     async fn close_pr(&self, cx: &StepContext, pr: &u64) -> StepResult<()> {
         world(cx).host.close_pr(*pr)
@@ -105,16 +89,9 @@ impl CodeChange {
     }
 
     #[step(compensate = delete_comment)]
-    async fn comment_on_issue(
-        &self,
-        cx: &StepContext,
-        open_pr: &u64,
-        run_tests: &u32,
-    ) -> StepResult<u64> {
+    async fn comment_on_issue(&self, cx: &StepContext, open_pr: &u64, run_tests: &u32) -> StepResult<u64> {
         let text = format!("Opened #{open_pr}: {run_tests} tests pass.");
-        world(cx)
-            .host
-            .comment(cx.idempotency_key(), self.issue, &text)
+        world(cx).host.comment(cx.idempotency_key(), self.issue, &text)
     }
     async fn delete_comment(&self, cx: &StepContext, comment: &u64) -> StepResult<()> {
         world(cx).host.delete_comment(*comment)

@@ -38,10 +38,7 @@ pub struct ScriptedModel {
 
 impl ScriptedModel {
     pub fn with(faults: impl IntoIterator<Item = ModelFault>) -> Self {
-        ScriptedModel {
-            faults: Mutex::new(faults.into_iter().collect()),
-            calls: Mutex::new(0),
-        }
+        ScriptedModel { faults: Mutex::new(faults.into_iter().collect()), calls: Mutex::new(0) }
     }
 
     /// Plans the change for `request` on model tier `tier`, seeing the last error (a
@@ -62,38 +59,21 @@ impl ScriptedModel {
         match self.faults.lock().unwrap().pop_front() {
             Some(ModelFault::Outage) => {
                 say("model", format!("{model}: 503 Service Unavailable"));
-                Err(StepError::transient(
-                    "model vendor returned 503 Service Unavailable",
-                ))
+                Err(StepError::transient("model vendor returned 503 Service Unavailable"))
             }
             Some(ModelFault::Hallucinate) => {
-                say(
-                    "model",
-                    format!("{model}: planned a change to /etc/passwd for {prompt:?}"),
-                );
+                say("model", format!("{model}: planned a change to /etc/passwd for {prompt:?}"));
                 Ok(Plan {
                     model: model.to_owned(),
                     summary: "rewrite the auth layer".to_owned(),
-                    files: vec![FileChange {
-                        path: "/etc/passwd".to_owned(),
-                        content: "root::0:0".to_owned(),
-                    }],
+                    files: vec![FileChange { path: "/etc/passwd".to_owned(), content: "root::0:0".to_owned() }],
                 })
             }
             None => {
-                let schema = observation
-                    .and_then(|o| o.get("schema"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("v1");
+                let schema = observation.and_then(|o| o.get("schema")).and_then(Value::as_str).unwrap_or("v1");
                 let mut files = vec![
-                    FileChange {
-                        path: "src/login.rs".to_owned(),
-                        content: "fn login() { /* fixed */ }".to_owned(),
-                    },
-                    FileChange {
-                        path: "tests/login.rs".to_owned(),
-                        content: "#[test] fn logs_in() {}".to_owned(),
-                    },
+                    FileChange { path: "src/login.rs".to_owned(), content: "fn login() { /* fixed */ }".to_owned() },
+                    FileChange { path: "tests/login.rs".to_owned(), content: "#[test] fn logs_in() {}".to_owned() },
                 ];
                 if schema != "v1" {
                     files.push(FileChange {
@@ -101,18 +81,8 @@ impl ScriptedModel {
                         content: "ALTER TABLE users RENAME mail TO email;".to_owned(),
                     });
                 }
-                say(
-                    "model",
-                    format!(
-                        "{model}: planned {} file(s) against schema {schema}",
-                        files.len()
-                    ),
-                );
-                Ok(Plan {
-                    model: model.to_owned(),
-                    summary: format!("fix the login bug (schema {schema})"),
-                    files,
-                })
+                say("model", format!("{model}: planned {} file(s) against schema {schema}", files.len()));
+                Ok(Plan { model: model.to_owned(), summary: format!("fix the login bug (schema {schema})"), files })
             }
         }
     }
@@ -160,33 +130,15 @@ impl CodeHost {
         (id, false)
     }
 
-    pub fn write_files(
-        &self,
-        key: &str,
-        branch: &str,
-        files: &[FileChange],
-    ) -> Result<(), StepError> {
+    pub fn write_files(&self, key: &str, branch: &str, files: &[FileChange]) -> Result<(), StepError> {
         let mut state = self.state.lock().unwrap();
         let (_, replay) = Self::dedupe(&mut state, key);
         if replay {
-            say(
-                "code host",
-                format!(
-                    "write to {branch}: key {} seen before, nothing written",
-                    short(key)
-                ),
-            );
+            say("code host", format!("write to {branch}: key {} seen before, nothing written", short(key)));
             return Ok(());
         }
         let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-        say(
-            "code host",
-            format!(
-                "pushed {} file(s) to {branch} (key {})",
-                paths.len(),
-                short(key)
-            ),
-        );
+        say("code host", format!("pushed {} file(s) to {branch} (key {})", paths.len(), short(key)));
         state.branches.insert(branch.to_owned(), paths);
         Ok(())
     }
@@ -206,20 +158,13 @@ impl CodeHost {
         if state.rate_limits > 0 {
             state.rate_limits -= 1;
             say("code host", "429 Too Many Requests, retry after 1s");
-            return Err(StepError::transient("code host rate limit (429)")
-                .retry_after(Duration::from_secs(1)));
+            return Err(StepError::transient("code host rate limit (429)").retry_after(Duration::from_secs(1)));
         }
         let (number, replay) = Self::dedupe(&mut state, key);
         if replay {
-            say(
-                "code host",
-                format!("PR for key {} exists: returning #{number}", short(key)),
-            );
+            say("code host", format!("PR for key {} exists: returning #{number}", short(key)));
         } else {
-            say(
-                "code host",
-                format!("opened PR #{number} from {branch} (key {})", short(key)),
-            );
+            say("code host", format!("opened PR #{number} from {branch} (key {})", short(key)));
             state.prs.insert(number, (branch.to_owned(), PrState::Open));
         }
         Ok(number)
@@ -229,10 +174,7 @@ impl CodeHost {
         let mut state = self.state.lock().unwrap();
         if state.close_failures > 0 {
             state.close_failures -= 1;
-            say(
-                "code host",
-                format!("closing PR #{number}: 502 Bad Gateway"),
-            );
+            say("code host", format!("closing PR #{number}: 502 Bad Gateway"));
             return Err(StepError::transient("code host returned 502 Bad Gateway"));
         }
         if let Some(pr) = state.prs.get_mut(&number) {
@@ -246,10 +188,7 @@ impl CodeHost {
         let mut state = self.state.lock().unwrap();
         let (id, replay) = Self::dedupe(&mut state, key);
         if !replay {
-            say(
-                "code host",
-                format!("commented on issue #{issue}: {text:?}"),
-            );
+            say("code host", format!("commented on issue #{issue}: {text:?}"));
             state.comments.insert(id, text.to_owned());
         }
         Ok(id)
@@ -290,29 +229,20 @@ pub struct Ci {
 
 impl Ci {
     pub fn with(results: impl IntoIterator<Item = CiResult>) -> Self {
-        Ci {
-            results: Mutex::new(results.into_iter().collect()),
-        }
+        Ci { results: Mutex::new(results.into_iter().collect()) }
     }
 
     pub fn run(&self, pr: u64) -> Result<u32, StepError> {
         match self.results.lock().unwrap().pop_front() {
             Some(CiResult::SchemaMoved) => {
-                say(
-                    "ci",
-                    format!("PR #{pr}: column users.mail does not exist (schema is now v2)"),
-                );
-                Err(StepError::environmental(
-                    "the users table was migrated to schema v2 while the agent worked",
-                )
-                .restart_from("plan")
-                .with_observation(serde_json::json!({ "schema": "v2" })))
+                say("ci", format!("PR #{pr}: column users.mail does not exist (schema is now v2)"));
+                Err(StepError::environmental("the users table was migrated to schema v2 while the agent worked")
+                    .restart_from("plan")
+                    .with_observation(serde_json::json!({ "schema": "v2" })))
             }
             Some(CiResult::Red) => {
                 say("ci", format!("PR #{pr}: 3 of 41 tests failed"));
-                Err(StepError::logical(
-                    "3 of 41 tests failed: login_rejects_expired_tokens, ...",
-                ))
+                Err(StepError::logical("3 of 41 tests failed: login_rejects_expired_tokens, ..."))
             }
             None => {
                 say("ci", format!("PR #{pr}: 41 tests passed"));

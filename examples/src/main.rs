@@ -19,22 +19,13 @@ use fakes::{Chat, Ci, CiResult, CodeHost, ModelFault, PrState, ScriptedModel};
 
 const SCENARIOS: [(&str, &str); 5] = [
     ("happy", "every call succeeds"),
-    (
-        "flaky-vendor",
-        "the model vendor answers 503 twice, the code host rate-limits once: level 0",
-    ),
-    (
-        "wrong-answer",
-        "the model plans outside the repo until a stronger tier fixes it: levels 1 and 2",
-    ),
+    ("flaky-vendor", "the model vendor answers 503 twice, the code host rate-limits once: level 0"),
+    ("wrong-answer", "the model plans outside the repo until a stronger tier fixes it: levels 1 and 2"),
     (
         "schema-changed",
         "CI finds the schema migrated: compensate, re-plan with the new schema (level 0, environmental)",
     ),
-    (
-        "stuck-compensation",
-        "the tests stay red (levels 1, 2, 3), then closing the PR keeps failing: level 4",
-    ),
+    ("stuck-compensation", "the tests stay red (levels 1, 2, 3), then closing the PR keeps failing: level 4"),
 ];
 
 fn usage() -> String {
@@ -63,12 +54,8 @@ fn parse_args() -> Result<String, String> {
 }
 
 fn world_for(scenario: &str) -> World {
-    let mut world = World {
-        model: ScriptedModel::default(),
-        host: CodeHost::default(),
-        ci: Ci::default(),
-        chat: Chat::default(),
-    };
+    let mut world =
+        World { model: ScriptedModel::default(), host: CodeHost::default(), ci: Ci::default(), chat: Chat::default() };
     match scenario {
         "flaky-vendor" => {
             world.model = ScriptedModel::with([ModelFault::Outage, ModelFault::Outage]);
@@ -103,32 +90,18 @@ async fn main() -> ExitCode {
     let runtime = Runtime::builder()
         .policy(Policy {
             // Short delays keep the demo quick; the shape of the ladder is the default one.
-            backoff: Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(2),
-                ..Backoff::default()
-            },
+            backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2), ..Backoff::default() },
             ..Policy::default()
         })
         .resource(world.clone())
         .observer(move |event: &saga_runtime::Observed<'_>| {
-            println!(
-                "{:>7.3}s  {}",
-                started.elapsed().as_secs_f64(),
-                event.timeline()
-            );
+            println!("{:>7.3}s  {}", started.elapsed().as_secs_f64(), event.timeline());
         })
         .notifier(|incident: &Incident| println!("           [notifier] {incident}"))
         .pager(|incident: &Incident| println!("           [pager] PAGE: {incident}"))
         .build();
 
-    println!(
-        "scenario {scenario}: {}\n",
-        SCENARIOS
-            .iter()
-            .find(|(n, _)| *n == scenario)
-            .map_or("", |(_, w)| *w)
-    );
+    println!("scenario {scenario}: {}\n", SCENARIOS.iter().find(|(n, _)| *n == scenario).map_or("", |(_, w)| *w));
     println!("{}", CodeChange::definition());
     let input = CodeChange {
         repo: "acme/api".to_owned(),
@@ -153,10 +126,7 @@ async fn main() -> ExitCode {
     if outcome.status() == expected {
         ExitCode::SUCCESS
     } else {
-        eprintln!(
-            "scenario {scenario} should end {expected}, it ended {}",
-            outcome.status()
-        );
+        eprintln!("scenario {scenario} should end {expected}, it ended {}", outcome.status());
         ExitCode::FAILURE
     }
 }
@@ -164,29 +134,19 @@ async fn main() -> ExitCode {
 fn print_outcome(outcome: &Outcome<agent::CodeChangeOutput>) {
     let report = outcome.report();
     match outcome {
-        Outcome::Completed {
-            saga_id, output, ..
-        } => {
+        Outcome::Completed { saga_id, output, .. } => {
             println!("outcome: COMPLETED (saga {saga_id})");
             println!("  plan by {}: {}", output.plan.model, output.plan.summary);
             println!("  PR #{} merged as {}", output.open_pr, output.merge);
         }
-        Outcome::Compensated {
-            saga_id, failure, ..
-        } => {
+        Outcome::Compensated { saga_id, failure, .. } => {
             println!("outcome: COMPENSATED (saga {saga_id}): {failure}");
         }
-        Outcome::NeedsHuman {
-            saga_id, failure, ..
-        } => {
+        Outcome::NeedsHuman { saga_id, failure, .. } => {
             println!("outcome: NEEDS A HUMAN (saga {saga_id}): {failure}");
         }
     }
-    let levels: Vec<String> = report
-        .levels()
-        .iter()
-        .map(|l| (*l as u8).to_string())
-        .collect();
+    let levels: Vec<String> = report.levels().iter().map(|l| (*l as u8).to_string()).collect();
     println!(
         "  {} attempts, escalation levels [{}], {} compensation(s), {} restart(s), slept {:?}, notified {}, paged {}",
         report.attempts.len(),
@@ -201,18 +161,10 @@ fn print_outcome(outcome: &Outcome<agent::CodeChangeOutput>) {
 
 fn print_world(world: &World) {
     let host = world.host.state.lock().unwrap();
-    let open: Vec<String> = host
-        .prs
-        .iter()
-        .filter(|(_, (_, s))| *s == PrState::Open)
-        .map(|(n, _)| format!("#{n}"))
-        .collect();
-    let merged: Vec<String> = host
-        .prs
-        .iter()
-        .filter(|(_, (_, s))| *s == PrState::Merged)
-        .map(|(n, _)| format!("#{n}"))
-        .collect();
+    let open: Vec<String> =
+        host.prs.iter().filter(|(_, (_, s))| *s == PrState::Open).map(|(n, _)| format!("#{n}")).collect();
+    let merged: Vec<String> =
+        host.prs.iter().filter(|(_, (_, s))| *s == PrState::Merged).map(|(n, _)| format!("#{n}")).collect();
     println!(
         "world: branches {:?}, open PRs {:?}, merged PRs {:?}, comments {}, announcements {}, model calls {}",
         host.branches.keys().collect::<Vec<_>>(),

@@ -10,8 +10,8 @@ use heck::ToKebabCase;
 use proc_macro2::{Span, TokenStream};
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemImpl, Meta, Pat,
-    PathArguments, ReceiverKind, ReturnType, Type,
+    Attribute, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemImpl, Meta, Pat, PathArguments, ReceiverKind,
+    ReturnType, Type,
 };
 
 use crate::attr::{self, KindArg};
@@ -35,6 +35,16 @@ pub(crate) struct Saga {
 pub(crate) struct Method {
     pub(crate) ident: Ident,
     pub(crate) is_async: bool,
+    /// Whether the parameter after `cx` is an `Option<...>`: a compensation written so also
+    /// undoes the landed effects of an attempt that failed without an output.
+    pub(crate) takes_option: bool,
+}
+
+/// Whether the third parameter of `method` (after `&self` and `cx`) is `Option<...>`.
+fn third_param_is_option(method: &ImplItemFn) -> bool {
+    let Some(FnArg::Typed(param)) = method.sig.inputs.iter().nth(2) else { return false };
+    matches!(&*param.ty, Type::Path(path) if path.qself.is_none()
+        && path.path.segments.last().is_some_and(|s| s.ident == "Option"))
 }
 
 /// One `#[step(...)]` method.
@@ -68,24 +78,16 @@ pub(crate) struct Input {
 }
 
 fn is_step_attr(attr: &Attribute) -> bool {
-    attr.path()
-        .segments
-        .last()
-        .is_some_and(|s| s.ident == "step")
+    attr.path().segments.last().is_some_and(|s| s.ident == "step")
 }
 
-const STEP_FORM: &str =
-    "#[step(compensate = <method>)]`, `#[step(commit)]` or `#[step(idempotent)]";
+const STEP_FORM: &str = "#[step(compensate = <method>)]`, `#[step(commit)]` or `#[step(idempotent)]";
 
 pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Option<Saga> {
     let args = attr::saga_args(cx, args);
 
     if let Some((_, for_token)) = &item.trait_ {
-        let span = item
-            .trait_
-            .as_ref()
-            .map(|(path, _)| path.span())
-            .unwrap_or(for_token.span);
+        let span = item.trait_.as_ref().map(|(path, _)| path.span()).unwrap_or(for_token.span);
         cx.error_at(
             span,
             "`#[saga]` goes on an inherent impl block, not a trait impl: write the steps in `impl MySaga { ... }`",
@@ -101,11 +103,7 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
     }
     let type_ident = match &*item.self_ty {
         Type::Path(path) if path.qself.is_none() => {
-            let last = path
-                .path
-                .segments
-                .last()
-                .expect("a type path has a segment");
+            let last = path.path.segments.last().expect("a type path has a segment");
             if !last.arguments.is_none() {
                 cx.error(
                     &item.self_ty,
@@ -116,10 +114,7 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
             last.ident.clone()
         }
         other => {
-            cx.error(
-                other,
-                "`#[saga]` needs a named struct or enum type, like `impl ReleasePr { ... }`",
-            );
+            cx.error(other, "`#[saga]` needs a named struct or enum type, like `impl ReleasePr { ... }`");
             return None;
         }
     };
@@ -130,27 +125,20 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
         let ImplItem::Fn(method) = impl_item else {
             continue;
         };
-        let step_attrs: Vec<Attribute> = method
-            .attrs
-            .iter()
-            .filter(|a| is_step_attr(a))
-            .cloned()
-            .collect();
+        let step_attrs: Vec<Attribute> = method.attrs.iter().filter(|a| is_step_attr(a)).cloned().collect();
         method.attrs.retain(|a| !is_step_attr(a));
         let Some(attr) = step_attrs.first() else {
             methods.push(Method {
                 ident: method.sig.ident.clone(),
                 is_async: method.sig.asyncness.is_some(),
+                takes_option: third_param_is_option(method),
             });
             continue;
         };
         for extra in &step_attrs[1..] {
             cx.error(
                 extra,
-                format!(
-                    "`{}` has more than one `#[step]` attribute: merge them into one",
-                    method.sig.ident
-                ),
+                format!("`{}` has more than one `#[step]` attribute: merge them into one", method.sig.ident),
             );
         }
         steps.push(parse_step(cx, attr.clone(), method));
@@ -163,18 +151,8 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
         );
     }
 
-    let name = args
-        .name
-        .map(|(name, _)| name)
-        .unwrap_or_else(|| type_ident.to_string().to_kebab_case());
-    Some(Saga {
-        item,
-        type_ident,
-        name,
-        version: args.version.unwrap_or(1),
-        steps,
-        methods,
-    })
+    let name = args.name.map(|(name, _)| name).unwrap_or_else(|| type_ident.to_string().to_kebab_case());
+    Some(Saga { item, type_ident, name, version: args.version.unwrap_or(1), steps, methods })
 }
 
 fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
@@ -185,19 +163,13 @@ fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
         Meta::List(list) => attr::step_args(cx, list.tokens.clone(), &ident),
         Meta::Path(_) => attr::step_args(cx, TokenStream::new(), &ident),
         Meta::NameValue(nv) => {
-            cx.error(
-                nv,
-                format!("write the arguments of step `{ident}` in parentheses: `{STEP_FORM}`"),
-            );
+            cx.error(nv, format!("write the arguments of step `{ident}` in parentheses: `{STEP_FORM}`"));
             attr::step_args(cx, TokenStream::new(), &ident)
         }
     };
 
     if sig.asyncness.is_none() {
-        cx.error(
-            sig.fn_token,
-            format!("step `{ident}` must be an `async fn`: write `async fn {ident}`"),
-        );
+        cx.error(sig.fn_token, format!("step `{ident}` must be an `async fn`: write `async fn {ident}`"));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error(
@@ -250,10 +222,7 @@ fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
             continue;
         };
         if pat.by_ref.is_some() || pat.subpat.is_some() {
-            cx.error(
-                &param.pat,
-                "write the parameter as a plain name, like `open_pr: &PrId`",
-            );
+            cx.error(&param.pat, "write the parameter as a plain name, like `open_pr: &PrId`");
             continue;
         }
         match &*param.ty {
@@ -273,9 +242,7 @@ fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
                 continue;
             }
         }
-        inputs.push(Input {
-            ident: pat.ident.clone(),
-        });
+        inputs.push(Input { ident: pat.ident.clone() });
     }
 
     let (output, output_span) = match &sig.output {
@@ -300,16 +267,7 @@ fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
         }
     };
 
-    Step {
-        ident,
-        attr,
-        kinds: args.kinds,
-        validate: args.validate,
-        timeout: args.timeout,
-        inputs,
-        output,
-        output_span,
-    }
+    Step { ident, attr, kinds: args.kinds, validate: args.validate, timeout: args.timeout, inputs, output, output_span }
 }
 
 /// `T` of `StepResult<T>`, `Result<T, E>` or a path ending in one of them.

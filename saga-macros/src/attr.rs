@@ -46,10 +46,7 @@ impl Seen {
     fn first_time(&mut self, cx: &mut Ctxt, key: &Ident, attr: &str) -> bool {
         let name = key.to_string();
         if self.0.contains(&name) {
-            cx.error(
-                key,
-                format!("`{name}` is given twice in `#[{attr}(...)]`: remove one"),
-            );
+            cx.error(key, format!("`{name}` is given twice in `#[{attr}(...)]`: remove one"));
             false
         } else {
             self.0.push(name);
@@ -72,10 +69,7 @@ pub(crate) fn saga_args(cx: &mut Ctxt, tokens: TokenStream) -> SagaArgs {
     let entries = match entries(tokens) {
         Ok(entries) => entries,
         Err(err) => {
-            cx.error_at(
-                err.span(),
-                format!("cannot read `#[saga(...)]`: {err}; the valid keys are {SAGA_KEYS}"),
-            );
+            cx.error_at(err.span(), format!("cannot read `#[saga(...)]`: {err}; the valid keys are {SAGA_KEYS}"));
             return args;
         }
     };
@@ -89,10 +83,7 @@ pub(crate) fn saga_args(cx: &mut Ctxt, tokens: TokenStream) -> SagaArgs {
                     && seen.first_time(cx, &entry.key, "saga")
                 {
                     if name.0.trim().is_empty() {
-                        cx.error_at(
-                            name.1,
-                            "the saga name is empty: give it a name like `name = \"release-pr\"`",
-                        );
+                        cx.error_at(name.1, "the saga name is empty: give it a name like `name = \"release-pr\"`");
                     }
                     args.name = Some(name);
                 }
@@ -113,10 +104,7 @@ pub(crate) fn saga_args(cx: &mut Ctxt, tokens: TokenStream) -> SagaArgs {
                         }
                     },
                     Some(other) => {
-                        cx.error(
-                            other,
-                            "the saga version must be a whole number from 1 up, like `version = 2`",
-                        );
+                        cx.error(other, "the saga version must be a whole number from 1 up, like `version = 2`");
                         None
                     }
                     None => {
@@ -130,10 +118,7 @@ pub(crate) fn saga_args(cx: &mut Ctxt, tokens: TokenStream) -> SagaArgs {
                     args.version = Some(version);
                 }
             }
-            _ => cx.error(
-                &entry.key,
-                format!("unknown key `{key}` in `#[saga(...)]`: the valid keys are {SAGA_KEYS}"),
-            ),
+            _ => cx.error(&entry.key, format!("unknown key `{key}` in `#[saga(...)]`: the valid keys are {SAGA_KEYS}")),
         }
     }
     args
@@ -144,28 +129,16 @@ fn string_value(cx: &mut Ctxt, entry: &Entry, attr: &str, example: &str) -> Opti
         Some(Expr::Lit(lit)) => match &lit.lit {
             Lit::Str(s) => Some((s.value(), s.span())),
             other => {
-                cx.error(
-                    other,
-                    format!("`{}` takes a string: write `{example}`", entry.key),
-                );
+                cx.error(other, format!("`{}` takes a string: write `{example}`", entry.key));
                 None
             }
         },
         Some(other) => {
-            cx.error(
-                other,
-                format!("`{}` takes a string: write `{example}`", entry.key),
-            );
+            cx.error(other, format!("`{}` takes a string: write `{example}`", entry.key));
             None
         }
         None => {
-            cx.error(
-                &entry.key,
-                format!(
-                    "`{}` needs a value in `#[{attr}(...)]`: write `{example}`",
-                    entry.key
-                ),
-            );
+            cx.error(&entry.key, format!("`{}` needs a value in `#[{attr}(...)]`: write `{example}`", entry.key));
             None
         }
     }
@@ -197,22 +170,17 @@ pub(crate) struct StepArgs {
     pub(crate) timeout: Option<(Duration, Span)>,
 }
 
-pub(crate) const STEP_KEYS: &str = "`compensate = <method>`, `commit`, `idempotent`, `validate = <method>` and `timeout = \"30s\"`";
+pub(crate) const STEP_KEYS: &str =
+    "`compensate = <method>`, `commit`, `idempotent`, `validate = <method>` and `timeout = \"30s\"`";
 
 pub(crate) fn step_args(cx: &mut Ctxt, tokens: TokenStream, step: &Ident) -> StepArgs {
-    let mut args = StepArgs {
-        kinds: Vec::new(),
-        validate: None,
-        timeout: None,
-    };
+    let mut args = StepArgs { kinds: Vec::new(), validate: None, timeout: None };
     let entries = match entries(tokens) {
         Ok(entries) => entries,
         Err(err) => {
             cx.error_at(
                 err.span(),
-                format!(
-                    "cannot read `#[step(...)]` of `{step}`: {err}; the valid keys are {STEP_KEYS}"
-                ),
+                format!("cannot read `#[step(...)]` of `{step}`: {err}; the valid keys are {STEP_KEYS}"),
             );
             return args;
         }
@@ -225,19 +193,14 @@ pub(crate) fn step_args(cx: &mut Ctxt, tokens: TokenStream, step: &Ident) -> Ste
                 if let Some(method) = method_value(cx, &entry, "compensate = close_pr")
                     && seen.first_time(cx, &entry.key, "step")
                 {
-                    args.kinds
-                        .push((KindArg::Compensate(method), entry.key.clone()));
+                    args.kinds.push((KindArg::Compensate(method), entry.key.clone()));
                 }
             }
             "commit" | "idempotent" => {
                 if let Some(value) = &entry.value {
                     cx.error(value, format!("`{key}` takes no value: write just `{key}`"));
                 } else if seen.first_time(cx, &entry.key, "step") {
-                    let kind = if key == "commit" {
-                        KindArg::Commit
-                    } else {
-                        KindArg::Idempotent
-                    };
+                    let kind = if key == "commit" { KindArg::Commit } else { KindArg::Idempotent };
                     args.kinds.push((kind, entry.key.clone()));
                 }
             }
@@ -266,10 +229,7 @@ pub(crate) fn step_args(cx: &mut Ctxt, tokens: TokenStream, step: &Ident) -> Ste
                     }
                 }
             }
-            _ => cx.error(
-                &entry.key,
-                format!("unknown key `{key}` in `#[step(...)]`: the valid keys are {STEP_KEYS}"),
-            ),
+            _ => cx.error(&entry.key, format!("unknown key `{key}` in `#[step(...)]`: the valid keys are {STEP_KEYS}")),
         }
     }
     args
@@ -281,33 +241,19 @@ fn method_value(cx: &mut Ctxt, entry: &Entry, example: &str) -> Option<Ident> {
             path.path.get_ident().cloned()
         }
         Some(Expr::Lit(lit)) if matches!(&lit.lit, Lit::Str(_)) => {
-            let Lit::Str(s) = &lit.lit else {
-                unreachable!("matched a string literal above")
-            };
-            cx.error(
-                s,
-                format!(
-                    "`{}` takes a method name, not a string: write `{example}`",
-                    entry.key
-                ),
-            );
+            let Lit::Str(s) = &lit.lit else { unreachable!("matched a string literal above") };
+            cx.error(s, format!("`{}` takes a method name, not a string: write `{example}`", entry.key));
             None
         }
         Some(other) => {
             cx.error(
                 other,
-                format!(
-                    "`{}` takes the name of a method of this impl block: write `{example}`",
-                    entry.key
-                ),
+                format!("`{}` takes the name of a method of this impl block: write `{example}`", entry.key),
             );
             None
         }
         None => {
-            cx.error(
-                &entry.key,
-                format!("`{}` needs a method name: write `{example}`", entry.key),
-            );
+            cx.error(&entry.key, format!("`{}` needs a method name: write `{example}`", entry.key));
             None
         }
     }
@@ -345,18 +291,7 @@ mod tests {
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        for bad in [
-            "",
-            "s",
-            "30",
-            "0s",
-            "30 s",
-            "1.5s",
-            "-1s",
-            "30sec",
-            "ms30",
-            "99999999999999999999s",
-        ] {
+        for bad in ["", "s", "30", "0s", "30 s", "1.5s", "-1s", "30sec", "ms30", "99999999999999999999s"] {
             assert_eq!(parse_duration(bad), None, "{bad:?} must be rejected");
         }
     }

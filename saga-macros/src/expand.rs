@@ -18,11 +18,7 @@ pub(crate) fn saga(args: TokenStream, item: TokenStream) -> TokenStream {
     let item_impl: ItemImpl = match syn::parse2(item.clone()) {
         Ok(item_impl) => item_impl,
         Err(_) => {
-            let span = item
-                .clone()
-                .into_iter()
-                .next()
-                .map_or_else(Span::call_site, |token| token.span());
+            let span = item.clone().into_iter().next().map_or_else(Span::call_site, |token| token.span());
             let error = syn::Error::new(
                 span,
                 "`#[saga]` goes on an inherent impl block whose async methods are marked `#[step(...)]`, like `#[saga] impl ReleasePr { ... }`",
@@ -38,10 +34,7 @@ pub(crate) fn saga(args: TokenStream, item: TokenStream) -> TokenStream {
         return with_errors(cx, quote!(#item_impl));
     };
     validate::validate(&mut cx, &saga);
-    let complete = saga
-        .steps
-        .iter()
-        .all(|s| s.output.is_some() && s.kinds.len() == 1);
+    let complete = saga.steps.iter().all(|s| s.output.is_some() && s.kinds.len() == 1);
     if cx.is_ok() && complete {
         generate(&saga, Mode::Full)
     } else {
@@ -82,6 +75,11 @@ fn with_errors(cx: Ctxt, item: TokenStream) -> TokenStream {
     tokens
 }
 
+/// Whether the compensation `method` takes `Option<&T>` (see `ast::Method::takes_option`).
+fn takes_option(saga: &Saga, method: &syn::Ident) -> bool {
+    saga.methods.iter().any(|m| m.ident == *method && m.takes_option)
+}
+
 fn generate(saga: &Saga, mode: Mode) -> TokenStream {
     let rt = quote!(::saga_runtime::__private);
     let item = &saga.item;
@@ -95,11 +93,7 @@ fn generate(saga: &Saga, mode: Mode) -> TokenStream {
 
     let idents: Vec<&syn::Ident> = saga.steps.iter().map(|s| &s.ident).collect();
     let unit: syn::Type = syn::parse_quote!(());
-    let outputs: Vec<&syn::Type> = saga
-        .steps
-        .iter()
-        .map(|s| s.output.as_ref().unwrap_or(&unit))
-        .collect();
+    let outputs: Vec<&syn::Type> = saga.steps.iter().map(|s| s.output.as_ref().unwrap_or(&unit)).collect();
     let indices: Vec<usize> = (0..saga.steps.len()).collect();
 
     let step_defs = saga.steps.iter().enumerate().map(|(index, step)| {
@@ -128,125 +122,105 @@ fn generate(saga: &Saga, mode: Mode) -> TokenStream {
         };
         let inputs = step.inputs.iter().filter_map(|input| saga.steps.iter().position(|s| s.ident == input.ident));
         let output_type = quote::ToTokens::to_token_stream(outputs[index]).to_string();
+        let undoes_failed_attempts = match step.kinds.first() {
+            Some((KindArg::Compensate(method), _)) => takes_option(saga, method),
+            _ => false,
+        };
         quote! {
-            #rt::StepDef::__new(#step_name, #kind, #compensation, #validate, #timeout, &[#(#inputs),*], #output_type)
+            #rt::StepDef::__new(
+                #step_name, #kind, #compensation, #validate, #timeout, &[#(#inputs),*], #output_type,
+                #undoes_failed_attempts,
+            )
         }
     });
 
     let full = |_: &(usize, &ast::Step)| mode == Mode::Full;
-    let run_arms = saga
-        .steps
-        .iter()
-        .enumerate()
-        .filter(full)
-        .map(|(index, step)| {
-            let ident = &step.ident;
-            let output = outputs[index];
-            // Each input is bound to a local of its source step's type first, so that a mismatch
-            // with the parameter's type is reported on the user's parameter in the user's types.
-            let bindings = step.inputs.iter().enumerate().map(|(n, input)| {
-                let source = &input.ident;
-                let source_index = saga
-                    .steps
-                    .iter()
-                    .position(|s| s.ident == *source)
-                    .expect("checked by validate");
-                let source_type = outputs[source_index];
-                let local = format_ident!("__input_{}", n, span = input.ident.span());
-                quote!(let #local: &#source_type = #rt::input(&state.#source);)
-            });
-            let args = step.inputs.iter().enumerate().map(|(n, input)| {
-                let local = format_ident!("__input_{}", n, span = input.ident.span());
-                quote!(#local)
-            });
-            // Only the user's own tokens carry the user's spans: `self` and `cx` keep the macro's,
-            // so that a saga written by a `macro_rules!` macro resolves them too.
-            let callee = quote_spanned!(ident.span()=> <#self_ty>::#ident);
-            let call = quote!(#callee(self, cx, #(#args),*).await);
-            let result = syn::Ident::new("__result", step.output_span);
-            let convert =
-                quote_spanned!(step.output_span=> #rt::step_result::<#output, _>(#result)?);
-            quote! {
-                #index => ::std::boxed::Box::pin(async move {
-                    #(#bindings)*
-                    let #result = #call;
-                    let __output: #output = #convert;
-                    state.#ident = ::core::option::Option::Some(__output);
-                    ::core::result::Result::Ok(())
-                }),
-            }
+    let run_arms = saga.steps.iter().enumerate().filter(full).map(|(index, step)| {
+        let ident = &step.ident;
+        let output = outputs[index];
+        // Each input is bound to a local of its source step's type first, so that a mismatch
+        // with the parameter's type is reported on the user's parameter in the user's types.
+        let bindings = step.inputs.iter().enumerate().map(|(n, input)| {
+            let source = &input.ident;
+            let source_index = saga.steps.iter().position(|s| s.ident == *source).expect("checked by validate");
+            let source_type = outputs[source_index];
+            let local = format_ident!("__input_{}", n, span = input.ident.span());
+            quote!(let #local: &#source_type = #rt::input(&state.#source);)
         });
+        let args = step.inputs.iter().enumerate().map(|(n, input)| {
+            let local = format_ident!("__input_{}", n, span = input.ident.span());
+            quote!(#local)
+        });
+        // Only the user's own tokens carry the user's spans: `self` and `cx` keep the macro's,
+        // so that a saga written by a `macro_rules!` macro resolves them too.
+        let callee = quote_spanned!(ident.span()=> <#self_ty>::#ident);
+        let call = quote!(#callee(self, cx, #(#args),*).await);
+        let result = syn::Ident::new("__result", step.output_span);
+        let convert = quote_spanned!(step.output_span=> #rt::step_result::<#output, _>(#result)?);
+        quote! {
+            #index => ::std::boxed::Box::pin(async move {
+                #(#bindings)*
+                let #result = #call;
+                let __output: #output = #convert;
+                state.#ident = ::core::option::Option::Some(__output);
+                ::core::result::Result::Ok(())
+            }),
+        }
+    });
 
-    let compensate_arms = saga
-        .steps
-        .iter()
-        .enumerate()
-        .filter(full)
-        .filter_map(|(index, step)| {
-            let KindArg::Compensate(method) = step.kind() else {
-                return None;
-            };
-            let ident = &step.ident;
-            let output = outputs[index];
-            let local = syn::Ident::new("__output", method.span());
-            let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
-            let call = quote!(#callee(self, cx, #local).await);
-            Some(quote! {
-                #index => ::std::boxed::Box::pin(async move {
-                    let #local: &#output = #rt::input(&state.#ident);
-                    #rt::compensation_result(#call)
-                }),
-            })
-        });
+    let compensate_arms = saga.steps.iter().enumerate().filter(full).filter_map(|(index, step)| {
+        let KindArg::Compensate(method) = step.kind() else { return None };
+        let ident = &step.ident;
+        let output = outputs[index];
+        let local = syn::Ident::new("__output", method.span());
+        let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
+        let call = quote!(#callee(self, cx, #local).await);
+        // `Option<&T>`: the compensation also undoes a failed attempt's landed effects.
+        let binding = if takes_option(saga, method) {
+            quote!(let #local: ::core::option::Option<&#output> = state.#ident.as_ref();)
+        } else {
+            quote!(let #local: &#output = #rt::input(&state.#ident);)
+        };
+        Some(quote! {
+            #index => ::std::boxed::Box::pin(async move {
+                #binding
+                #rt::compensation_result(#call)
+            }),
+        })
+    });
 
-    let validate_arms = saga
-        .steps
-        .iter()
-        .enumerate()
-        .filter(full)
-        .filter_map(|(index, step)| {
-            let (method, _) = step.validate.as_ref()?;
-            let ident = &step.ident;
-            let output = outputs[index];
-            let local = syn::Ident::new("__output", method.span());
-            let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
-            let call = quote!(#callee(self, #local));
-            Some(quote!(#index => {
-                let #local: &#output = #rt::input(&state.#ident);
-                #rt::validation(#call)
-            }))
-        });
+    let validate_arms = saga.steps.iter().enumerate().filter(full).filter_map(|(index, step)| {
+        let (method, _) = step.validate.as_ref()?;
+        let ident = &step.ident;
+        let output = outputs[index];
+        let local = syn::Ident::new("__output", method.span());
+        let callee = quote_spanned!(method.span()=> <#self_ty>::#method);
+        let call = quote!(#callee(self, #local));
+        Some(quote!(#index => {
+            let #local: &#output = #rt::input(&state.#ident);
+            #rt::validation(#call)
+        }))
+    });
 
     // The one place each output type is required to be checkpointable, spanned on the type
     // the user wrote, so that a non-serializable output is one clear error.
-    let codec_idents: Vec<syn::Ident> = (0..saga.steps.len())
-        .map(|i| format_ident!("__CODEC_{}", i))
-        .collect();
+    let codec_idents: Vec<syn::Ident> = (0..saga.steps.len()).map(|i| format_ident!("__CODEC_{}", i)).collect();
     let (codec_indices, codec_steps) = match mode {
         Mode::Full => (indices.clone(), idents.clone()),
         Mode::Inert => (Vec::new(), Vec::new()),
     };
-    let codecs = saga
-        .steps
-        .iter()
-        .enumerate()
-        .filter(full)
-        .map(|(index, step)| {
-            let output = outputs[index];
-            let codec = &codec_idents[index];
-            let new = quote_spanned!(step.output_span=> #rt::codec::<#output>());
-            quote!(const #codec: #rt::Codec<#output> = #new;)
-        });
+    let codecs = saga.steps.iter().enumerate().filter(full).map(|(index, step)| {
+        let output = outputs[index];
+        let codec = &codec_idents[index];
+        let new = quote_spanned!(step.output_span=> #rt::codec::<#output>());
+        quote!(const #codec: #rt::Codec<#output> = #new;)
+    });
 
     let output_name = output_ident.to_string();
     let step_names: Vec<String> = idents.iter().map(|i| i.to_string()).collect();
-    let output_docs = saga
-        .steps
-        .iter()
-        .map(|step| format!("Output of step `{}`.", step.ident));
-    let output_struct_doc = format!(
-        "The outputs of every step of [`{type_ident}`], in step order (generated by `#[saga]`)."
-    );
+    let output_docs = saga.steps.iter().map(|step| format!("Output of step `{}`.", step.ident));
+    let output_struct_doc =
+        format!("The outputs of every step of [`{type_ident}`], in step order (generated by `#[saga]`).");
 
     quote! {
         #item
@@ -405,13 +379,7 @@ mod tests {
         file.items
             .iter()
             .filter_map(|item| match item {
-                Item::Macro(m)
-                    if m.mac
-                        .path
-                        .segments
-                        .last()
-                        .is_some_and(|s| s.ident == "compile_error") =>
-                {
+                Item::Macro(m) if m.mac.path.segments.last().is_some_and(|s| s.ident == "compile_error") => {
                     let lit: syn::LitStr = m.mac.parse_body().expect("a string");
                     Some(lit.value())
                 }
@@ -437,19 +405,12 @@ mod tests {
             .items
             .iter()
             .find_map(|i| match i {
-                Item::Impl(imp)
-                    if imp.trait_.is_none() && quote!(#imp).to_string().contains("open_pr") =>
-                {
-                    Some(imp)
-                }
+                Item::Impl(imp) if imp.trait_.is_none() && quote!(#imp).to_string().contains("open_pr") => Some(imp),
                 _ => None,
             })
             .expect("the user's impl is kept");
         let user_impl_text = quote!(#user_impl).to_string();
-        assert!(
-            !user_impl_text.contains("# [step"),
-            "the #[step] attributes are removed: {user_impl_text}"
-        );
+        assert!(!user_impl_text.contains("# [step"), "the #[step] attributes are removed: {user_impl_text}");
 
         let output: &ItemStruct = file
             .items
@@ -464,10 +425,7 @@ mod tests {
             .iter()
             .map(|f| {
                 let ty = &f.ty;
-                (
-                    f.ident.as_ref().unwrap().to_string(),
-                    quote!(#ty).to_string(),
-                )
+                (f.ident.as_ref().unwrap().to_string(), quote!(#ty).to_string())
             })
             .collect();
         assert_eq!(
@@ -484,10 +442,7 @@ mod tests {
             .items
             .iter()
             .find_map(|i| match i {
-                Item::Impl(imp)
-                    if imp.trait_.is_some()
-                        && quote!(#imp).to_string().contains("Saga for ReleasePr") =>
-                {
+                Item::Impl(imp) if imp.trait_.is_some() && quote!(#imp).to_string().contains("Saga for ReleasePr") => {
                     Some(imp)
                 }
                 _ => None,
@@ -495,20 +450,12 @@ mod tests {
             .expect("impl Saga");
         let text = quote!(#saga_impl).to_string();
         assert!(text.contains("type Output = ReleasePrOutput"), "{text}");
+        assert!(text.contains("\"release-pr\""), "the default name is the kebab-case type name");
         assert!(
-            text.contains("\"release-pr\""),
-            "the default name is the kebab-case type name"
-        );
-        assert!(
-            text.contains(
-                "StepKind :: Compensable , :: core :: option :: Option :: Some (\"close_pr\")"
-            ),
+            text.contains("StepKind :: Compensable , :: core :: option :: Option :: Some (\"close_pr\")"),
             "{text}"
         );
-        assert!(
-            text.contains("Duration :: from_millis (30000u64)"),
-            "the timeout is parsed at compile time"
-        );
+        assert!(text.contains("Duration :: from_millis (30000u64)"), "the timeout is parsed at compile time");
         assert!(text.contains("StepKind :: Commit"));
     }
 
@@ -518,11 +465,7 @@ mod tests {
         let text = prettyplease::unparse(&file);
         let definition = &text[text.find("Definition::__new(").expect("a definition")..];
         let arguments: Vec<&str> = definition.split(',').take(2).map(|a| a.trim()).collect();
-        assert_eq!(
-            arguments,
-            ["Definition::__new(\n            \"ship-it\"", "7u32"],
-            "{definition}"
-        );
+        assert_eq!(arguments, ["Definition::__new(\n            \"ship-it\"", "7u32"], "{definition}");
     }
 
     #[test]
@@ -542,49 +485,25 @@ mod tests {
         let file = expand(quote!(), item);
         let errors = errors(&file);
         assert_eq!(errors.len(), 6, "{errors:#?}");
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.starts_with("step `open_pr` does not say how it is undone"))
-        );
+        assert!(errors.iter().any(|e| e.starts_with("step `open_pr` does not say how it is undone")));
         assert!(errors.iter().any(|e| e.starts_with("unknown key `retry`")));
+        assert!(errors.iter().any(|e| e.starts_with("step `run_tests` must be an `async fn`")));
         assert!(
             errors
                 .iter()
-                .any(|e| e.starts_with("step `run_tests` must be an `async fn`"))
+                .any(|e| e.starts_with("parameter `merge` of step `run_tests` names step `merge`, which runs after"))
         );
-        assert!(errors.iter().any(|e| e.starts_with(
-            "parameter `merge` of step `run_tests` names step `merge`, which runs after"
-        )));
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.starts_with("step `notify` comes after the commit point `merge`"))
-        );
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.starts_with("`nope` is not a method of this impl block"))
-        );
-        assert!(
-            file.items.iter().any(|i| matches!(i, Item::Impl(_))),
-            "the item is still emitted for IDEs"
-        );
+        assert!(errors.iter().any(|e| e.starts_with("step `notify` comes after the commit point `merge`")));
+        assert!(errors.iter().any(|e| e.starts_with("`nope` is not a method of this impl block")));
+        assert!(file.items.iter().any(|i| matches!(i, Item::Impl(_))), "the item is still emitted for IDEs");
         // The output struct and an inert `impl Saga` keep other code from cascading errors;
         // the inert impl calls none of the user's methods.
-        assert!(
-            file.items
-                .iter()
-                .any(|i| matches!(i, Item::Struct(s) if s.ident == "ReleasePrOutput"))
-        );
+        assert!(file.items.iter().any(|i| matches!(i, Item::Struct(s) if s.ident == "ReleasePrOutput")));
         let saga_impl = file
             .items
             .iter()
             .find_map(|i| match i {
-                Item::Impl(imp)
-                    if imp.trait_.is_some()
-                        && quote!(#imp).to_string().contains("Saga for ReleasePr") =>
-                {
+                Item::Impl(imp) if imp.trait_.is_some() && quote!(#imp).to_string().contains("Saga for ReleasePr") => {
                     Some(imp)
                 }
                 _ => None,
@@ -592,10 +511,7 @@ mod tests {
             .expect("an inert impl Saga");
         let text = quote!(#saga_impl).to_string();
         for method in ["open_pr", "run_tests", "merge", "notify", "nope"] {
-            assert!(
-                !text.contains(&format!(":: {method} (self")),
-                "the inert impl calls `{method}`: {text}"
-            );
+            assert!(!text.contains(&format!(":: {method} (self")), "the inert impl calls `{method}`: {text}");
         }
     }
 
@@ -604,61 +520,32 @@ mod tests {
         let base = fingerprint_of(&expand(quote!(), release_pr()));
         assert_eq!(base.len(), 16);
         assert!(base.chars().all(|c| c.is_ascii_hexdigit()));
-        let other_body = release_pr()
-            .to_string()
-            .replace("{ Ok (()) }", "{ Ok (()) ; }");
-        assert_eq!(
-            fingerprint_of(&expand(quote!(), other_body.parse().unwrap())),
-            base,
-            "bodies do not count"
-        );
+        let other_body = release_pr().to_string().replace("{ Ok (()) }", "{ Ok (()) ; }");
+        assert_eq!(fingerprint_of(&expand(quote!(), other_body.parse().unwrap())), base, "bodies do not count");
         let variants = [
-            release_pr()
-                .to_string()
-                .replace("StepResult < MergeSha >", "StepResult < String >"),
-            release_pr()
-                .to_string()
-                .replace("# [step (idempotent)]", "# [step (compensate = close_pr)]"),
+            release_pr().to_string().replace("StepResult < MergeSha >", "StepResult < String >"),
+            release_pr().to_string().replace("# [step (idempotent)]", "# [step (compensate = close_pr)]"),
             release_pr().to_string().replace(
                 "async fn merge (& self , cx : & StepContext , open_pr : & PrId)",
                 "async fn merge (& self , cx : & StepContext)",
             ),
         ];
         for variant in variants {
-            assert_ne!(
-                release_pr().to_string(),
-                variant,
-                "the variant changes the input"
-            );
-            assert_ne!(
-                fingerprint_of(&expand(quote!(), variant.parse().unwrap())),
-                base,
-                "{variant}"
-            );
+            assert_ne!(release_pr().to_string(), variant, "the variant changes the input");
+            assert_ne!(fingerprint_of(&expand(quote!(), variant.parse().unwrap())), base, "{variant}");
         }
-        assert_ne!(
-            fingerprint_of(&expand(quote!(version = 2), release_pr())),
-            base,
-            "the version counts"
-        );
+        assert_ne!(fingerprint_of(&expand(quote!(version = 2), release_pr())), base, "the version counts");
     }
 
     #[test]
     fn the_expansion_matches_the_reviewed_snapshot() {
         let text = prettyplease::unparse(&expand(quote!(), release_pr()));
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/snapshots/release_pr.rs.txt"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/snapshots/release_pr.rs.txt");
         if std::env::var_os("SAGA_MACROS_BLESS").is_some() {
             std::fs::write(path, &text).unwrap();
         }
-        let expected = std::fs::read_to_string(path)
-            .expect("run with SAGA_MACROS_BLESS=1 to create the snapshot");
-        assert_eq!(
-            text, expected,
-            "the generated code changed: review it, then run with SAGA_MACROS_BLESS=1"
-        );
+        let expected = std::fs::read_to_string(path).expect("run with SAGA_MACROS_BLESS=1 to create the snapshot");
+        assert_eq!(text, expected, "the generated code changed: review it, then run with SAGA_MACROS_BLESS=1");
     }
 
     #[test]

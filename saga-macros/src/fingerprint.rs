@@ -16,17 +16,9 @@ pub(crate) fn canonical(saga: &Saga) -> String {
             Some(KindArg::Commit) => "commit".to_owned(),
             Some(KindArg::Idempotent) | None => "idempotent".to_owned(),
         };
-        let output = step
-            .output
-            .as_ref()
-            .map(|t| t.to_token_stream().to_string())
-            .unwrap_or_default();
+        let output = step.output.as_ref().map(|t| t.to_token_stream().to_string()).unwrap_or_default();
         let inputs: Vec<String> = step.inputs.iter().map(|i| i.ident.to_string()).collect();
-        text.push_str(&format!(
-            "step {} {kind} -> {output} <- [{}]\n",
-            step.ident,
-            inputs.join(",")
-        ));
+        text.push_str(&format!("step {} {kind} -> {output} <- [{}]\n", step.ident, inputs.join(",")));
     }
     text
 }

@@ -118,9 +118,7 @@ fn check_method(cx: &mut Ctxt, saga: &Saga, method: &syn::Ident, role: Role, ste
         .unwrap_or_else(|| "T".to_owned());
     let form = match role {
         Role::Compensation => {
-            format!(
-                "async fn {method}(&self, cx: &StepContext, output: &{output}) -> StepResult<()>"
-            )
+            format!("async fn {method}(&self, cx: &StepContext, output: &{output}) -> StepResult<()>")
         }
         Role::Validator => format!("fn {method}(&self, output: &{output}) -> Result<(), String>"),
     };
@@ -131,26 +129,22 @@ fn check_method(cx: &mut Ctxt, saga: &Saga, method: &syn::Ident, role: Role, ste
     if saga.steps.iter().any(|s| s.ident == *method) {
         cx.error(
             method,
-            format!("`{method}` is a step, so it cannot also be the {what} of step `{}`: write a separate `{form}`", step.ident),
+            format!(
+                "`{method}` is a step, so it cannot also be the {what} of step `{}`: write a separate `{form}`",
+                step.ident
+            ),
         );
         return;
     }
     match saga.methods.iter().find(|m| m.ident == *method) {
-        None => cx.error(
-            method,
-            format!("`{method}` is not a method of this impl block: add `{form}` to it"),
-        ),
+        None => cx.error(method, format!("`{method}` is not a method of this impl block: add `{form}` to it")),
         Some(found) => match role {
-            Role::Compensation if !found.is_async => cx.error(
-                method,
-                format!("compensation `{method}` must be an `async fn`: write `{form}`"),
-            ),
-            Role::Validator if found.is_async => cx.error(
-                method,
-                format!(
-                    "validator `{method}` must be a plain `fn`, not `async fn`: write `{form}`"
-                ),
-            ),
+            Role::Compensation if !found.is_async => {
+                cx.error(method, format!("compensation `{method}` must be an `async fn`: write `{form}`"))
+            }
+            Role::Validator if found.is_async => {
+                cx.error(method, format!("validator `{method}` must be a plain `fn`, not `async fn`: write `{form}`"))
+            }
             _ => {}
         },
     }

@@ -117,10 +117,7 @@ fn measure<F: FnMut() -> Fut, Fut: Future>(
     let mut allocations = 0.0;
     let mut bytes = 0.0;
     for _ in 0..ROUNDS {
-        let (a0, b0) = (
-            ALLOCATIONS.load(Ordering::Relaxed),
-            BYTES.load(Ordering::Relaxed),
-        );
+        let (a0, b0) = (ALLOCATIONS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
         let start = Instant::now();
         tokio.block_on(async {
             for _ in 0..iterations {
@@ -140,17 +137,9 @@ fn runtime(policy: Policy) -> Runtime {
 }
 
 fn main() {
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let policy = Policy {
-        backoff: Backoff {
-            initial: Duration::ZERO,
-            max: Duration::ZERO,
-            jitter: Jitter::None,
-            ..Backoff::default()
-        },
+        backoff: Backoff { initial: Duration::ZERO, max: Duration::ZERO, jitter: Jitter::None, ..Backoff::default() },
         ..Policy::default()
     };
 
@@ -199,23 +188,9 @@ fn main() {
     });
     let (retried, _, _) = measure(&tokio, iterations, || {
         let rt = rt.clone();
-        async move {
-            rt.run(Flaky { fail: true })
-                .await
-                .unwrap()
-                .report()
-                .escalations
-                .len()
-        }
+        async move { rt.run(Flaky { fail: true }).await.unwrap().report().escalations.len() }
     });
-    println!(
-        "\none ladder retry (transient failure, zero backoff): {:.3} µs",
-        (retried - clean) / 1e3
-    );
-    println!(
-        "  one-step saga without failure {:.3} µs, with one retry {:.3} µs",
-        clean / 1e3,
-        retried / 1e3
-    );
+    println!("\none ladder retry (transient failure, zero backoff): {:.3} µs", (retried - clean) / 1e3);
+    println!("  one-step saga without failure {:.3} µs, with one retry {:.3} µs", clean / 1e3, retried / 1e3);
     println!("\ntarget: under 2 µs of runtime overhead per step in memory");
 }

@@ -3,12 +3,19 @@
 
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::error::Failure;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Failure, StepError};
+use crate::hooks::crash_point;
 use crate::id::SagaId;
 use crate::idempotency;
-use crate::journal::Payload;
+use crate::journal::{Event, LandedEffect, Payload};
+use crate::redact::scrub;
+use crate::writer::JournalWriter;
 
 /// Values registered with `Runtime::builder().resource(value)`, one per type.
 #[derive(Default)]
@@ -22,9 +29,7 @@ impl Resources {
     }
 
     pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.values
-            .get(&TypeId::of::<T>())
-            .and_then(|v| v.downcast_ref())
+        self.values.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref())
     }
 }
 
@@ -43,6 +48,10 @@ pub(crate) struct KeySource {
 /// [`attempt`](Self::attempt) counts the compensation's attempts, and its
 /// [`idempotency_key`](Self::idempotency_key) is its own, derived from the step's.
 pub struct StepContext {
+    pub(crate) step_index: u32,
+    pub(crate) writer: Arc<JournalWriter>,
+    /// The effects that landed for this step since its result was last compensated.
+    pub(crate) landed: Mutex<Vec<LandedEffect>>,
     pub(crate) saga_id: SagaId,
     pub(crate) saga: &'static str,
     pub(crate) step: &'static str,
@@ -141,6 +150,106 @@ impl StepContext {
     /// A resource registered with `Runtime::builder().resource(value)`, if there is one.
     pub fn try_resource<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.resources.get::<T>()
+    }
+
+    /// Runs one side effect of the step, journaled: its result is committed to the store
+    /// before the step goes on, and on a retry or a resume the stored result is returned and
+    /// `run` is not polled. The effect's own idempotency key is derived from the step's key
+    /// and `name` (see [`effect_with`](Self::effect_with) for effects that depend on an input).
+    ///
+    /// If `run` fails, nothing is journaled and the error is returned (classify it as for a
+    /// step). Give each effect of a step its own name. Inside a compensation, effects are not
+    /// journaled: `run` simply runs (compensations are retried, so make them idempotent).
+    pub async fn effect<R, E, F>(&self, name: &str, run: F) -> Result<R, StepError>
+    where
+        R: Serialize + DeserializeOwned,
+        E: Into<StepError>,
+        F: Future<Output = Result<R, E>>,
+    {
+        self.effect_keyed(name, None, |_key| run).await
+    }
+
+    /// Like [`effect`](Self::effect), for an effect that depends on `input`: its idempotency
+    /// key (passed to `run`, to give the downstream service) also hashes `input`, so running
+    /// the step again with a different input runs the new effect, while the same input
+    /// returns the stored result.
+    pub async fn effect_with<I, R, E, F, Fut>(&self, name: &str, input: &I, run: F) -> Result<R, StepError>
+    where
+        I: Serialize + ?Sized,
+        R: Serialize + DeserializeOwned,
+        E: Into<StepError>,
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        let input = serde_json::to_vec(input)
+            .map_err(|e| StepError::logical(format!("the input of effect `{name}` cannot be serialized: {e}")))?;
+        self.effect_keyed(name, Some(&input), run).await
+    }
+
+    /// The idempotency key of the effect `name` (with `input`, as [`effect_with`] hashes it).
+    ///
+    /// [`effect_with`]: Self::effect_with
+    pub fn effect_key(&self, name: &str, input: Option<&[u8]>) -> String {
+        idempotency::effect_key(self.idempotency_key(), name, input)
+    }
+
+    async fn effect_keyed<R, E, F, Fut>(&self, name: &str, input: Option<&[u8]>, run: F) -> Result<R, StepError>
+    where
+        R: Serialize + DeserializeOwned,
+        E: Into<StepError>,
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        let key = self.effect_key(name, input);
+        if self.compensation.is_some() {
+            return run(key).await.map_err(Into::into);
+        }
+        let landed = self.lock_landed().iter().find(|e| e.key == key).map(|e| e.result.clone());
+        if let Some(result) = landed {
+            return serde_json::from_slice(&result).map_err(|e| {
+                StepError::logical(format!("the stored result of effect `{name}` no longer fits its type: {e}"))
+            });
+        }
+        let result = run(key.clone()).await.map_err(Into::into)?;
+        crash_point("an effect ran, before its journal write");
+        let bytes: Payload = serde_json::to_vec(&result)
+            .map_err(|e| StepError::logical(format!("the result of effect `{name}` cannot be serialized: {e}")))?
+            .into();
+        self.writer.push_unfolded(Event::EffectLanded {
+            step: self.step_index,
+            attempt: self.attempt,
+            name: name.to_owned(),
+            key: key.clone(),
+            result: bytes.clone(),
+        });
+        self.writer
+            .commit()
+            .await
+            .map_err(|e| StepError::transient(format!("the journal could not record effect `{name}`: {e}")))?;
+        self.lock_landed().push(LandedEffect { name: name.to_owned(), key, attempt: self.attempt, result: bytes });
+        Ok(result)
+    }
+
+    fn lock_landed(&self) -> std::sync::MutexGuard<'_, Vec<LandedEffect>> {
+        self.landed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The effects that landed for this step since its result was last compensated, in
+    /// order, over all its attempts. A compensation uses them to undo exactly what happened,
+    /// including the effects of an attempt that failed half-way.
+    pub fn effects(&self) -> Vec<LandedEffect> {
+        self.lock_landed().clone()
+    }
+
+    /// Records a prompt and the model's response in the journal (committed with the step's
+    /// next write), with common credential patterns scrubbed (see [`scrub`](crate::scrub)).
+    pub fn record_llm(&self, prompt: &str, response: &str) {
+        self.writer.push_unfolded(Event::LlmExchange {
+            step: self.step_index,
+            attempt: self.attempt,
+            prompt: scrub(prompt),
+            response: scrub(response),
+        });
     }
 }
 

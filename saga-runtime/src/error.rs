@@ -45,6 +45,8 @@ pub enum FailureKind {
     TimedOut,
     /// The attempt panicked; the panic was caught.
     Panicked,
+    /// The process stopped during the attempt (a crash or a shutdown); found on resume.
+    Interrupted,
 }
 
 /// The error a step or a compensation returns, with its failure class.
@@ -195,13 +197,10 @@ impl fmt::Display for Failure {
                     FailureKind::Rejected => "returned a rejected output",
                     FailureKind::TimedOut => "timed out",
                     FailureKind::Panicked => "panicked",
+                    FailureKind::Interrupted => "was interrupted",
                     FailureKind::Error => "failed",
                 };
-                write!(
-                    f,
-                    "step `{}` {how} on attempt {} ({})",
-                    self.step, self.attempt, self.class
-                )?
+                write!(f, "step `{}` {how} on attempt {} ({})", self.step, self.attempt, self.class)?
             }
         }
         write!(f, ": {}", self.message)
@@ -234,9 +233,7 @@ pub enum RuntimeError {
         saga_id: SagaId,
     },
     /// The id names a saga of another type.
-    #[error(
-        "saga `{saga_id}` is a `{stored}` saga, not a `{requested}` one: resume it with its own type"
-    )]
+    #[error("saga `{saga_id}` is a `{stored}` saga, not a `{requested}` one: resume it with its own type")]
     WrongSaga {
         /// The saga id.
         saga_id: SagaId,
@@ -287,10 +284,26 @@ pub enum RuntimeError {
         /// The encoding error.
         source: CodecError,
     },
-    /// The stored journal contradicts itself (it was edited or written by a buggy version).
+    /// `resolve` was called on a saga with no compensation waiting for a human.
+    #[error("saga `{saga_id}` cannot be resolved: {reason}")]
+    CannotResolve {
+        /// The saga id.
+        saga_id: SagaId,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
+    /// `resolve` or `recover` met a saga whose type was not registered.
     #[error(
-        "the journal of saga `{saga_id}` is inconsistent ({reason}): inspect it; nothing was changed"
+        "saga `{saga_id}` is a `{name}` saga, which this runtime does not know: add `.register::<T>()` for its type to `Runtime::builder()`"
     )]
+    Unregistered {
+        /// The saga id.
+        saga_id: SagaId,
+        /// The stored saga name.
+        name: String,
+    },
+    /// The stored journal contradicts itself (it was edited or written by a buggy version).
+    #[error("the journal of saga `{saga_id}` is inconsistent ({reason}): inspect it; nothing was changed")]
     Journal {
         /// The saga id.
         saga_id: SagaId,

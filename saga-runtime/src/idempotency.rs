@@ -40,14 +40,19 @@ pub(crate) fn input_hash(input_digest: &[u8; 32], reads: &[&[u8]], generation: u
 
 /// The key of a step: `sha256("{saga_id}:{step}:{input_hash}")`.
 pub(crate) fn step_key(saga_id: &str, step: &str, input_hash: &str) -> String {
-    hex(&Sha256::digest(
-        format!("{saga_id}:{step}:{input_hash}").as_bytes(),
-    ))
+    hex(&Sha256::digest(format!("{saga_id}:{step}:{input_hash}").as_bytes()))
 }
 
 /// The key of the compensation of a step result, derived from the step's key.
 pub(crate) fn compensation_key(step_key: &str) -> String {
     hex(&Sha256::digest(format!("{step_key}:compensate").as_bytes()))
+}
+
+/// The key of one effect of a step: `sha256("{step_key}:{name}:{sha256(input)}")`, with an
+/// empty input hash for an effect without input.
+pub(crate) fn effect_key(step_key: &str, name: &str, input: Option<&[u8]>) -> String {
+    let input_hash = input.map(|input| hex(&Sha256::digest(input))).unwrap_or_default();
+    hex(&Sha256::digest(format!("{step_key}:{name}:{input_hash}").as_bytes()))
 }
 
 #[cfg(test)]
@@ -61,10 +66,7 @@ mod tests {
         let expected = hex(&Sha256::digest(format!("pr-42:open_pr:{hash}").as_bytes()));
         assert_eq!(key, expected);
         assert_eq!(key.len(), 64);
-        assert!(
-            key.chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
+        assert!(key.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]

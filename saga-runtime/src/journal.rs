@@ -10,15 +10,57 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Failure;
 use crate::outcome::{
-    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, Report,
-    RestartRecord, Status,
+    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, Report, RestartRecord, Status,
 };
 use crate::saga::{Definition, StepKind};
 
 /// Serialized bytes (a step output or the saga input, as JSON), shared without copying.
 pub type Payload = Arc<[u8]>;
+
+/// Serializes a [`Payload`] (JSON text) as raw JSON inside a record, not as an array of bytes.
+mod raw_json {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    use super::Payload;
+
+    pub(super) fn serialize<S: Serializer>(payload: &Payload, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = std::str::from_utf8(payload).map_err(serde::ser::Error::custom)?;
+        let raw: &RawValue = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer).map_err(D::Error::custom)?;
+        Ok(Payload::from(raw.get().as_bytes()))
+    }
+
+    pub(super) mod option {
+        use super::*;
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            payload: &Option<Payload>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match payload {
+                Some(payload) => super::serialize(payload, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Payload>, D::Error> {
+            let raw = Option::<Box<RawValue>>::deserialize(deserializer)?;
+            Ok(raw.map(|raw| Payload::from(raw.get().as_bytes())))
+        }
+    }
+}
 
 /// One entry of the journal, as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,7 +75,8 @@ pub struct Record {
 
 /// What happened. Steps are referred to by their index in the [`Definition`] (the
 /// fingerprint guarantees that the definition reading a journal is the one that wrote it).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// The saga was created.
@@ -54,6 +97,33 @@ pub enum Event {
         /// Model tier.
         tier: u32,
     },
+    /// A side effect inside a step landed (`StepContext::effect`); its result is returned
+    /// instead of running it again on a retry or a resume.
+    EffectLanded {
+        /// Step index.
+        step: u32,
+        /// The attempt that ran it.
+        attempt: u32,
+        /// The effect's name.
+        name: String,
+        /// The effect's own idempotency key.
+        key: String,
+        /// The serialized result.
+        #[serde(with = "raw_json")]
+        result: Payload,
+    },
+    /// A prompt and the model's response, recorded with `StepContext::record_llm`, with
+    /// common credential patterns scrubbed.
+    LlmExchange {
+        /// Step index.
+        step: u32,
+        /// The attempt.
+        attempt: u32,
+        /// The prompt, scrubbed.
+        prompt: String,
+        /// The response, scrubbed.
+        response: String,
+    },
     /// A step completed; its output is checkpointed.
     StepCompleted {
         /// Step index.
@@ -61,6 +131,7 @@ pub enum Event {
         /// The attempt that completed it.
         attempt: u32,
         /// The serialized output.
+        #[serde(with = "raw_json")]
         output: Payload,
     },
     /// A step attempt failed; `next` is what the ladder decided.
@@ -70,6 +141,7 @@ pub enum Event {
         /// The failure.
         failure: Failure,
         /// The output its validator rejected, which is compensated before anything else.
+        #[serde(with = "raw_json::option", default)]
         rejected_output: Option<Payload>,
         /// The ladder's decision.
         next: Next,
@@ -108,10 +180,57 @@ pub enum Event {
     },
     /// A parked saga was resumed by `Runtime::resume`.
     Resumed,
+    /// A human finished the parked compensation by hand (`Runtime::resolve`); the remaining
+    /// compensations continue.
+    Resolved {
+        /// Index of the step whose compensation the human did.
+        step: u32,
+        /// What the human said they did.
+        note: String,
+    },
+}
+
+impl Event {
+    /// The event's kind, as stored in the queryable `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Started { .. } => "started",
+            Event::AttemptStarted { .. } => "attempt_started",
+            Event::EffectLanded { .. } => "effect_landed",
+            Event::LlmExchange { .. } => "llm_exchange",
+            Event::StepCompleted { .. } => "step_completed",
+            Event::StepFailed { .. } => "step_failed",
+            Event::CompensationStarted { .. } => "compensation_started",
+            Event::CompensationDone { .. } => "compensation_done",
+            Event::CompensationFailed { .. } => "compensation_failed",
+            Event::Notified => "notified",
+            Event::Paged => "paged",
+            Event::Finished { .. } => "finished",
+            Event::Resumed => "resumed",
+            Event::Resolved { .. } => "resolved",
+        }
+    }
+
+    /// The index of the step the event concerns, if any.
+    pub fn step(&self) -> Option<u32> {
+        match self {
+            Event::AttemptStarted { step, .. }
+            | Event::EffectLanded { step, .. }
+            | Event::LlmExchange { step, .. }
+            | Event::StepCompleted { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::CompensationStarted { step, .. }
+            | Event::CompensationDone { step, .. }
+            | Event::CompensationFailed { step, .. }
+            | Event::Resolved { step, .. } => Some(*step),
+            Event::Started { .. } | Event::Notified | Event::Paged | Event::Finished { .. } | Event::Resumed => None,
+        }
+    }
 }
 
 /// The ladder's decision after a step failure.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "then", rename_all = "snake_case")]
 pub enum Next {
     /// Level 0: sleep, then run the step again with the same inputs.
     Retry {
@@ -156,7 +275,8 @@ impl Next {
 }
 
 /// What follows a failed compensation attempt.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "then", rename_all = "snake_case")]
 pub enum CompensationNext {
     /// Sleep, then try the compensation again.
     Retry {
@@ -192,10 +312,13 @@ pub(crate) enum Then {
 }
 
 impl Then {
-    fn reason(self) -> CompensationReason {
+    /// Why a compensation of step `i` runs, `has_output` telling a rejected output from the
+    /// effects of a failed attempt.
+    fn reason(self, has_output: bool) -> CompensationReason {
         match self {
             Then::RollBack => CompensationReason::RollBack,
-            Then::Reprompt(_) => CompensationReason::Rejected,
+            Then::Reprompt(_) if has_output => CompensationReason::Rejected,
+            Then::Reprompt(_) => CompensationReason::HalfDone,
             Then::Restart(_) => CompensationReason::Restart,
         }
     }
@@ -207,11 +330,7 @@ pub(crate) enum Parked {
     /// A step after the commit point exhausted its ladder; `resume` runs it again.
     AfterCommit { step: usize, failure: Failure },
     /// A compensation failed for good; `resume` tries it again, then the rest.
-    Compensation {
-        queue: Vec<usize>,
-        then: Then,
-        failure: Failure,
-    },
+    Compensation { queue: Vec<usize>, then: Then, failure: Failure },
 }
 
 impl Parked {
@@ -249,6 +368,12 @@ pub(crate) struct StepState {
     pub(crate) compensation_failure: Option<Failure>,
     /// The report entry of the current compensation.
     open_compensation: Option<usize>,
+    /// The effects that landed since the step's result was last compensated.
+    pub(crate) effects: Vec<LandedEffect>,
+    /// The attempt that started and has no result yet: on a resume, one a crash interrupted.
+    pub(crate) open_attempt: Option<u32>,
+    /// Likewise for the compensation of the step.
+    pub(crate) open_compensation_attempt: Option<u32>,
 }
 
 impl StepState {
@@ -256,6 +381,32 @@ impl StepState {
         self.transient_used = 0;
         self.reprompts_used = 0;
         self.tier = 0;
+    }
+}
+
+/// A side effect of a step that landed: what `StepContext::effects` shows a compensation,
+/// so that it can undo exactly what happened, even when the step failed half-way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LandedEffect {
+    /// The effect's name.
+    pub name: String,
+    /// The effect's own idempotency key.
+    pub key: String,
+    /// The attempt of the step that ran it.
+    pub attempt: u32,
+    /// The serialized result.
+    pub(crate) result: Payload,
+}
+
+impl LandedEffect {
+    /// The effect's result, deserialized.
+    pub fn result<R: serde::de::DeserializeOwned>(&self) -> Result<R, crate::CodecError> {
+        Ok(serde_json::from_slice(&self.result)?)
+    }
+
+    /// The effect's result as JSON text.
+    pub fn result_json(&self) -> &str {
+        std::str::from_utf8(&self.result).unwrap_or("<not utf-8>")
     }
 }
 
@@ -295,18 +446,11 @@ impl Progress {
     }
 
     /// Rebuilds the progress from a stored journal.
-    pub(crate) fn replay(
-        definition: &'static Definition,
-        records: &[Record],
-    ) -> Result<Self, String> {
+    pub(crate) fn replay(definition: &'static Definition, records: &[Record]) -> Result<Self, String> {
         let mut progress = Progress::new(definition);
         for record in records {
             if record.seq != progress.next_seq {
-                return Err(format!(
-                    "record {} follows record {}",
-                    record.seq,
-                    progress.next_seq.wrapping_sub(1)
-                ));
+                return Err(format!("record {} follows record {}", record.seq, progress.next_seq.wrapping_sub(1)));
             }
             progress.apply(&record.event)?;
         }
@@ -359,10 +503,7 @@ impl Progress {
         if index < self.steps.len() {
             Ok(index)
         } else {
-            Err(format!(
-                "step index {step} is out of range for `{}`",
-                self.definition.name()
-            ))
+            Err(format!("step index {step} is out of range for `{}`", self.definition.name()))
         }
     }
 
@@ -379,38 +520,38 @@ impl Progress {
                     return Err("a second `started` record".to_owned());
                 }
             }
-            Event::AttemptStarted {
-                step,
-                attempt,
-                tier,
-            } => {
+            Event::AttemptStarted { step, attempt, tier } => {
                 let i = self.step_index(*step)?;
                 self.expect_forward(i)?;
                 self.steps[i].attempts = *attempt;
-                self.report.attempts.push(AttemptRecord {
-                    step: self.name(i),
+                self.steps[i].open_attempt = Some(*attempt);
+                self.report.attempts.push(AttemptRecord { step: self.name(i), attempt: *attempt, tier: *tier });
+            }
+            Event::EffectLanded { step, attempt, name, key, result } => {
+                let i = self.step_index(*step)?;
+                self.expect_forward(i)?;
+                let state = &mut self.steps[i];
+                state.attempts = state.attempts.max(*attempt);
+                state.effects.push(LandedEffect {
+                    name: name.clone(),
+                    key: key.clone(),
                     attempt: *attempt,
-                    tier: *tier,
+                    result: result.clone(),
                 });
             }
-            Event::StepCompleted {
-                step,
-                attempt,
-                output,
-            } => {
+            Event::LlmExchange { step, .. } => {
+                self.step_index(*step)?;
+            }
+            Event::StepCompleted { step, attempt, output } => {
                 let i = self.step_index(*step)?;
                 self.expect_forward(i)?;
                 let state = &mut self.steps[i];
                 state.attempts = state.attempts.max(*attempt);
                 state.output = Some(output.clone());
+                state.open_attempt = None;
                 self.phase = Phase::Forward(i + 1);
             }
-            Event::StepFailed {
-                step,
-                failure,
-                rejected_output,
-                next,
-            } => {
+            Event::StepFailed { step, failure, rejected_output, next } => {
                 let i = self.step_index(*step)?;
                 self.expect_forward(i)?;
                 let compensable = steps[i].kind() == StepKind::Compensable;
@@ -418,6 +559,7 @@ impl Progress {
                     let state = &mut self.steps[i];
                     state.attempts = state.attempts.max(failure.attempt);
                     state.last_failure = Some(failure.clone());
+                    state.open_attempt = None;
                     if compensable && let Some(output) = rejected_output {
                         state.output = Some(output.clone());
                     }
@@ -429,7 +571,10 @@ impl Progress {
                     attempt: failure.attempt,
                     error: failure.message.clone(),
                 });
-                let rejected_to_undo = compensable && rejected_output.is_some();
+                // A rejected output, or the effects of a failed attempt that its compensation can
+                // undo, are compensated before the step runs again (a transient retry reuses
+                // the landed effects instead).
+                let undo_now = compensable && self.needs_undo(i);
                 match next {
                     Next::Retry { delay } => {
                         self.steps[i].transient_used += 1;
@@ -440,24 +585,14 @@ impl Progress {
                             Next::SwitchModel { tier } => self.steps[i].tier = *tier,
                             _ => self.steps[i].reprompts_used += 1,
                         }
-                        if rejected_to_undo {
-                            self.phase = Phase::Compensating {
-                                queue: vec![i],
-                                then: Then::Reprompt(i),
-                            };
+                        if undo_now {
+                            self.phase = Phase::Compensating { queue: vec![i], then: Then::Reprompt(i) };
                         }
                     }
-                    Next::Restart {
-                        from,
-                        requested,
-                        note,
-                        observation,
-                    } => {
+                    Next::Restart { from, requested, note, observation } => {
                         let from = self.step_index(*from)?;
                         if from > i {
-                            return Err(format!(
-                                "a restart of step {i} from the later step {from}"
-                            ));
+                            return Err(format!("a restart of step {i} from the later step {from}"));
                         }
                         self.steps[i].restarts += 1;
                         if observation.is_some() {
@@ -469,26 +604,17 @@ impl Progress {
                             requested: requested.clone(),
                             note: note.clone(),
                         });
-                        let queue = self.undo_queue(from, i + usize::from(rejected_to_undo));
-                        self.phase = Phase::Compensating {
-                            queue,
-                            then: Then::Restart(from),
-                        };
+                        let queue = self.undo_queue(from, i + usize::from(undo_now));
+                        self.phase = Phase::Compensating { queue, then: Then::Restart(from) };
                     }
                     Next::RollBack => {
                         self.rollback_failure = Some(failure.clone());
                         let queue = self.undo_queue(0, steps.len());
-                        self.phase = Phase::Compensating {
-                            queue,
-                            then: Then::RollBack,
-                        };
+                        self.phase = Phase::Compensating { queue, then: Then::RollBack };
                     }
                     Next::Park => {
                         self.paged = false;
-                        self.phase = Phase::Parked(Parked::AfterCommit {
-                            step: i,
-                            failure: failure.clone(),
-                        });
+                        self.phase = Phase::Parked(Parked::AfterCommit { step: i, failure: failure.clone() });
                     }
                 }
                 self.settle();
@@ -497,6 +623,7 @@ impl Progress {
                 let i = self.step_index(*step)?;
                 let then = self.expect_compensating(i)?;
                 self.steps[i].compensation_attempts = *attempt;
+                self.steps[i].open_compensation_attempt = Some(*attempt);
                 let entry = self.open_compensation(i, then);
                 self.report.compensations[entry].attempts = *attempt;
             }
@@ -514,16 +641,14 @@ impl Progress {
                 state.compensation_retries_used = 0;
                 state.compensation_failure = None;
                 state.open_compensation = None;
+                state.open_compensation_attempt = None;
+                state.effects.clear();
                 if let Phase::Compensating { queue, .. } = &mut self.phase {
                     queue.pop();
                 }
                 self.settle();
             }
-            Event::CompensationFailed {
-                step,
-                failure,
-                next,
-            } => {
+            Event::CompensationFailed { step, failure, next } => {
                 let i = self.step_index(*step)?;
                 let then = self.expect_compensating(i)?;
                 let entry = self.open_compensation(i, then);
@@ -533,6 +658,7 @@ impl Progress {
                 let state = &mut self.steps[i];
                 state.compensation_attempts = state.compensation_attempts.max(failure.attempt);
                 state.compensation_failure = Some(failure.clone());
+                state.open_compensation_attempt = None;
                 match next {
                     CompensationNext::Retry { delay } => {
                         state.compensation_retries_used += 1;
@@ -547,16 +673,11 @@ impl Progress {
                             error: failure.message.clone(),
                         });
                         self.paged = false;
-                        let Phase::Compensating { queue, then } =
-                            std::mem::replace(&mut self.phase, Phase::Forward(0))
+                        let Phase::Compensating { queue, then } = std::mem::replace(&mut self.phase, Phase::Forward(0))
                         else {
                             unreachable!("checked by expect_compensating")
                         };
-                        self.phase = Phase::Parked(Parked::Compensation {
-                            queue,
-                            then,
-                            failure: failure.clone(),
-                        });
+                        self.phase = Phase::Parked(Parked::Compensation { queue, then, failure: failure.clone() });
                     }
                 }
             }
@@ -583,11 +704,39 @@ impl Progress {
                     Status::Running | Status::NeedsHuman => false,
                 };
                 if !consistent {
-                    return Err(format!(
-                        "`finished {status}` does not follow from the records before it"
-                    ));
+                    return Err(format!("`finished {status}` does not follow from the records before it"));
                 }
                 self.phase = Phase::Finished(*status);
+            }
+            Event::Resolved { step, note } => {
+                let i = self.step_index(*step)?;
+                let Phase::Parked(Parked::Compensation { queue, then, .. }) = &self.phase else {
+                    return Err("a `resolved` record while no compensation was parked".to_owned());
+                };
+                if queue.last() != Some(&i) {
+                    return Err(format!(
+                        "a `resolved` record for step `{}`, whose compensation was not parked",
+                        self.name(i)
+                    ));
+                }
+                let (mut queue, then) = (queue.clone(), *then);
+                let entry = self.open_compensation(i, then);
+                let record = &mut self.report.compensations[entry];
+                record.done = true;
+                record.resolved_by_human = Some(note.clone());
+                let state = &mut self.steps[i];
+                state.output = None;
+                state.generation += 1;
+                state.compensation_attempts = 0;
+                state.compensation_retries_used = 0;
+                state.compensation_failure = None;
+                state.open_compensation = None;
+                state.open_compensation_attempt = None;
+                state.effects.clear();
+                queue.pop();
+                self.paged = false;
+                self.phase = Phase::Compensating { queue, then };
+                self.settle();
             }
             Event::Resumed => {
                 let Phase::Parked(parked) = &self.phase else {
@@ -617,20 +766,14 @@ impl Progress {
     fn expect_forward(&self, i: usize) -> Result<(), String> {
         match self.phase {
             Phase::Forward(next) if next == i => Ok(()),
-            _ => Err(format!(
-                "a record of step `{}` while the saga was not running it",
-                self.name(i)
-            )),
+            _ => Err(format!("a record of step `{}` while the saga was not running it", self.name(i))),
         }
     }
 
     fn expect_compensating(&self, i: usize) -> Result<Then, String> {
         match &self.phase {
             Phase::Compensating { queue, then } if queue.last() == Some(&i) => Ok(*then),
-            _ => Err(format!(
-                "a compensation record of step `{}` out of order",
-                self.name(i)
-            )),
+            _ => Err(format!("a compensation record of step `{}` out of order", self.name(i))),
         }
     }
 
@@ -638,14 +781,11 @@ impl Progress {
         if let Some(entry) = self.steps[i].open_compensation {
             return entry;
         }
-        let compensation = self.definition.steps()[i]
-            .compensation()
-            .unwrap_or_default()
-            .to_owned();
+        let compensation = self.definition.steps()[i].compensation().unwrap_or_default().to_owned();
         self.report.compensations.push(CompensationRecord {
             step: self.name(i),
             compensation,
-            reason: then.reason(),
+            reason: then.reason(self.steps[i].output.is_some()),
             attempts: 0,
             errors: Vec::new(),
             done: false,
@@ -659,10 +799,16 @@ impl Progress {
     /// The completed compensable steps in `from..to`, the last one first (a stack whose top
     /// is the next to compensate).
     fn undo_queue(&self, from: usize, to: usize) -> Vec<usize> {
-        let steps = self.definition.steps();
-        (from..to.min(steps.len()))
-            .filter(|&s| steps[s].kind() == StepKind::Compensable && self.steps[s].output.is_some())
-            .collect()
+        (from..to.min(self.steps.len())).filter(|&s| self.needs_undo(s)).collect()
+    }
+
+    /// Whether step `s` left something to compensate: an output (completed or rejected), or
+    /// landed effects of a failed attempt when its compensation accepts a missing output.
+    fn needs_undo(&self, s: usize) -> bool {
+        let def = &self.definition.steps()[s];
+        let state = &self.steps[s];
+        def.kind() == StepKind::Compensable
+            && (state.output.is_some() || (def.undoes_failed_attempts() && !state.effects.is_empty()))
     }
 
     /// Leaves a finished run of compensations for what follows it (a rollback waits for its
@@ -699,30 +845,30 @@ impl fmt::Display for Timeline<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let steps = self.definition.steps();
         let name = |i: &u32| steps.get(*i as usize).map_or("?", |s| s.name());
-        let compensation = |i: &u32| {
-            steps
-                .get(*i as usize)
-                .and_then(|s| s.compensation())
-                .unwrap_or("?")
-        };
+        let compensation = |i: &u32| steps.get(*i as usize).and_then(|s| s.compensation()).unwrap_or("?");
         match &self.record.event {
-            Event::Started {
-                saga,
-                version,
-                fingerprint,
-            } => {
+            Event::Started { saga, version, fingerprint } => {
                 write!(f, "started {saga} v{version} ({fingerprint})")
             }
-            Event::AttemptStarted {
-                step,
-                attempt,
-                tier,
-            } => {
+            Event::AttemptStarted { step, attempt, tier } => {
                 write!(f, "{}: attempt {attempt}", name(step))?;
                 if *tier > 0 {
                     write!(f, " on model tier {tier}")?;
                 }
                 Ok(())
+            }
+            Event::EffectLanded { step, name: effect, key, .. } => {
+                write!(f, "{}: effect `{effect}` landed (key {})", name(step), &key[..key.len().min(8)])
+            }
+            Event::LlmExchange { step, prompt, response, .. } => {
+                let clip = |text: &str| -> String {
+                    let mut clipped: String = text.chars().take(60).collect();
+                    if clipped.len() < text.len() {
+                        clipped.push('…');
+                    }
+                    clipped
+                };
+                write!(f, "{}: model exchange: {:?} -> {:?}", name(step), clip(prompt), clip(response))
             }
             Event::StepCompleted { step, attempt, .. } => {
                 write!(f, "{}: completed on attempt {attempt}", name(step))
@@ -733,12 +879,7 @@ impl fmt::Display for Timeline<'_> {
                     Next::Retry { delay } => write!(f, "retry in {delay:?}"),
                     Next::Reprompt => write!(f, "re-prompt with the error"),
                     Next::SwitchModel { tier } => write!(f, "retry on model tier {tier}"),
-                    Next::Restart {
-                        from,
-                        note,
-                        observation,
-                        ..
-                    } => {
+                    Next::Restart { from, note, observation, .. } => {
                         write!(f, "environment changed: restart from `{}`", name(from))?;
                         if let Some(observation) = observation {
                             write!(f, " with observation {observation}")?;
@@ -753,12 +894,7 @@ impl fmt::Display for Timeline<'_> {
                 }
             }
             Event::CompensationStarted { step, attempt } => {
-                write!(
-                    f,
-                    "{}: compensating with `{}` (attempt {attempt})",
-                    name(step),
-                    compensation(step)
-                )
+                write!(f, "{}: compensating with `{}` (attempt {attempt})", name(step), compensation(step))
             }
             Event::CompensationDone { step, .. } => write!(f, "{}: compensated", name(step)),
             Event::CompensationFailed { failure, next, .. } => {
@@ -776,6 +912,9 @@ impl fmt::Display for Timeline<'_> {
             Event::Paged => write!(f, "pager called: {}", Level::PageHuman),
             Event::Finished { status } => write!(f, "finished: {status}"),
             Event::Resumed => write!(f, "resumed by an operator"),
+            Event::Resolved { step, note } => {
+                write!(f, "{}: compensated by hand ({note:?}); the rollback continues", name(step))
+            }
         }
     }
 }
@@ -798,9 +937,5 @@ pub struct Summary {
 /// does not follow from the ones before it).
 pub fn summarize(definition: &'static Definition, records: &[Record]) -> Result<Summary, String> {
     let progress = Progress::replay(definition, records)?;
-    Ok(Summary {
-        status: progress.status(),
-        failure: progress.outcome_failure().cloned(),
-        report: progress.report,
-    })
+    Ok(Summary { status: progress.status(), failure: progress.outcome_failure().cloned(), report: progress.report })
 }

@@ -32,22 +32,12 @@ pub(crate) fn decide(
     error: &mut StepError,
 ) -> Next {
     let state = &progress.steps[step];
-    let after_commit = definition
-        .commit_index()
-        .is_some_and(|commit| step > commit);
-    let exhausted = if after_commit {
-        Next::Park
-    } else {
-        Next::RollBack
-    };
+    let after_commit = definition.commit_index().is_some_and(|commit| step > commit);
+    let exhausted = if after_commit { Next::Park } else { Next::RollBack };
     match error.class() {
         FailureClass::Transient => {
             if state.transient_used < policy.transient_retries {
-                Next::Retry {
-                    delay: policy
-                        .backoff
-                        .delay(state.transient_used + 1, error.retry_after_delay()),
-                }
+                Next::Retry { delay: policy.backoff.delay(state.transient_used + 1, error.retry_after_delay()) }
             } else {
                 exhausted
             }
@@ -56,9 +46,7 @@ pub(crate) fn decide(
             if state.reprompts_used < policy.reprompts {
                 Next::Reprompt
             } else if state.tier + 1 < policy.model_tiers.max(1) {
-                Next::SwitchModel {
-                    tier: state.tier + 1,
-                }
+                Next::SwitchModel { tier: state.tier + 1 }
             } else {
                 exhausted
             }
@@ -82,11 +70,7 @@ pub(crate) fn decide(
 
 /// Where an environmental failure of `step` restarts: the requested step when it is an
 /// earlier step that may run again, else the failing step, with a note saying why.
-fn restart_point(
-    definition: &Definition,
-    step: usize,
-    requested: Option<&str>,
-) -> (usize, Option<String>) {
+fn restart_point(definition: &Definition, step: usize, requested: Option<&str>) -> (usize, Option<String>) {
     let Some(requested) = requested else {
         return (step, None);
     };
@@ -101,9 +85,7 @@ fn restart_point(
         ),
         Some(from) if from > step => (
             step,
-            Some(format!(
-                "`{requested}` runs after `{failing}`, so it restarted from the failing step `{failing}`"
-            )),
+            Some(format!("`{requested}` runs after `{failing}`, so it restarted from the failing step `{failing}`")),
         ),
         Some(from) => match definition.commit_index() {
             Some(commit) if step > commit && from <= commit => (
@@ -127,9 +109,7 @@ pub(crate) fn decide_compensation(
 ) -> CompensationNext {
     let used = progress.steps[step].compensation_retries_used;
     if used < policy.compensation_retries {
-        CompensationNext::Retry {
-            delay: policy.backoff.delay(used + 1, error.retry_after_delay()),
-        }
+        CompensationNext::Retry { delay: policy.backoff.delay(used + 1, error.retry_after_delay()) }
     } else {
         CompensationNext::Park
     }

@@ -90,8 +90,11 @@
 
 #![warn(missing_docs)]
 
+mod codec;
 mod context;
+mod driver;
 mod error;
+pub mod hooks;
 mod id;
 mod idempotency;
 pub mod journal;
@@ -99,23 +102,28 @@ pub mod ladder;
 mod notify;
 mod outcome;
 mod policy;
+mod redact;
 mod runtime;
 mod saga;
 pub mod store;
+mod writer;
 
 #[doc(inline)]
 pub use saga_macros::{saga, step};
 
+pub use codec::{EncryptionKey, Keyring, SealError};
 pub use context::StepContext;
 pub use error::{CodecError, Failure, FailureClass, FailureKind, RuntimeError, StepError};
 pub use id::SagaId;
+pub use journal::LandedEffect;
 pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
 pub use outcome::{
-    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome,
-    Report, RestartRecord, Status,
+    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, Report, RestartRecord,
+    Status,
 };
 pub use policy::{Backoff, Jitter, Policy};
-pub use runtime::{Runtime, RuntimeBuilder};
+pub use redact::{Redacted, scrub};
+pub use runtime::{Recovery, Runtime, RuntimeBuilder};
 pub use saga::{BoxFuture, Definition, Saga, StepDef, StepKind, StepOutput};
 pub use store::{CheckpointStore, MemoryStore};
 
@@ -130,9 +138,8 @@ pub type StepResult<T> = Result<T, StepError>;
 /// Everything a saga author needs: `use saga_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Backoff, CheckpointStore, Escalation, Failure, FailureClass, Incident, Jitter, Level,
-        MemoryStore, Outcome, Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status,
-        StepContext, StepError, StepResult, saga, step,
+        Backoff, CheckpointStore, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore, Outcome,
+        Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status, StepContext, StepError, StepResult, saga, step,
     };
 }
 
@@ -153,9 +160,7 @@ pub mod __private {
 
     /// Converts a compensation's result, discarding its value.
     #[inline]
-    pub fn compensation_result<T, E: Into<StepError>>(
-        result: Result<T, E>,
-    ) -> Result<(), StepError> {
+    pub fn compensation_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<(), StepError> {
         result.map(drop).map_err(Into::into)
     }
 
@@ -177,10 +182,7 @@ pub mod __private {
     /// The codec of `T`; a free function so that an output that cannot be checkpointed is
     /// reported with `StepOutput`'s message.
     pub const fn codec<T: crate::saga::StepOutput>() -> Codec<T> {
-        Codec {
-            encode: encode::<T>,
-            decode: decode::<T>,
-        }
+        Codec { encode: encode::<T>, decode: decode::<T> }
     }
 
     /// The output of an earlier step. The runtime only runs a step (or a compensation) when

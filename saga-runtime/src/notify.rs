@@ -69,10 +69,7 @@ pub struct Observed<'a> {
 impl Observed<'_> {
     /// The record as one line of a timeline.
     pub fn timeline(&self) -> Timeline<'_> {
-        Timeline {
-            definition: self.definition,
-            record: self.record,
-        }
+        Timeline { definition: self.definition, record: self.record }
     }
 }
 

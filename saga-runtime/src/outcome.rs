@@ -139,9 +139,7 @@ impl<O> Outcome<O> {
     pub fn failure(&self) -> Option<&Failure> {
         match self {
             Outcome::Completed { .. } => None,
-            Outcome::Compensated { failure, .. } | Outcome::NeedsHuman { failure, .. } => {
-                Some(failure)
-            }
+            Outcome::Compensated { failure, .. } | Outcome::NeedsHuman { failure, .. } => Some(failure),
         }
     }
 
@@ -223,6 +221,8 @@ pub enum CompensationReason {
     RollBack,
     /// The step's output was rejected by its `validate` method, before the re-prompt.
     Rejected,
+    /// The step failed after some of its effects landed (half-success), before it runs again.
+    HalfDone,
     /// An environmental failure restarts the saga from an earlier step.
     Restart,
 }
@@ -288,10 +288,6 @@ pub struct Incident {
 
 impl fmt::Display for Incident {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "saga `{}` ({}) reached {}: {}",
-            self.saga_id, self.saga, self.level, self.failure
-        )
+        write!(f, "saga `{}` ({}) reached {}: {}", self.saga_id, self.saga, self.level, self.failure)
     }
 }

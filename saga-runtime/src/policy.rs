@@ -77,12 +77,7 @@ pub enum Jitter {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(500),
-            factor: 2.0,
-            max: Duration::from_secs(30),
-            jitter: Jitter::Full,
-        }
+        Backoff { initial: Duration::from_millis(500), factor: 2.0, max: Duration::from_secs(30), jitter: Jitter::Full }
     }
 }
 
@@ -101,9 +96,7 @@ impl Backoff {
             Jitter::None => cap,
             // Whole milliseconds: timers have millisecond resolution, so the recorded delay is
             // exactly what the saga sleeps.
-            Jitter::Full => Duration::from_millis(fastrand::u64(
-                0..=cap.as_millis().min(u64::MAX as u128) as u64,
-            )),
+            Jitter::Full => Duration::from_millis(fastrand::u64(0..=cap.as_millis().min(u64::MAX as u128) as u64)),
         };
         at_least.map_or(drawn, |min| drawn.max(min))
     }
@@ -117,10 +110,7 @@ mod tests {
     fn caps_grow_by_the_factor_up_to_the_maximum() {
         let backoff = Backoff::default();
         let caps: Vec<u64> = (1..=8).map(|n| backoff.cap(n).as_millis() as u64).collect();
-        assert_eq!(
-            caps,
-            [500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
-        );
+        assert_eq!(caps, [500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
         assert_eq!(backoff.cap(u32::MAX), Duration::from_secs(30));
     }
 
@@ -131,19 +121,10 @@ mod tests {
             let d = backoff.delay(3, None);
             assert!(d <= Duration::from_secs(2), "draw {n}: {d:?}");
             let d = backoff.delay(1, Some(Duration::from_secs(5)));
-            assert!(
-                d >= Duration::from_secs(5) && d <= Duration::from_secs(5),
-                "draw {n}: {d:?}"
-            );
+            assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(5), "draw {n}: {d:?}");
         }
-        let none = Backoff {
-            jitter: Jitter::None,
-            ..backoff
-        };
+        let none = Backoff { jitter: Jitter::None, ..backoff };
         assert_eq!(none.delay(2, None), Duration::from_secs(1));
-        assert_eq!(
-            none.delay(2, Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
-        );
+        assert_eq!(none.delay(2, Some(Duration::from_secs(3))), Duration::from_secs(3));
     }
 }

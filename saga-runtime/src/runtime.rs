@@ -1,29 +1,22 @@
-//! The [`Runtime`]: starts, drives and resumes sagas.
+//! The [`Runtime`]: starts, drives, resumes and recovers sagas.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, LazyLock, Mutex};
 
-use futures::FutureExt;
-use tracing::Instrument;
-
-use crate::context::{KeySource, Resources, StepContext};
-use crate::error::{Failure, FailureKind, RuntimeError, StepError};
+use crate::context::Resources;
+use crate::driver::Driver;
+use crate::error::RuntimeError;
 use crate::id::SagaId;
-use crate::idempotency;
-use crate::journal::{CompensationNext, Event, Next, Payload, Phase, Progress, Record, Then};
-use crate::ladder;
-use crate::notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
-use crate::outcome::{Incident, Level, Outcome, Status};
+use crate::journal::{Event, Parked, Payload, Phase, Record};
+use crate::notify::{LogNotifier, LogPager, Notifier, Observer, Pager};
+use crate::outcome::{Outcome, Status};
 use crate::policy::Policy;
-use crate::saga::{BoxFuture, Definition, Saga, StepKind};
-use crate::store::{
-    Checkpoint, CheckpointStore, Created, MemoryStore, NewSaga, SagaSummary, StoredSaga,
-};
+use crate::saga::{BoxFuture, Saga};
+use crate::store::{CheckpointStore, Created, MemoryStore, NewSaga, SagaSummary, StoredSaga};
+use crate::writer::now_ms;
 
-/// Starts, drives and resumes sagas. A cheap `Clone` handle: clones share the store, the
-/// policy, the notifier, the pager and the resources.
+/// Starts, drives, resumes and recovers sagas. A cheap `Clone` handle: clones share the
+/// store, the policy, the notifier, the pager, the registered saga types and the resources.
 ///
 /// ```
 /// # use saga_runtime::prelude::*;
@@ -39,19 +32,49 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Arc<dyn CheckpointStore>,
-    policy: Policy,
-    notifier: Box<dyn Notifier>,
-    pager: Box<dyn Pager>,
-    observers: Vec<Box<dyn Observer>>,
-    resources: Arc<Resources>,
-    /// One lock per saga driven by this process, so that one id is never driven twice at once.
-    active: Arc<Mutex<HashMap<SagaId, Arc<tokio::sync::Mutex<()>>>>>,
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) policy: Policy,
+    pub(crate) notifier: Box<dyn Notifier>,
+    pub(crate) pager: Box<dyn Pager>,
+    pub(crate) observers: Arc<[Box<dyn Observer>]>,
+    pub(crate) resources: Arc<Resources>,
+    registrations: Vec<Registration>,
+}
+
+type Erased = fn(Runtime, SagaId, Option<String>) -> BoxFuture<'static, Result<Status, RuntimeError>>;
+
+/// A saga type registered with [`RuntimeBuilder::register`]: what `recover` and `resolve`
+/// need to drive a stored saga of that type.
+struct Registration {
+    name: &'static str,
+    fingerprint: &'static str,
+    /// Continues a stored saga as it is (`recover`).
+    attach: Erased,
+    /// Marks the parked compensation as done by a human, then continues (`resolve`).
+    resolve: Erased,
+}
+
+fn attach_erased<S: Saga>(
+    runtime: Runtime,
+    saga_id: SagaId,
+    _: Option<String>,
+) -> BoxFuture<'static, Result<Status, RuntimeError>> {
+    Box::pin(async move { runtime.attach::<S>(&saga_id).await.map(|outcome| outcome.status()) })
+}
+
+fn resolve_erased<S: Saga>(
+    runtime: Runtime,
+    saga_id: SagaId,
+    note: Option<String>,
+) -> BoxFuture<'static, Result<Status, RuntimeError>> {
+    Box::pin(async move {
+        runtime.resolve_as::<S>(&saga_id, note.unwrap_or_default()).await.map(|outcome| outcome.status())
+    })
 }
 
 /// Configures a [`Runtime`]. Every setting has a default: a [`MemoryStore`],
-/// [`Policy::default`], and notifier and pager that log through `tracing`.
+/// [`Policy::default`], and a notifier and a pager that log through `tracing`.
 pub struct RuntimeBuilder {
     store: Option<Arc<dyn CheckpointStore>>,
     policy: Policy,
@@ -59,6 +82,7 @@ pub struct RuntimeBuilder {
     pager: Box<dyn Pager>,
     observers: Vec<Box<dyn Observer>>,
     resources: Resources,
+    registrations: Vec<Registration>,
 }
 
 impl RuntimeBuilder {
@@ -98,10 +122,26 @@ impl RuntimeBuilder {
         self
     }
 
-    /// A value steps reach with [`StepContext::resource`]: a client, a pool, a fake. One per
-    /// type; a second value of the same type replaces the first.
+    /// A value steps reach with [`StepContext::resource`](crate::StepContext::resource): a
+    /// client, a pool, a fake. One per type; a second value of the same type replaces the
+    /// first.
     pub fn resource<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.resources.insert(value);
+        self
+    }
+
+    /// Registers a saga type, so that [`Runtime::recover`] resumes its unfinished sagas and
+    /// [`Runtime::resolve`] can continue its parked ones. Register every version still in
+    /// flight (each version is its own type).
+    pub fn register<S: Saga>(mut self) -> Self {
+        let definition = S::definition();
+        self.registrations.retain(|r| r.fingerprint != definition.fingerprint() || r.name != definition.name());
+        self.registrations.push(Registration {
+            name: definition.name(),
+            fingerprint: definition.fingerprint(),
+            attach: attach_erased::<S>,
+            resolve: resolve_erased::<S>,
+        });
         self
     }
 
@@ -113,9 +153,9 @@ impl RuntimeBuilder {
                 policy: self.policy,
                 notifier: self.notifier,
                 pager: self.pager,
-                observers: self.observers,
+                observers: self.observers.into(),
                 resources: Arc::new(self.resources),
-                active: Arc::default(),
+                registrations: self.registrations,
             }),
         }
     }
@@ -125,6 +165,20 @@ impl Default for Runtime {
     fn default() -> Self {
         Runtime::builder().build()
     }
+}
+
+/// What [`Runtime::recover`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Sagas that were running (interrupted) and were driven to their outcome, with it.
+    pub resumed: Vec<(SagaId, Status)>,
+    /// Sagas parked for a human, left parked (and paged, if a stop had prevented it).
+    pub parked: Vec<SagaId>,
+    /// Sagas that could not be driven, with the reason (a definition mismatch, a store error).
+    pub failed: Vec<(SagaId, RuntimeError)>,
+    /// Unfinished sagas of types this runtime did not register.
+    pub unregistered: Vec<SagaSummary>,
 }
 
 impl Runtime {
@@ -137,6 +191,7 @@ impl Runtime {
             pager: Box::new(LogPager),
             observers: Vec::new(),
             resources: Resources::default(),
+            registrations: Vec::new(),
         }
     }
 
@@ -162,18 +217,15 @@ impl Runtime {
     /// Runs a saga under the caller's id, idempotently.
     ///
     /// An id that already exists never starts a second saga: a saga that is running or was
-    /// interrupted by a crash is resumed (or, when this process is driving it, awaited); a
-    /// finished or parked one (`Completed`, `Compensated`, `NeedsHuman`) returns its stored
-    /// outcome, and only [`resume`](Self::resume) un-parks a parked one. The same id with a
-    /// different input is [`RuntimeError::InputMismatch`].
-    pub async fn run_with_id<S: Saga>(
-        &self,
-        saga_id: SagaId,
-        saga: S,
-    ) -> Result<Outcome<S::Output>, RuntimeError> {
+    /// interrupted by a crash is resumed (when a task of this process is driving it, this
+    /// waits for that task and returns its outcome); a finished or parked one (`Completed`,
+    /// `Compensated`, `NeedsHuman`) returns its stored outcome, and only
+    /// [`resume`](Self::resume) un-parks a parked one. The same id with a different input is
+    /// [`RuntimeError::InputMismatch`].
+    pub async fn run_with_id<S: Saga>(&self, saga_id: SagaId, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
         let definition = S::definition();
         let input = encode_input(&saga_id, &saga)?;
-        let _active = self.claim(&saga_id).await;
+        let _claim = Claim::acquire(&saga_id).await;
         let started = Record {
             seq: 0,
             at_ms: now_ms(),
@@ -192,27 +244,13 @@ impl Runtime {
             started: started.clone(),
         };
         match self.inner.store.create(new).await? {
-            Created::New => {
-                let mut driver =
-                    Driver::new(&self.inner, saga, saga_id, input, Progress::new(definition));
-                driver.observe(&started);
-                driver
-                    .progress
-                    .apply(&started.event)
-                    .map_err(|reason| driver.journal_error(reason))?;
-                driver.drive().await
-            }
+            Created::New => Driver::start(&self.inner, saga, saga_id, &input, &started)?.drive().await,
             Created::Existing(stored) => {
                 check_definition::<S>(&saga_id, &stored.summary)?;
                 if stored.input != input {
                     return Err(RuntimeError::InputMismatch { saga_id });
                 }
-                let mut driver = Driver::restore(&self.inner, saga, saga_id, stored)?;
-                if driver.progress.status() == Status::Running {
-                    driver.drive().await
-                } else {
-                    driver.outcome()
-                }
+                Driver::restore(&self.inner, saga, saga_id, stored)?.drive().await
             }
         }
     }
@@ -221,91 +259,172 @@ impl Runtime {
     /// continues from where it stopped with fresh budgets (the failed compensation is tried
     /// again, or the step after the commit point runs again). A finished saga returns its
     /// stored outcome.
-    pub async fn resume<S: Saga>(
-        &self,
-        saga_id: &SagaId,
-    ) -> Result<Outcome<S::Output>, RuntimeError> {
-        let _active = self.claim(saga_id).await;
-        let stored =
-            self.inner
-                .store
-                .load(saga_id)
-                .await?
-                .ok_or_else(|| RuntimeError::UnknownSaga {
-                    saga_id: saga_id.clone(),
-                })?;
-        check_definition::<S>(saga_id, &stored.summary)?;
-        let saga: S =
-            serde_json::from_slice(&stored.input).map_err(|e| RuntimeError::Checkpoint {
-                saga_id: saga_id.clone(),
-                step: "input".to_owned(),
-                source: e.into(),
-            })?;
-        let mut driver = Driver::restore(&self.inner, saga, saga_id.clone(), stored)?;
-        match driver.progress.status() {
-            Status::Running => driver.drive().await,
-            Status::NeedsHuman => {
-                driver.record(Event::Resumed)?;
-                driver.drive().await
-            }
-            Status::Completed | Status::Compensated => driver.outcome(),
+    pub async fn resume<S: Saga>(&self, saga_id: &SagaId) -> Result<Outcome<S::Output>, RuntimeError> {
+        let _claim = Claim::acquire(saga_id).await;
+        let mut driver = self.load::<S>(saga_id).await?;
+        if driver.progress.status() == Status::NeedsHuman {
+            driver.record(Event::Resumed)?;
         }
+        driver.drive().await
+    }
+
+    /// Drives a stored saga as it stands: continues a running one, pages for a parked one
+    /// if nobody was paged yet, returns the outcome of a finished one.
+    async fn attach<S: Saga>(&self, saga_id: &SagaId) -> Result<Outcome<S::Output>, RuntimeError> {
+        let _claim = Claim::acquire(saga_id).await;
+        self.load::<S>(saga_id).await?.drive().await
+    }
+
+    /// Marks the compensation a parked saga waits on as done by a human (`note` says what
+    /// they did), then continues the remaining compensations. The saga's type must be
+    /// registered ([`RuntimeBuilder::register`]); this is what an operator's CLI calls.
+    pub async fn resolve(&self, saga_id: &SagaId, note: impl Into<String>) -> Result<Status, RuntimeError> {
+        let summary = self.summary(saga_id).await?;
+        let registration = self.registration(saga_id, &summary)?;
+        (registration.resolve)(self.clone(), saga_id.clone(), Some(note.into())).await
+    }
+
+    async fn resolve_as<S: Saga>(&self, saga_id: &SagaId, note: String) -> Result<Outcome<S::Output>, RuntimeError> {
+        let _claim = Claim::acquire(saga_id).await;
+        let mut driver = self.load::<S>(saga_id).await?;
+        let step = match &driver.progress.phase {
+            Phase::Parked(Parked::Compensation { queue, .. }) => *queue.last().expect("a parked compensation"),
+            Phase::Parked(Parked::AfterCommit { step, .. }) => {
+                let step = S::definition().steps()[*step].name();
+                return Err(RuntimeError::CannotResolve {
+                    saga_id: saga_id.clone(),
+                    reason: format!(
+                        "it is parked at step `{step}` after the commit point, not on a compensation: fix the cause and `resume` it to run `{step}` again"
+                    ),
+                });
+            }
+            _ => {
+                return Err(RuntimeError::CannotResolve {
+                    saga_id: saga_id.clone(),
+                    reason: format!("it is {}, not waiting for a human", driver.progress.status()),
+                });
+            }
+        };
+        driver.record(Event::Resolved { step: step as u32, note })?;
+        driver.drive().await
+    }
+
+    /// What a restarted worker calls first: resumes every unfinished saga of the registered
+    /// types (concurrently) and pages for parked ones whose page a stop prevented. Parked
+    /// sagas stay parked until [`resume`](Self::resume) or [`resolve`](Self::resolve).
+    pub async fn recover(&self) -> Result<Recovery, RuntimeError> {
+        let mut recovery = Recovery::default();
+        let mut jobs = Vec::new();
+        for summary in self.inner.store.list().await? {
+            if matches!(summary.status, Status::Completed | Status::Compensated) {
+                continue;
+            }
+            let id = summary.id.clone();
+            match self.registration(&id, &summary) {
+                Ok(registration) => {
+                    let job = (registration.attach)(self.clone(), id.clone(), None);
+                    jobs.push(async move { (id, job.await) });
+                }
+                Err(RuntimeError::Unregistered { .. }) => recovery.unregistered.push(summary),
+                Err(error) => recovery.failed.push((id, error)),
+            }
+        }
+        for (id, result) in futures::future::join_all(jobs).await {
+            match result {
+                Ok(Status::NeedsHuman) => recovery.parked.push(id),
+                Ok(status) => recovery.resumed.push((id, status)),
+                Err(error) => recovery.failed.push((id, error)),
+            }
+        }
+        Ok(recovery)
+    }
+
+    fn registration(&self, saga_id: &SagaId, summary: &SagaSummary) -> Result<&Registration, RuntimeError> {
+        let same_name: Vec<&Registration> =
+            self.inner.registrations.iter().filter(|r| r.name == summary.name).collect();
+        if let Some(registration) = same_name.iter().find(|r| r.fingerprint == summary.fingerprint) {
+            return Ok(registration);
+        }
+        match same_name.first() {
+            None => Err(RuntimeError::Unregistered { saga_id: saga_id.clone(), name: summary.name.clone() }),
+            Some(_) => Err(RuntimeError::DefinitionMismatch {
+                saga_id: saga_id.clone(),
+                name: summary.name.clone(),
+                stored_version: summary.version,
+                stored_fingerprint: summary.fingerprint.clone(),
+                current_version: 0,
+                current_fingerprint: same_name.iter().map(|r| r.fingerprint).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    async fn summary(&self, saga_id: &SagaId) -> Result<SagaSummary, RuntimeError> {
+        let stored = self.inner.store.load(saga_id).await?;
+        Ok(stored.ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?.summary)
+    }
+
+    async fn load<S: Saga>(&self, saga_id: &SagaId) -> Result<Driver<'_, S>, RuntimeError> {
+        let stored: StoredSaga = self
+            .inner
+            .store
+            .load(saga_id)
+            .await?
+            .ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?;
+        check_definition::<S>(saga_id, &stored.summary)?;
+        let saga: S = serde_json::from_slice(&stored.input).map_err(|e| RuntimeError::Checkpoint {
+            saga_id: saga_id.clone(),
+            step: "input".to_owned(),
+            source: e.into(),
+        })?;
+        Driver::restore(&self.inner, saga, saga_id.clone(), stored)
     }
 
     /// The journal of a saga, oldest record first.
     pub async fn journal(&self, saga_id: &SagaId) -> Result<Vec<Record>, RuntimeError> {
         let stored = self.inner.store.load(saga_id).await?;
-        Ok(stored
-            .ok_or_else(|| RuntimeError::UnknownSaga {
-                saga_id: saga_id.clone(),
-            })?
-            .records)
+        Ok(stored.ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?.records)
     }
 
     /// Every stored saga, oldest first.
     pub async fn list(&self) -> Result<Vec<SagaSummary>, RuntimeError> {
         Ok(self.inner.store.list().await?)
     }
-
-    /// Waits until no other task of this process drives `saga_id`, then holds it.
-    async fn claim(&self, saga_id: &SagaId) -> Claim {
-        let lock = {
-            let mut active = lock(&self.inner.active);
-            active.entry(saga_id.clone()).or_default().clone()
-        };
-        let guard = lock.lock_owned().await;
-        Claim {
-            active: self.inner.active.clone(),
-            saga_id: saga_id.clone(),
-            guard: Some(guard),
-        }
-    }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+type Claims = Mutex<HashMap<SagaId, Arc<tokio::sync::Mutex<()>>>>;
+
+/// The sagas driven by this process, one lock per id: a saga is never driven by two tasks of
+/// one process at once, whichever `Runtime` they use. (Processes are kept apart by the
+/// store: `SqliteStore` admits one writer process per file.)
+static CLAIMS: LazyLock<Claims> = LazyLock::new(Claims::default);
+
+fn lock_claims() -> std::sync::MutexGuard<'static, HashMap<SagaId, Arc<tokio::sync::Mutex<()>>>> {
+    CLAIMS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The claim of this process on one saga id; released on drop.
 struct Claim {
-    active: Arc<Mutex<HashMap<SagaId, Arc<tokio::sync::Mutex<()>>>>>,
     saga_id: SagaId,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Claim {
+    /// Waits until no other task of this process drives `saga_id`, then holds it.
+    async fn acquire(saga_id: &SagaId) -> Claim {
+        let lock = lock_claims().entry(saga_id.clone()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        Claim { saga_id: saga_id.clone(), guard: Some(guard) }
+    }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut active = lock(&self.active);
+        let mut claims = lock_claims();
         // Clones of the lock are only made under the map's mutex, so a count of one means no
         // task is waiting for it.
-        if active
-            .get(&self.saga_id)
-            .is_some_and(|l| Arc::strong_count(l) == 1)
-        {
-            active.remove(&self.saga_id);
+        if claims.get(&self.saga_id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            claims.remove(&self.saga_id);
         }
     }
 }
@@ -332,513 +451,27 @@ fn check_definition<S: Saga>(saga_id: &SagaId, summary: &SagaSummary) -> Result<
     Ok(())
 }
 
-/// The saga input as canonical JSON (object keys sorted), so that equal inputs give equal
-/// bytes, equal idempotency keys and a reliable same-input check in every process.
+/// The saga input as canonical JSON (object keys sorted at every depth), so that equal inputs
+/// give equal bytes, equal idempotency keys and a reliable same-input check in every process,
+/// whatever the order of a map's keys.
 fn encode_input<S: Saga>(saga_id: &SagaId, saga: &S) -> Result<Payload, RuntimeError> {
     let encode_error = |e: serde_json::Error| RuntimeError::Encode {
         saga_id: saga_id.clone(),
         step: "input".to_owned(),
         source: e.into(),
     };
-    let value = serde_json::to_value(saga).map_err(encode_error)?;
+    let value = canonical(serde_json::to_value(saga).map_err(encode_error)?);
     Ok(serde_json::to_vec(&value).map_err(encode_error)?.into())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Drives one saga: runs what its progress says is next, records each result and decision,
-/// and commits the records to the store.
-struct Driver<'r, S: Saga> {
-    rt: &'r Inner,
-    saga: S,
-    saga_id: SagaId,
-    definition: &'static Definition,
-    input_digest: [u8; 32],
-    progress: Progress,
-    /// The typed outputs; in step with `progress.steps[i].output`.
-    state: S::State,
-    /// Records applied to `progress` but not yet committed.
-    pending: Vec<Record>,
-    span: tracing::Span,
-    /// The span of the step being run, kept across its attempts.
-    step_span: Option<(usize, tracing::Span)>,
-}
-
-impl<'r, S: Saga> Driver<'r, S> {
-    fn new(rt: &'r Inner, saga: S, saga_id: SagaId, input: Payload, progress: Progress) -> Self {
-        let definition = S::definition();
-        let span = tracing::info_span!("saga", saga_id = %saga_id, saga = definition.name());
-        Driver {
-            rt,
-            saga,
-            saga_id,
-            definition,
-            input_digest: idempotency::input_digest(&input),
-            progress,
-            state: S::State::default(),
-            pending: Vec::new(),
-            span,
-            step_span: None,
+fn canonical(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, canonical(v))).collect())
         }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
     }
-
-    /// A driver for a stored saga: its journal replayed, its outputs decoded.
-    fn restore(
-        rt: &'r Inner,
-        saga: S,
-        saga_id: SagaId,
-        stored: StoredSaga,
-    ) -> Result<Self, RuntimeError> {
-        let definition = S::definition();
-        let progress = Progress::replay(definition, &stored.records).map_err(|reason| {
-            RuntimeError::Journal {
-                saga_id: saga_id.clone(),
-                reason,
-            }
-        })?;
-        let mut driver = Driver::new(rt, saga, saga_id, stored.input, progress);
-        for (i, step) in driver.progress.steps.iter().enumerate() {
-            if let Some(output) = &step.output {
-                S::__decode(i, &mut driver.state, output).map_err(|source| {
-                    RuntimeError::Checkpoint {
-                        saga_id: driver.saga_id.clone(),
-                        step: definition.steps()[i].name().to_owned(),
-                        source,
-                    }
-                })?;
-            }
-        }
-        Ok(driver)
-    }
-
-    fn journal_error(&self, reason: String) -> RuntimeError {
-        RuntimeError::Journal {
-            saga_id: self.saga_id.clone(),
-            reason,
-        }
-    }
-
-    fn observe(&self, record: &Record) {
-        for observer in &self.rt.observers {
-            observer.observe(&Observed {
-                saga_id: &self.saga_id,
-                definition: self.definition,
-                record,
-            });
-        }
-    }
-
-    /// Applies an event and queues it for the next commit.
-    fn record(&mut self, event: Event) -> Result<(), RuntimeError> {
-        let record = Record {
-            seq: self.progress.next_seq,
-            at_ms: now_ms(),
-            event,
-        };
-        self.progress
-            .apply(&record.event)
-            .map_err(|reason| self.journal_error(reason))?;
-        self.observe(&record);
-        self.pending.push(record);
-        Ok(())
-    }
-
-    /// Writes the queued records and the checkpoint they lead to, in one store transaction.
-    async fn commit(&mut self) -> Result<(), RuntimeError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let records = std::mem::take(&mut self.pending);
-        let checkpoint = Checkpoint {
-            status: self.progress.status(),
-            stage: self.progress.stage(),
-        };
-        self.rt
-            .store
-            .append(&self.saga_id, records, checkpoint)
-            .await?;
-        Ok(())
-    }
-
-    async fn drive(&mut self) -> Result<Outcome<S::Output>, RuntimeError> {
-        let span = self.span.clone();
-        async move {
-            let steps = self.definition.steps().len();
-            loop {
-                match &self.progress.phase {
-                    Phase::Forward(i) if *i >= steps => {
-                        self.record(Event::Finished {
-                            status: Status::Completed,
-                        })?;
-                        self.commit().await?;
-                    }
-                    Phase::Forward(i) => {
-                        let i = *i;
-                        self.run_step(i).await?;
-                    }
-                    Phase::Compensating { queue, then } => {
-                        let (top, then) = (queue.last().copied(), *then);
-                        if then == Then::RollBack && !self.progress.notified {
-                            self.notify()?;
-                        }
-                        match top {
-                            Some(step) => self.compensate(step).await?,
-                            None => {
-                                self.record(Event::Finished {
-                                    status: Status::Compensated,
-                                })?;
-                                self.commit().await?;
-                            }
-                        }
-                    }
-                    Phase::Parked(_) => {
-                        if !self.progress.paged {
-                            self.page()?;
-                        }
-                        self.commit().await?;
-                        return self.outcome();
-                    }
-                    Phase::Finished(_) => {
-                        self.commit().await?;
-                        return self.outcome();
-                    }
-                }
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    fn context(
-        &self,
-        step: usize,
-        attempt: u32,
-        tier: u32,
-        compensation: Option<&'static str>,
-    ) -> StepContext {
-        let step_def = &self.definition.steps()[step];
-        let state = &self.progress.steps[step];
-        let previous_error = match compensation {
-            Some(_) => state.compensation_failure.clone(),
-            None => state.last_failure.clone(),
-        };
-        // Inputs are earlier steps; compensations run in reverse order, so a step's inputs
-        // are still checkpointed whenever it or its compensation runs.
-        let reads = step_def
-            .inputs()
-            .iter()
-            .filter_map(|&j| self.progress.steps[j].output.clone())
-            .collect();
-        StepContext {
-            saga_id: self.saga_id.clone(),
-            saga: self.definition.name(),
-            step: step_def.name(),
-            compensation,
-            attempt,
-            tier,
-            previous_error,
-            observation: self.progress.observation.clone(),
-            key_source: KeySource {
-                input_digest: self.input_digest,
-                reads,
-                generation: state.generation,
-            },
-            key: OnceLock::new(),
-            resources: self.rt.resources.clone(),
-        }
-    }
-
-    fn timeout(&self, step: usize) -> Option<Duration> {
-        self.definition.steps()[step]
-            .timeout()
-            .or(self.rt.policy.step_timeout)
-    }
-
-    async fn run_step(&mut self, i: usize) -> Result<(), RuntimeError> {
-        let step_def = &self.definition.steps()[i];
-        let attempt = self.progress.steps[i].attempts + 1;
-        let tier = self.progress.steps[i].tier;
-        self.record(Event::AttemptStarted {
-            step: i as u32,
-            attempt,
-            tier,
-        })?;
-        let cx = self.context(i, attempt, tier, None);
-        let step_span = match &self.step_span {
-            Some((index, span)) if *index == i => span.clone(),
-            _ => {
-                let span = tracing::info_span!(parent: &self.span, "step", saga_id = %self.saga_id, step = step_def.name());
-                self.step_span = Some((i, span.clone()));
-                span
-            }
-        };
-        let span = tracing::info_span!(
-            parent: &step_span,
-            "attempt",
-            step = step_def.name(),
-            attempt,
-            tier,
-            class = tracing::field::Empty,
-            level = tracing::field::Empty,
-        );
-        let timeout = self.timeout(i);
-        let result = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout)
-            .instrument(span.clone())
-            .await;
-        let result = result.and_then(|()| {
-            self.saga.__validate(i, &self.state).map_err(|rejection| {
-                StepError::logical(format!(
-                    "validator `{}` rejected the output: {rejection}",
-                    step_def.validate().unwrap_or("validate")
-                ))
-                .with_kind(FailureKind::Rejected)
-            })
-        });
-        match result {
-            Ok(()) => {
-                let output = self.encode(i)?;
-                span.in_scope(|| tracing::debug!("step completed"));
-                self.record(Event::StepCompleted {
-                    step: i as u32,
-                    attempt,
-                    output,
-                })?;
-                self.commit().await
-            }
-            Err(mut error) => {
-                let rejected_output = match error.kind() {
-                    FailureKind::Rejected => Some(self.encode(i)?),
-                    _ => None,
-                };
-                if rejected_output.is_some() && step_def.kind() != StepKind::Compensable {
-                    S::__clear(i, &mut self.state);
-                }
-                let next = ladder::decide(
-                    &self.rt.policy,
-                    self.definition,
-                    &self.progress,
-                    i,
-                    &mut error,
-                );
-                let failure = Failure {
-                    step: step_def.name().to_owned(),
-                    compensation: None,
-                    class: error.class(),
-                    kind: error.kind(),
-                    attempt,
-                    message: error.message().to_owned(),
-                };
-                span.record("class", tracing::field::display(failure.class));
-                span.record("level", next.level() as u8);
-                span.in_scope(|| {
-                    tracing::warn!(
-                        class = %failure.class,
-                        level = next.level() as u8,
-                        error = %failure.message,
-                        "step failed: {}", next.level()
-                    )
-                });
-                let delay = match next {
-                    Next::Retry { delay } => Some(delay),
-                    _ => None,
-                };
-                self.record(Event::StepFailed {
-                    step: i as u32,
-                    failure,
-                    rejected_output,
-                    next,
-                })?;
-                self.commit().await?;
-                backoff(delay).await;
-                Ok(())
-            }
-        }
-    }
-
-    async fn compensate(&mut self, i: usize) -> Result<(), RuntimeError> {
-        let step_def = &self.definition.steps()[i];
-        let compensation = step_def.compensation().unwrap_or_default();
-        let attempt = self.progress.steps[i].compensation_attempts + 1;
-        self.record(Event::CompensationStarted {
-            step: i as u32,
-            attempt,
-        })?;
-        let cx = self.context(i, attempt, 0, Some(compensation));
-        let span = tracing::info_span!(
-            parent: &self.span,
-            "compensation",
-            saga_id = %self.saga_id,
-            step = step_def.name(),
-            compensation,
-            attempt,
-            class = tracing::field::Empty,
-            level = tracing::field::Empty,
-        );
-        let timeout = self.timeout(i);
-        let result = guarded(self.saga.__compensate(i, &cx, &self.state), timeout)
-            .instrument(span.clone())
-            .await;
-        match result {
-            Ok(()) => {
-                span.in_scope(|| tracing::info!("compensated"));
-                self.record(Event::CompensationDone {
-                    step: i as u32,
-                    attempt,
-                })?;
-                S::__clear(i, &mut self.state);
-                self.commit().await
-            }
-            Err(error) => {
-                let next = ladder::decide_compensation(&self.rt.policy, &self.progress, i, &error);
-                let failure = Failure {
-                    step: step_def.name().to_owned(),
-                    compensation: Some(compensation.to_owned()),
-                    class: error.class(),
-                    kind: error.kind(),
-                    attempt,
-                    message: error.message().to_owned(),
-                };
-                let level = match next {
-                    CompensationNext::Park => Some(Level::PageHuman as u8),
-                    CompensationNext::Retry { .. } => None,
-                };
-                span.record("class", tracing::field::display(failure.class));
-                if let Some(level) = level {
-                    span.record("level", level);
-                }
-                span.in_scope(|| tracing::warn!(class = %failure.class, level, error = %failure.message, "compensation failed"));
-                let delay = match next {
-                    CompensationNext::Retry { delay } => Some(delay),
-                    CompensationNext::Park => None,
-                };
-                self.record(Event::CompensationFailed {
-                    step: i as u32,
-                    failure,
-                    next,
-                })?;
-                self.commit().await?;
-                backoff(delay).await;
-                Ok(())
-            }
-        }
-    }
-
-    fn encode(&self, i: usize) -> Result<Payload, RuntimeError> {
-        S::__encode(i, &self.state)
-            .map(Payload::from)
-            .map_err(|source| RuntimeError::Encode {
-                saga_id: self.saga_id.clone(),
-                step: self.definition.steps()[i].name().to_owned(),
-                source,
-            })
-    }
-
-    fn incident(&self, level: Level) -> Result<Incident, RuntimeError> {
-        let failure = self
-            .progress
-            .outcome_failure()
-            .cloned()
-            .ok_or_else(|| self.journal_error(format!("{level} without a failure")))?;
-        Ok(Incident {
-            saga_id: self.saga_id.clone(),
-            saga: self.definition.name().to_owned(),
-            level,
-            failure,
-            report: self.progress.report.clone(),
-        })
-    }
-
-    /// Level 3: the notifier is called once per rollback (again only if a crash lost the
-    /// record of the first call).
-    fn notify(&mut self) -> Result<(), RuntimeError> {
-        let incident = self.incident(Level::Compensate)?;
-        if std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.notifier.notify(&incident)))
-            .is_err()
-        {
-            tracing::error!(saga_id = %self.saga_id, "the notifier panicked; the rollback goes on");
-        }
-        self.record(Event::Notified)
-    }
-
-    /// Level 4: the pager is called once per park.
-    fn page(&mut self) -> Result<(), RuntimeError> {
-        let incident = self.incident(Level::PageHuman)?;
-        if std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.pager.page(&incident))).is_err() {
-            tracing::error!(saga_id = %self.saga_id, "the pager panicked; the saga stays parked");
-        }
-        self.record(Event::Paged)
-    }
-
-    fn outcome(&mut self) -> Result<Outcome<S::Output>, RuntimeError> {
-        let saga_id = self.saga_id.clone();
-        let report = self.progress.report.clone();
-        let failure = || {
-            self.progress
-                .outcome_failure()
-                .cloned()
-                .ok_or_else(|| self.journal_error("no failure recorded".to_owned()))
-        };
-        match self.progress.status() {
-            Status::Completed => {
-                let state = std::mem::take(&mut self.state);
-                let output = S::__finish(state).ok_or_else(|| {
-                    self.journal_error("a completed saga lacks a step output".to_owned())
-                })?;
-                Ok(Outcome::Completed {
-                    saga_id,
-                    output,
-                    report,
-                })
-            }
-            Status::Compensated => Ok(Outcome::Compensated {
-                saga_id,
-                failure: failure()?,
-                report,
-            }),
-            Status::NeedsHuman => Ok(Outcome::NeedsHuman {
-                saga_id,
-                failure: failure()?,
-                report,
-            }),
-            Status::Running => Err(self.journal_error("the saga stopped while running".to_owned())),
-        }
-    }
-}
-
-/// Sleeps before a retry. A zero delay does not touch the timer, whose resolution is a
-/// millisecond.
-async fn backoff(delay: Option<Duration>) {
-    if let Some(delay) = delay.filter(|d| !d.is_zero()) {
-        tokio::time::sleep(delay).await;
-    }
-}
-
-/// Runs one attempt with its timeout; a panic or a timeout becomes a logical failure.
-async fn guarded(
-    attempt: BoxFuture<'_, Result<(), StepError>>,
-    timeout: Option<Duration>,
-) -> Result<(), StepError> {
-    let caught = AssertUnwindSafe(attempt).catch_unwind();
-    let result = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, caught).await {
-            Ok(result) => result,
-            Err(_) => {
-                return Err(StepError::logical(format!("timed out after {limit:?}"))
-                    .with_kind(FailureKind::TimedOut));
-            }
-        },
-        None => caught.await,
-    };
-    result.unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic with a non-text payload".to_owned());
-        Err(StepError::logical(format!("panicked: {message}")).with_kind(FailureKind::Panicked))
-    })
 }

@@ -87,18 +87,8 @@ pub struct Definition {
 
 impl Definition {
     #[doc(hidden)]
-    pub const fn __new(
-        name: &'static str,
-        version: u32,
-        fingerprint: &'static str,
-        steps: &'static [StepDef],
-    ) -> Self {
-        Definition {
-            name,
-            version,
-            fingerprint,
-            steps,
-        }
+    pub const fn __new(name: &'static str, version: u32, fingerprint: &'static str, steps: &'static [StepDef]) -> Self {
+        Definition { name, version, fingerprint, steps }
     }
 
     /// The saga name (the type's name in kebab case unless `#[saga(name = "...")]`).
@@ -191,10 +181,12 @@ pub struct StepDef {
     timeout: Option<Duration>,
     inputs: &'static [usize],
     output_type: &'static str,
+    undoes_failed_attempts: bool,
 }
 
 impl StepDef {
     #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
     pub const fn __new(
         name: &'static str,
         kind: StepKind,
@@ -203,16 +195,15 @@ impl StepDef {
         timeout: Option<Duration>,
         inputs: &'static [usize],
         output_type: &'static str,
+        undoes_failed_attempts: bool,
     ) -> Self {
-        StepDef {
-            name,
-            kind,
-            compensation,
-            validate,
-            timeout,
-            inputs,
-            output_type,
-        }
+        StepDef { name, kind, compensation, validate, timeout, inputs, output_type, undoes_failed_attempts }
+    }
+
+    /// Whether the compensation takes `Option<&T>`, and so also undoes the landed effects of
+    /// an attempt that failed without an output (half-success).
+    pub fn undoes_failed_attempts(&self) -> bool {
+        self.undoes_failed_attempts
     }
 
     /// The step (method) name.

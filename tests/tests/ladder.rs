@@ -24,27 +24,17 @@ async fn a_saga_without_failures_runs_every_step_once_in_order() {
     let harness = Harness::default();
     let (runtime, incidents, store) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
-    assert_eq!(
-        harness.log(),
-        with_tail(&["open_pr#1"], &FULL_RUN_AFTER_OPEN)
-    );
+    assert_eq!(harness.log(), with_tail(&["open_pr#1"], &FULL_RUN_AFTER_OPEN));
     let output = outcome.output().unwrap();
     assert_eq!((output.open_pr.0, output.run_tests.passed), (42, 42));
     assert_eq!(output.announce, "released sha-of-42");
     let report = outcome.report();
-    assert!(
-        report.escalations.is_empty()
-            && report.compensations.is_empty()
-            && report.restarts.is_empty()
-    );
+    assert!(report.escalations.is_empty() && report.compensations.is_empty() && report.restarts.is_empty());
     assert_eq!(report.attempts.len(), 5);
     assert_eq!(report.slept, Duration::ZERO);
     assert!(incidents.all().is_empty());
     let summary = &store.list().await.unwrap()[0];
-    assert_eq!(
-        (summary.status, summary.stage.as_str()),
-        (Status::Completed, "completed")
-    );
+    assert_eq!((summary.status, summary.stage.as_str()), (Status::Completed, "completed"));
 }
 
 /// Row "transient": back off (500 ms, 1 s: exponential, capped) and run the step again with
@@ -57,19 +47,10 @@ async fn transient_failures_back_off_and_retry_the_same_step() {
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
 
     assert!(outcome.is_completed());
-    assert_eq!(
-        harness.log(),
-        with_tail(
-            &["open_pr#1", "open_pr#2", "open_pr#3"],
-            &FULL_RUN_AFTER_OPEN
-        )
-    );
+    assert_eq!(harness.log(), with_tail(&["open_pr#1", "open_pr#2", "open_pr#3"], &FULL_RUN_AFTER_OPEN));
     assert_eq!(
         escalations(outcome.report()),
-        [
-            (0, FailureClass::Transient, "open_pr".into(), 1),
-            (0, FailureClass::Transient, "open_pr".into(), 2)
-        ]
+        [(0, FailureClass::Transient, "open_pr".into(), 1), (0, FailureClass::Transient, "open_pr".into(), 2)]
     );
     assert_eq!(outcome.report().slept, Duration::from_millis(1_500));
     assert_eq!(start.elapsed(), Duration::from_millis(1_500));
@@ -91,15 +72,7 @@ async fn transient_failures_past_the_budget_roll_back_at_level_3() {
 
     assert_eq!(
         harness.log(),
-        strings(&[
-            "open_pr#1",
-            "run_tests#1",
-            "comment#1",
-            "comment#2",
-            "comment#3",
-            "comment#4",
-            "undo open_pr#1"
-        ])
+        strings(&["open_pr#1", "run_tests#1", "comment#1", "comment#2", "comment#3", "comment#4", "undo open_pr#1"])
     );
     let t = FailureClass::Transient;
     assert_eq!(
@@ -113,44 +86,24 @@ async fn transient_failures_past_the_budget_roll_back_at_level_3() {
     );
     assert_eq!(start.elapsed(), Duration::from_millis(500 + 1_000 + 2_000));
     assert_eq!(outcome.report().slept, start.elapsed());
-    let Outcome::Compensated {
-        failure, report, ..
-    } = &outcome
-    else {
+    let Outcome::Compensated { failure, report, .. } = &outcome else {
         panic!("expected Compensated, got {outcome:?}")
     };
-    assert_eq!(
-        (failure.step.as_str(), failure.attempt, failure.class),
-        ("comment", 4, t)
-    );
+    assert_eq!((failure.step.as_str(), failure.attempt, failure.class), ("comment", 4, t));
     assert_eq!(report.compensations.len(), 1);
     let undo = &report.compensations[0];
     assert_eq!(
-        (
-            undo.step.as_str(),
-            undo.compensation.as_str(),
-            undo.reason,
-            undo.attempts,
-            undo.done
-        ),
+        (undo.step.as_str(), undo.compensation.as_str(), undo.reason, undo.attempts, undo.done),
         ("open_pr", "close_pr", CompensationReason::RollBack, 1, true)
     );
-    assert_eq!(
-        incidents.all(),
-        [(
-            Level::Compensate,
-            "comment".to_owned(),
-            "503 from the vendor".to_owned()
-        )]
-    );
+    assert_eq!(incidents.all(), [(Level::Compensate, "comment".to_owned(), "503 from the vendor".to_owned())]);
     assert_eq!((report.notified, report.paged), (1, 0));
 }
 
 /// A transient failure that says how long to wait (`retry_after`) waits at least that long.
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_a_floor_under_the_backoff() {
-    let slow_down =
-        StepError::transient("429 Too Many Requests").retry_after(Duration::from_secs(10));
+    let slow_down = StepError::transient("429 Too Many Requests").retry_after(Duration::from_secs(10));
     let harness = Harness::with_script(Script::new().then("run_tests", [Plan::Fail(slow_down)]));
     let (runtime, _, _) = runtime(&harness, Policy::default()); // full jitter: the floor still holds
     let start = Instant::now();
@@ -160,14 +113,7 @@ async fn retry_after_is_a_floor_under_the_backoff() {
     assert_eq!(outcome.report().slept, Duration::from_secs(10));
     assert_eq!(
         harness.log(),
-        strings(&[
-            "open_pr#1",
-            "run_tests#1",
-            "run_tests#2",
-            "comment#1",
-            "merge#1",
-            "announce#1"
-        ])
+        strings(&["open_pr#1", "run_tests#1", "run_tests#2", "comment#1", "merge#1", "announce#1"])
     );
 }
 
@@ -184,19 +130,15 @@ async fn full_jitter_sleeps_below_the_cap_of_each_retry() {
     let delays: Vec<Duration> = journal
         .iter()
         .filter_map(|r| match &r.event {
-            saga_runtime::journal::Event::StepFailed {
-                next: saga_runtime::journal::Next::Retry { delay },
-                ..
-            } => Some(*delay),
+            saga_runtime::journal::Event::StepFailed { next: saga_runtime::journal::Next::Retry { delay }, .. } => {
+                Some(*delay)
+            }
             _ => None,
         })
         .collect();
     assert_eq!(delays.len(), 3);
     for (delay, cap) in delays.iter().zip([500, 1_000, 2_000]) {
-        assert!(
-            *delay <= Duration::from_millis(cap),
-            "{delay:?} above {cap} ms"
-        );
+        assert!(*delay <= Duration::from_millis(cap), "{delay:?} above {cap} ms");
     }
     assert_eq!(start.elapsed(), delays.iter().sum::<Duration>());
     drop(store);
@@ -228,35 +170,14 @@ async fn logical_failures_reprompt_with_the_error_then_switch_to_a_stronger_tier
     let l = FailureClass::Logical;
     assert_eq!(
         escalations(outcome.report()),
-        [
-            (1, l, "run_tests".into(), 1),
-            (1, l, "run_tests".into(), 2),
-            (2, l, "run_tests".into(), 3)
-        ]
+        [(1, l, "run_tests".into(), 1), (1, l, "run_tests".into(), 2), (2, l, "run_tests".into(), 3)]
     );
     let seen = harness.seen.lock().unwrap().clone();
-    let run_tests: Vec<(Option<String>, u32)> = seen
-        .iter()
-        .filter(|s| s.0 == "run_tests")
-        .map(|s| (s.1.clone(), s.2))
-        .collect();
+    let run_tests: Vec<(Option<String>, u32)> =
+        seen.iter().filter(|s| s.0 == "run_tests").map(|s| (s.1.clone(), s.2)).collect();
     let error = Some("the model called a tool that does not exist".to_owned());
-    assert_eq!(
-        run_tests,
-        [
-            (None, 0),
-            (error.clone(), 0),
-            (error.clone(), 0),
-            (error, 1)
-        ]
-    );
-    let tiers: Vec<u32> = outcome
-        .report()
-        .attempts
-        .iter()
-        .filter(|a| a.step == "run_tests")
-        .map(|a| a.tier)
-        .collect();
+    assert_eq!(run_tests, [(None, 0), (error.clone(), 0), (error.clone(), 0), (error, 1)]);
+    let tiers: Vec<u32> = outcome.report().attempts.iter().filter(|a| a.step == "run_tests").map(|a| a.tier).collect();
     assert_eq!(tiers, [0, 0, 0, 1]);
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(incidents.all().is_empty());
@@ -268,13 +189,7 @@ async fn logical_failures_reprompt_with_the_error_then_switch_to_a_stronger_tier
 #[tokio::test(start_paused = true)]
 async fn logical_failures_past_every_tier_roll_back() {
     let harness = Harness::with_script(Script::new().then("run_tests", logical(5)));
-    let (runtime, incidents, _) = runtime(
-        &harness,
-        Policy {
-            model_tiers: 3,
-            ..exact_backoff()
-        },
-    );
+    let (runtime, incidents, _) = runtime(&harness, Policy { model_tiers: 3, ..exact_backoff() });
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
 
     assert_eq!(
@@ -300,25 +215,13 @@ async fn logical_failures_past_every_tier_roll_back() {
             (3, l, "run_tests".into(), 5)
         ]
     );
-    let tiers: Vec<u32> = outcome
-        .report()
-        .attempts
-        .iter()
-        .filter(|a| a.step == "run_tests")
-        .map(|a| a.tier)
-        .collect();
+    let tiers: Vec<u32> = outcome.report().attempts.iter().filter(|a| a.step == "run_tests").map(|a| a.tier).collect();
     assert_eq!(tiers, [0, 0, 0, 1, 2]);
-    let Outcome::Compensated { failure, .. } = &outcome else {
-        panic!("expected Compensated, got {outcome:?}")
-    };
+    let Outcome::Compensated { failure, .. } = &outcome else { panic!("expected Compensated, got {outcome:?}") };
     assert_eq!((failure.step.as_str(), failure.attempt), ("run_tests", 5));
     assert_eq!(
         incidents.all(),
-        [(
-            Level::Compensate,
-            "run_tests".into(),
-            "the model called a tool that does not exist".into()
-        )]
+        [(Level::Compensate, "run_tests".into(), "the model called a tool that does not exist".into())]
     );
 }
 
@@ -335,39 +238,19 @@ async fn a_rejected_output_is_compensated_before_the_reprompt() {
     assert!(outcome.is_completed());
     assert_eq!(
         harness.log(),
-        strings(&[
-            "open_pr#1",
-            "run_tests#1",
-            "comment#1",
-            "undo comment#1",
-            "comment#2",
-            "merge#1",
-            "announce#1"
-        ])
+        strings(&["open_pr#1", "run_tests#1", "comment#1", "undo comment#1", "comment#2", "merge#1", "announce#1"])
     );
     let report = outcome.report();
-    assert_eq!(
-        escalations(report),
-        [(1, FailureClass::Logical, "comment".into(), 1)]
-    );
+    assert_eq!(escalations(report), [(1, FailureClass::Logical, "comment".into(), 1)]);
     assert_eq!(report.compensations.len(), 1);
     assert_eq!(report.compensations[0].reason, CompensationReason::Rejected);
     assert_eq!(report.compensations[0].step, "comment");
     let seen = harness.seen.lock().unwrap().clone();
     let reprompt = seen.iter().filter(|s| s.0 == "comment").nth(2).unwrap();
-    assert_eq!(
-        reprompt.1.as_deref(),
-        Some("validator `non_empty` rejected the output: the comment is empty")
-    );
-    let (first, undo, second) = (
-        harness.key_of("comment#1"),
-        harness.key_of("undo comment#1"),
-        harness.key_of("comment#2"),
-    );
-    assert_ne!(
-        first, second,
-        "a compensated result must not be replayed under the same key"
-    );
+    assert_eq!(reprompt.1.as_deref(), Some("validator `non_empty` rejected the output: the comment is empty"));
+    let (first, undo, second) =
+        (harness.key_of("comment#1"), harness.key_of("undo comment#1"), harness.key_of("comment#2"));
+    assert_ne!(first, second, "a compensated result must not be replayed under the same key");
     assert_ne!(undo, first);
     assert_eq!(output_comment(&outcome), "42 tests passed");
     assert!(incidents.all().is_empty());
@@ -381,10 +264,8 @@ fn output_comment(outcome: &Outcome<ReleasePrOutput>) -> String {
 /// step: each rejected result is undone once, and the rollback undoes the rest in reverse.
 #[tokio::test(start_paused = true)]
 async fn rejected_outputs_to_the_end_of_the_ladder_leave_nothing_behind() {
-    let harness = Harness::with_script(Script::new().then(
-        "comment",
-        [Plan::Wrong, Plan::Wrong, Plan::Wrong, Plan::Wrong],
-    ));
+    let harness =
+        Harness::with_script(Script::new().then("comment", [Plan::Wrong, Plan::Wrong, Plan::Wrong, Plan::Wrong]));
     let (runtime, incidents, _) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
 
@@ -404,21 +285,9 @@ async fn rejected_outputs_to_the_end_of_the_ladder_leave_nothing_behind() {
             "undo open_pr#1",
         ])
     );
-    assert_eq!(
-        outcome.report().levels(),
-        [
-            Level::Reprompt,
-            Level::Reprompt,
-            Level::SwitchModel,
-            Level::Compensate
-        ]
-    );
-    let reasons: Vec<(String, CompensationReason)> = outcome
-        .report()
-        .compensations
-        .iter()
-        .map(|c| (c.step.clone(), c.reason))
-        .collect();
+    assert_eq!(outcome.report().levels(), [Level::Reprompt, Level::Reprompt, Level::SwitchModel, Level::Compensate]);
+    let reasons: Vec<(String, CompensationReason)> =
+        outcome.report().compensations.iter().map(|c| (c.step.clone(), c.reason)).collect();
     assert_eq!(
         reasons,
         [
@@ -461,30 +330,15 @@ async fn an_environmental_failure_compensates_and_restarts_with_the_observation(
             "announce#1"
         ])
     );
-    assert_eq!(
-        escalations(outcome.report()),
-        [(0, FailureClass::Environmental, "comment".into(), 1)]
-    );
+    assert_eq!(escalations(outcome.report()), [(0, FailureClass::Environmental, "comment".into(), 1)]);
     let restart = &outcome.report().restarts[0];
     assert_eq!(
-        (
-            restart.failed_step.as_str(),
-            restart.from.as_str(),
-            restart.note.as_deref()
-        ),
+        (restart.failed_step.as_str(), restart.from.as_str(), restart.note.as_deref()),
         ("comment", "open_pr", None)
     );
-    assert_eq!(
-        outcome.report().compensations[0].reason,
-        CompensationReason::Restart
-    );
-    let observations: Vec<(String, Option<serde_json::Value>)> = harness
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| (s.0.clone(), s.3.clone()))
-        .collect();
+    assert_eq!(outcome.report().compensations[0].reason, CompensationReason::Restart);
+    let observations: Vec<(String, Option<serde_json::Value>)> =
+        harness.seen.lock().unwrap().iter().map(|s| (s.0.clone(), s.3.clone())).collect();
     let v2 = Some(json!({ "ci": "v2" }));
     assert_eq!(
         observations,
@@ -500,11 +354,7 @@ async fn an_environmental_failure_compensates_and_restarts_with_the_observation(
             ("announce".into(), v2),
         ]
     );
-    assert_ne!(
-        harness.key_of("open_pr#1"),
-        harness.key_of("open_pr#2"),
-        "open_pr was compensated in between"
-    );
+    assert_ne!(harness.key_of("open_pr#1"), harness.key_of("open_pr#2"), "open_pr was compensated in between");
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(incidents.all().is_empty());
 }
@@ -515,9 +365,7 @@ async fn an_environmental_failure_compensates_and_restarts_with_the_observation(
 #[tokio::test(start_paused = true)]
 async fn a_restart_gives_fresh_budgets_and_classes_never_share_one() {
     let mut plans = transient(3);
-    plans.push(Plan::Fail(StepError::environmental(
-        "the branch was force-pushed",
-    )));
+    plans.push(Plan::Fail(StepError::environmental("the branch was force-pushed")));
     plans.extend(transient(3));
     plans.extend(logical(2));
     let harness = Harness::with_script(Script::new().then("comment", plans));
@@ -540,49 +388,27 @@ async fn a_restart_gives_fresh_budgets_and_classes_never_share_one() {
             Level::Reprompt
         ]
     );
-    let comment_attempts = harness
-        .log()
-        .iter()
-        .filter(|e| e.starts_with("comment#"))
-        .count();
+    let comment_attempts = harness.log().iter().filter(|e| e.starts_with("comment#")).count();
     assert_eq!(comment_attempts, 10);
-    assert_eq!(
-        start.elapsed(),
-        Duration::from_millis(2 * (500 + 1_000 + 2_000))
-    );
+    assert_eq!(start.elapsed(), Duration::from_millis(2 * (500 + 1_000 + 2_000)));
 }
 
 /// Row "environmental", past `environment_restarts` restarts caused by the same step: level 3.
 #[tokio::test(start_paused = true)]
 async fn environmental_restarts_past_the_budget_roll_back() {
-    let gone = || {
-        Plan::Fail(StepError::environmental(
-            "the issue tracker API was removed",
-        ))
-    };
+    let gone = || Plan::Fail(StepError::environmental("the issue tracker API was removed"));
     let harness = Harness::with_script(Script::new().then("comment", [gone(), gone(), gone()]));
     let (runtime, incidents, _) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
 
     assert_eq!(
         harness.log(),
-        strings(&[
-            "open_pr#1",
-            "run_tests#1",
-            "comment#1",
-            "comment#2",
-            "comment#3",
-            "undo open_pr#1"
-        ])
+        strings(&["open_pr#1", "run_tests#1", "comment#1", "comment#2", "comment#3", "undo open_pr#1"])
     );
     let e = FailureClass::Environmental;
     assert_eq!(
         escalations(outcome.report()),
-        [
-            (0, e, "comment".into(), 1),
-            (0, e, "comment".into(), 2),
-            (3, e, "comment".into(), 3)
-        ]
+        [(0, e, "comment".into(), 1), (0, e, "comment".into(), 2), (3, e, "comment".into(), 3)]
     );
     assert_eq!(outcome.report().restarts.len(), 2);
     assert!(matches!(outcome, Outcome::Compensated { .. }));
@@ -623,13 +449,7 @@ async fn an_impossible_restart_point_restarts_the_failing_step_and_says_so() {
         .report()
         .restarts
         .iter()
-        .map(|r| {
-            (
-                r.failed_step.clone(),
-                r.from.clone(),
-                r.note.clone().unwrap(),
-            )
-        })
+        .map(|r| (r.failed_step.clone(), r.from.clone(), r.note.clone().unwrap()))
         .collect();
     assert_eq!(restarts[0].0, "run_tests");
     assert_eq!(restarts[0].1, "run_tests");
@@ -637,10 +457,7 @@ async fn an_impossible_restart_point_restarts_the_failing_step_and_says_so() {
         restarts[0].2,
         "`deploy` is not a step of `release-pr`, so it restarted from the failing step `run_tests`"
     );
-    assert_eq!(
-        restarts[1].2,
-        "`merge` runs after `comment`, so it restarted from the failing step `comment`"
-    );
+    assert_eq!(restarts[1].2, "`merge` runs after `comment`, so it restarted from the failing step `comment`");
     assert_eq!(
         restarts[2].2,
         "`open_pr` is not after the commit point `merge`, which has passed, so it restarted from the failing step `announce`"
@@ -655,27 +472,15 @@ async fn an_impossible_restart_point_restarts_the_failing_step_and_says_so() {
 #[tokio::test(start_paused = true)]
 async fn a_compensation_that_keeps_failing_pages_once_and_parks_until_resumed() {
     let stuck = vec![Plan::Fail(StepError::transient("GitHub is down")); 4];
-    let harness = Harness::with_script(
-        Script::new()
-            .then("comment", logical(4))
-            .then("undo open_pr", stuck),
-    );
+    let harness = Harness::with_script(Script::new().then("comment", logical(4)).then("undo open_pr", stuck));
     let (runtime, incidents, store) = runtime(&harness, exact_backoff());
     let start = Instant::now();
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
 
     let saga_id = outcome.saga_id().clone();
-    let Outcome::NeedsHuman {
-        failure, report, ..
-    } = &outcome
-    else {
-        panic!("expected NeedsHuman, got {outcome:?}")
-    };
+    let Outcome::NeedsHuman { failure, report, .. } = &outcome else { panic!("expected NeedsHuman, got {outcome:?}") };
     assert_eq!(failure.compensation.as_deref(), Some("close_pr"));
-    assert_eq!(
-        (failure.step.as_str(), failure.attempt, failure.class),
-        ("open_pr", 4, FailureClass::Transient)
-    );
+    assert_eq!((failure.step.as_str(), failure.attempt, failure.class), ("open_pr", 4, FailureClass::Transient));
     assert_eq!(
         harness.log(),
         strings(&[
@@ -708,39 +513,23 @@ async fn a_compensation_that_keeps_failing_pages_once_and_parks_until_resumed() 
     assert_eq!(
         incidents.all(),
         [
-            (
-                Level::Compensate,
-                "comment".into(),
-                "the model called a tool that does not exist".into()
-            ),
+            (Level::Compensate, "comment".into(), "the model called a tool that does not exist".into()),
             (Level::PageHuman, "open_pr".into(), "GitHub is down".into())
         ]
     );
     let summary = &store.list().await.unwrap()[0];
-    assert_eq!(
-        (summary.status, summary.stage.as_str()),
-        (Status::NeedsHuman, "parked compensating open_pr")
-    );
+    assert_eq!((summary.status, summary.stage.as_str()), (Status::NeedsHuman, "parked compensating open_pr"));
 
     // run_with_id on a parked saga returns the stored outcome and runs nothing.
-    let again = runtime
-        .run_with_id(saga_id.clone(), ReleasePr::new())
-        .await
-        .unwrap();
+    let again = runtime.run_with_id(saga_id.clone(), ReleasePr::new()).await.unwrap();
     assert!(matches!(again, Outcome::NeedsHuman { .. }));
     assert_eq!(harness.log().len(), 10);
 
     let resumed = runtime.resume::<ReleasePr>(&saga_id).await.unwrap();
-    let Outcome::Compensated {
-        failure, report, ..
-    } = &resumed
-    else {
+    let Outcome::Compensated { failure, report, .. } = &resumed else {
         panic!("expected Compensated, got {resumed:?}")
     };
-    assert_eq!(
-        failure.step, "comment",
-        "the outcome names the failure that started the rollback"
-    );
+    assert_eq!(failure.step, "comment", "the outcome names the failure that started the rollback");
     assert_eq!(harness.log().last().unwrap(), "undo open_pr#5");
     assert_eq!(harness.log().len(), 11);
     assert!(report.compensations[0].done);
@@ -768,10 +557,7 @@ async fn a_failing_commit_step_rolls_back_like_any_other() {
             "undo open_pr#1"
         ])
     );
-    assert_eq!(
-        outcome.report().levels(),
-        [Level::Retry, Level::Retry, Level::Retry, Level::Compensate]
-    );
+    assert_eq!(outcome.report().levels(), [Level::Retry, Level::Retry, Level::Retry, Level::Compensate]);
     assert!(matches!(outcome, Outcome::Compensated { .. }));
     assert_eq!(incidents.all().len(), 1);
 }
@@ -785,43 +571,16 @@ async fn a_failure_after_the_commit_point_pages_and_parks_instead_of_compensatin
     let (runtime, incidents, _) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
 
-    let Outcome::NeedsHuman {
-        saga_id,
-        failure,
-        report,
-    } = &outcome
-    else {
+    let Outcome::NeedsHuman { saga_id, failure, report } = &outcome else {
         panic!("expected NeedsHuman, got {outcome:?}")
     };
-    assert_eq!(
-        (
-            failure.step.as_str(),
-            failure.attempt,
-            failure.compensation.as_deref()
-        ),
-        ("announce", 4, None)
-    );
-    assert_eq!(
-        report.levels(),
-        [
-            Level::Reprompt,
-            Level::Reprompt,
-            Level::SwitchModel,
-            Level::PageHuman
-        ]
-    );
-    assert!(
-        report.compensations.is_empty(),
-        "nothing is compensated after the commit point"
-    );
+    assert_eq!((failure.step.as_str(), failure.attempt, failure.compensation.as_deref()), ("announce", 4, None));
+    assert_eq!(report.levels(), [Level::Reprompt, Level::Reprompt, Level::SwitchModel, Level::PageHuman]);
+    assert!(report.compensations.is_empty(), "nothing is compensated after the commit point");
     assert!(!harness.log().iter().any(|e| e.starts_with("undo")));
     assert_eq!(
         incidents.all(),
-        [(
-            Level::PageHuman,
-            "announce".into(),
-            "the model called a tool that does not exist".into()
-        )]
+        [(Level::PageHuman, "announce".into(), "the model called a tool that does not exist".into())]
     );
 
     let resumed = runtime.resume::<ReleasePr>(saga_id).await.unwrap();
@@ -840,18 +599,8 @@ async fn a_failure_after_the_commit_point_pages_and_parks_instead_of_compensatin
             "announce#5"
         ])
     );
-    let tiers: Vec<u32> = resumed
-        .report()
-        .attempts
-        .iter()
-        .filter(|a| a.step == "announce")
-        .map(|a| a.tier)
-        .collect();
-    assert_eq!(
-        tiers,
-        [0, 0, 0, 1, 0],
-        "resume is a new pass through the ladder"
-    );
+    let tiers: Vec<u32> = resumed.report().attempts.iter().filter(|a| a.step == "announce").map(|a| a.tier).collect();
+    assert_eq!(tiers, [0, 0, 0, 1, 0], "resume is a new pass through the ladder");
     assert_eq!(harness.key_of("announce#1"), harness.key_of("announce#5"));
     assert_eq!(incidents.all().len(), 1);
 }
@@ -862,15 +611,9 @@ async fn transient_failures_after_the_commit_point_end_in_a_page() {
     let harness = Harness::with_script(Script::new().then("announce", transient(4)));
     let (runtime, incidents, _) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
-    assert_eq!(
-        outcome.report().levels(),
-        [Level::Retry, Level::Retry, Level::Retry, Level::PageHuman]
-    );
+    assert_eq!(outcome.report().levels(), [Level::Retry, Level::Retry, Level::Retry, Level::PageHuman]);
     assert!(matches!(outcome, Outcome::NeedsHuman { .. }));
-    assert_eq!(
-        incidents.all().iter().map(|i| i.0).collect::<Vec<_>>(),
-        [Level::PageHuman]
-    );
+    assert_eq!(incidents.all().iter().map(|i| i.0).collect::<Vec<_>>(), [Level::PageHuman]);
 }
 
 /// A compensation that fails for good while undoing a rejected output, before the re-prompt,
@@ -878,11 +621,7 @@ async fn transient_failures_after_the_commit_point_end_in_a_page() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_compensation_of_a_rejected_output_parks_the_saga() {
     let stuck = vec![Plan::Fail(StepError::logical("comment is locked")); 4];
-    let harness = Harness::with_script(
-        Script::new()
-            .then("comment", [Plan::Wrong])
-            .then("undo comment", stuck),
-    );
+    let harness = Harness::with_script(Script::new().then("comment", [Plan::Wrong]).then("undo comment", stuck));
     let (runtime, incidents, _) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
     assert_eq!(
@@ -897,26 +636,14 @@ async fn a_failed_compensation_of_a_rejected_output_parks_the_saga() {
             "undo comment#4"
         ])
     );
-    assert_eq!(
-        outcome.report().levels(),
-        [Level::Reprompt, Level::PageHuman]
-    );
+    assert_eq!(outcome.report().levels(), [Level::Reprompt, Level::PageHuman]);
     assert!(matches!(outcome, Outcome::NeedsHuman { .. }));
-    assert_eq!(
-        incidents.all().iter().map(|i| i.0).collect::<Vec<_>>(),
-        [Level::PageHuman]
-    );
+    assert_eq!(incidents.all().iter().map(|i| i.0).collect::<Vec<_>>(), [Level::PageHuman]);
 
     // Resumed, the compensation succeeds and the re-prompt goes ahead.
-    let resumed = runtime
-        .resume::<ReleasePr>(outcome.saga_id())
-        .await
-        .unwrap();
+    let resumed = runtime.resume::<ReleasePr>(outcome.saga_id()).await.unwrap();
     assert!(resumed.is_completed());
-    assert_eq!(
-        &harness.log()[7..],
-        strings(&["undo comment#5", "comment#2", "merge#1", "announce#1"])
-    );
+    assert_eq!(&harness.log()[7..], strings(&["undo comment#5", "comment#2", "merge#1", "announce#1"]));
 }
 
 /// A compensation that fails for good during an environmental restart parks the saga too.
@@ -924,23 +651,13 @@ async fn a_failed_compensation_of_a_rejected_output_parks_the_saga() {
 async fn a_failed_compensation_during_a_restart_parks_the_saga() {
     let moved = StepError::environmental("repo renamed").restart_from("open_pr");
     let stuck = vec![Plan::Fail(StepError::transient("timeout")); 4];
-    let harness = Harness::with_script(
-        Script::new()
-            .then("run_tests", [Plan::Fail(moved)])
-            .then("undo open_pr", stuck),
-    );
+    let harness =
+        Harness::with_script(Script::new().then("run_tests", [Plan::Fail(moved)]).then("undo open_pr", stuck));
     let (runtime, incidents, _) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
     assert_eq!(
         harness.log(),
-        strings(&[
-            "open_pr#1",
-            "run_tests#1",
-            "undo open_pr#1",
-            "undo open_pr#2",
-            "undo open_pr#3",
-            "undo open_pr#4"
-        ])
+        strings(&["open_pr#1", "run_tests#1", "undo open_pr#1", "undo open_pr#2", "undo open_pr#3", "undo open_pr#4"])
     );
     assert_eq!(outcome.report().levels(), [Level::Retry, Level::PageHuman]);
     assert!(matches!(outcome, Outcome::NeedsHuman { .. }));

@@ -76,10 +76,7 @@ fn case() -> impl Strategy<Value = Case> {
             environment_restarts: e,
             compensation_retries: c,
             step_timeout: Some(Duration::from_secs(5)),
-            backoff: Backoff {
-                jitter: Jitter::Full,
-                ..Backoff::default()
-            },
+            backoff: Backoff { jitter: Jitter::Full, ..Backoff::default() },
         },
     })
 }
@@ -140,9 +137,7 @@ impl Model {
     }
 
     fn live_in(&self, from: usize, to: usize) -> Vec<usize> {
-        (from..to)
-            .filter(|&s| COMPENSABLE[s] && self.live[s])
-            .collect()
+        (from..to).filter(|&s| COMPENSABLE[s] && self.live[s]).collect()
     }
 
     fn exhausted(&mut self, step: usize) {
@@ -153,10 +148,7 @@ impl Model {
             self.levels.push((Level::Compensate, STEPS[step].into()));
             let queue = self.live_in(0, STEPS.len());
             self.live_at_rollback = Some(queue.iter().rev().copied().collect());
-            self.phase = Phase::Undo {
-                queue,
-                then: Then::RollBack,
-            };
+            self.phase = Phase::Undo { queue, then: Then::RollBack };
             self.settle();
         }
     }
@@ -217,10 +209,7 @@ impl Model {
                 };
                 self.levels.push((level, STEPS[step].into()));
                 if rejected && COMPENSABLE[step] {
-                    self.phase = Phase::Undo {
-                        queue: vec![step],
-                        then: Then::Reprompt(step),
-                    };
+                    self.phase = Phase::Undo { queue: vec![step], then: Then::Reprompt(step) };
                 }
             }
             FailureClass::Environmental => {
@@ -229,10 +218,7 @@ impl Model {
                     self.levels.push((Level::Retry, STEPS[step].into()));
                     let from = Self::restart_point(step, error.and_then(|e| e.restart_step()));
                     let queue = self.live_in(from, step);
-                    self.phase = Phase::Undo {
-                        queue,
-                        then: Then::Restart(from),
-                    };
+                    self.phase = Phase::Undo { queue, then: Then::Restart(from) };
                     self.settle();
                 } else {
                     self.exhausted(step);
@@ -246,11 +232,7 @@ impl Model {
         match &mut self.phase {
             Phase::Forward(step) => {
                 let step = *step;
-                assert!(
-                    !call.undo,
-                    "expected step `{}`, the runtime compensated `{}`",
-                    STEPS[step], call.name
-                );
+                assert!(!call.undo, "expected step `{}`, the runtime compensated `{}`", STEPS[step], call.name);
                 assert_eq!(call.name, STEPS[step], "steps run in order");
                 match &call.result {
                     CallResult::Ok => self.completed(step),
@@ -266,21 +248,10 @@ impl Model {
             Phase::Undo { queue, then } => {
                 let top = *queue.last().expect("settled queues are not empty");
                 let then = *then;
-                assert!(
-                    call.undo,
-                    "expected the compensation of `{}`, the runtime ran `{}`",
-                    STEPS[top], call.name
-                );
+                assert!(call.undo, "expected the compensation of `{}`, the runtime ran `{}`", STEPS[top], call.name);
                 assert_eq!(call.name, STEPS[top], "compensations run in reverse order");
-                assert!(
-                    self.live[top],
-                    "`{}` was compensated while not live",
-                    call.name
-                );
-                assert!(
-                    !self.committed || then != Then::RollBack,
-                    "a rollback after the commit point"
-                );
+                assert!(self.live[top], "`{}` was compensated while not live", call.name);
+                assert!(!self.committed || then != Then::RollBack, "a rollback after the commit point");
                 match call.result {
                     CallResult::Ok => {
                         self.live[top] = false;
@@ -288,9 +259,7 @@ impl Model {
                         if then == Then::RollBack {
                             self.rollback_undos.push(top);
                         }
-                        let Phase::Undo { queue, .. } = &mut self.phase else {
-                            unreachable!()
-                        };
+                        let Phase::Undo { queue, .. } = &mut self.phase else { unreachable!() };
                         queue.pop();
                         self.settle();
                     }
@@ -298,8 +267,7 @@ impl Model {
                         self.compensation_failures += 1;
                         if self.compensation_failures > self.policy.compensation_retries {
                             self.levels.push((Level::PageHuman, STEPS[top].into()));
-                            let Phase::Undo { queue, then } =
-                                std::mem::replace(&mut self.phase, Phase::Forward(0))
+                            let Phase::Undo { queue, then } = std::mem::replace(&mut self.phase, Phase::Forward(0))
                             else {
                                 unreachable!()
                             };
@@ -308,10 +276,7 @@ impl Model {
                     }
                 }
             }
-            other => panic!(
-                "the runtime ran `{}` while the saga was {other:?}",
-                call.name
-            ),
+            other => panic!("the runtime ran `{}` while the saga was {other:?}", call.name),
         }
     }
 
@@ -355,10 +320,7 @@ fn quiet_scripted_panics() {
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let scripted = info
-                .payload()
-                .downcast_ref::<String>()
-                .is_some_and(|m| m.starts_with("scripted panic"));
+            let scripted = info.payload().downcast_ref::<String>().is_some_and(|m| m.starts_with("scripted panic"));
             if !scripted {
                 default(info);
             }
@@ -372,16 +334,10 @@ fn check(case: Case) -> Result<(), TestCaseError> {
     for (step, plans) in STEPS.iter().zip(&case.steps) {
         script = script.then(step, plans.clone());
     }
-    script = script
-        .then("undo open_pr", case.undos[0].clone())
-        .then("undo comment", case.undos[1].clone());
+    script = script.then("undo open_pr", case.undos[0].clone()).then("undo comment", case.undos[1].clone());
     let harness = Harness::with_script(script);
     let (runtime, incidents, store) = runtime(&harness, case.policy.clone());
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
 
     let mut model = Model::new(case.policy.clone());
     let mut consumed = 0;
@@ -396,11 +352,7 @@ fn check(case: Case) -> Result<(), TestCaseError> {
         // The outcome is what the model predicts, and what the journal and the store say.
         prop_assert_eq!(outcome.status(), model.status());
         let report = outcome.report();
-        let recorded: Vec<(Level, String)> = report
-            .escalations
-            .iter()
-            .map(|e| (e.level, e.step.clone()))
-            .collect();
+        let recorded: Vec<(Level, String)> = report.escalations.iter().map(|e| (e.level, e.step.clone())).collect();
         prop_assert_eq!(&recorded, &model.levels);
         let journal = tokio.block_on(runtime.journal(outcome.saga_id())).unwrap();
         let summary = summarize(ReleasePr::definition(), &journal).unwrap();
@@ -412,23 +364,13 @@ fn check(case: Case) -> Result<(), TestCaseError> {
 
         match &outcome {
             Outcome::Completed { .. } => {
-                prop_assert!(
-                    model.live[0] && model.live[2],
-                    "a completed saga keeps every output"
-                );
+                prop_assert!(model.live[0] && model.live[2], "a completed saga keeps every output");
                 prop_assert!(model.rollback_undos.is_empty());
             }
             Outcome::Compensated { failure, .. } => {
-                prop_assert!(
-                    !model.live.iter().any(|l| *l),
-                    "a compensated saga leaves nothing live"
-                );
+                prop_assert!(!model.live.iter().any(|l| *l), "a compensated saga leaves nothing live");
                 let expected = model.live_at_rollback.clone().unwrap_or_default();
-                prop_assert_eq!(
-                    &model.rollback_undos,
-                    &expected,
-                    "each live step undone once, last first"
-                );
+                prop_assert_eq!(&model.rollback_undos, &expected, "each live step undone once, last first");
                 prop_assert!(STEPS.iter().position(|s| *s == failure.step).unwrap() <= COMMIT);
             }
             Outcome::NeedsHuman { failure, .. } => {
@@ -450,20 +392,14 @@ fn check(case: Case) -> Result<(), TestCaseError> {
         );
         prop_assert_eq!(
             levels.iter().filter(|l| **l == Level::PageHuman).count(),
-            report
-                .escalations
-                .iter()
-                .filter(|e| e.level == Level::PageHuman)
-                .count()
+            report.escalations.iter().filter(|e| e.level == Level::PageHuman).count()
         );
 
         if !matches!(outcome, Outcome::NeedsHuman { .. }) || round == 3 {
             break;
         }
         model.resume();
-        outcome = tokio
-            .block_on(runtime.resume::<ReleasePr>(outcome.saga_id()))
-            .unwrap();
+        outcome = tokio.block_on(runtime.resume::<ReleasePr>(outcome.saga_id())).unwrap();
     }
     Ok(())
 }

@@ -18,85 +18,39 @@ use tokio::time::Instant;
 /// own key, equal across its retries.
 #[tokio::test(start_paused = true)]
 async fn idempotency_keys_are_stable_per_step_and_distinct_across_steps_ids_and_inputs() {
-    let script = Script::new()
-        .then("open_pr", transient(1))
-        .then("comment", logical(1))
-        .then("undo comment", transient(1));
+    let script =
+        Script::new().then("open_pr", transient(1)).then("comment", logical(1)).then("undo comment", transient(1));
     let harness = Harness::with_script(script);
     let (runtime, _, _) = runtime(&harness, exact_backoff());
-    runtime
-        .run_with_id(SagaId::new("a"), ReleasePr::new())
-        .await
-        .unwrap();
+    runtime.run_with_id(SagaId::new("a"), ReleasePr::new()).await.unwrap();
     let a_open = harness.key_of("open_pr#1");
     assert_eq!(a_open.len(), 64);
     assert!(a_open.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
-    assert_eq!(
-        harness.key_of("open_pr#2"),
-        a_open,
-        "a retry reuses the key"
-    );
-    assert_eq!(
-        harness.key_of("comment#2"),
-        harness.key_of("comment#1"),
-        "a re-prompt of a failed step reuses the key"
-    );
+    assert_eq!(harness.key_of("open_pr#2"), a_open, "a retry reuses the key");
+    assert_eq!(harness.key_of("comment#2"), harness.key_of("comment#1"), "a re-prompt of a failed step reuses the key");
 
-    let all_a: HashSet<String> = [
-        "open_pr#1",
-        "run_tests#1",
-        "comment#1",
-        "merge#1",
-        "announce#1",
-    ]
-    .iter()
-    .map(|e| harness.key_of(e))
-    .collect();
+    let all_a: HashSet<String> =
+        ["open_pr#1", "run_tests#1", "comment#1", "merge#1", "announce#1"].iter().map(|e| harness.key_of(e)).collect();
     assert_eq!(all_a.len(), 5, "each step has its own key");
 
     let other_id = Harness::default();
     let (runtime, _, _) = common::runtime(&other_id, exact_backoff());
-    runtime
-        .run_with_id(SagaId::new("b"), ReleasePr::new())
-        .await
-        .unwrap();
-    assert_ne!(
-        other_id.key_of("open_pr#1"),
-        a_open,
-        "another saga id, another key"
-    );
+    runtime.run_with_id(SagaId::new("b"), ReleasePr::new()).await.unwrap();
+    assert_ne!(other_id.key_of("open_pr#1"), a_open, "another saga id, another key");
 
     let other_input = Harness::default();
     let (runtime, _, _) = common::runtime(&other_input, exact_backoff());
-    let input = ReleasePr {
-        branch: "fix-logout".into(),
-        ..ReleasePr::new()
-    };
+    let input = ReleasePr { branch: "fix-logout".into(), ..ReleasePr::new() };
     runtime.run_with_id(SagaId::new("a"), input).await.unwrap();
-    assert_ne!(
-        other_input.key_of("open_pr#1"),
-        a_open,
-        "another input, another key"
-    );
+    assert_ne!(other_input.key_of("open_pr#1"), a_open, "another input, another key");
 
     // A compensation's key is its own and stable across its retries.
-    let undo = Harness::with_script(
-        Script::new()
-            .then("comment", [Plan::Wrong])
-            .then("undo comment", transient(1)),
-    );
+    let undo = Harness::with_script(Script::new().then("comment", [Plan::Wrong]).then("undo comment", transient(1)));
     let (runtime, _, _) = common::runtime(&undo, exact_backoff());
-    runtime
-        .run_with_id(SagaId::new("a"), ReleasePr::new())
-        .await
-        .unwrap();
+    runtime.run_with_id(SagaId::new("a"), ReleasePr::new()).await.unwrap();
     assert_eq!(undo.key_of("undo comment#1"), undo.key_of("undo comment#2"));
     assert_ne!(undo.key_of("undo comment#1"), undo.key_of("comment#1"));
-    assert_eq!(
-        undo.key_of("open_pr#1"),
-        a_open,
-        "same id, input and step: same key in another process"
-    );
+    assert_eq!(undo.key_of("open_pr#1"), a_open, "same id, input and step: same key in another process");
 }
 
 /// `run_with_id` never starts a second saga: a finished one returns its stored outcome
@@ -105,30 +59,15 @@ async fn idempotency_keys_are_stable_per_step_and_distinct_across_steps_ids_and_
 async fn run_with_id_returns_the_stored_outcome_of_a_finished_saga() {
     let harness = Harness::default();
     let (runtime, _, store) = runtime(&harness, exact_backoff());
-    let first = runtime
-        .run_with_id(SagaId::new("pr-42"), ReleasePr::new())
-        .await
-        .unwrap();
-    let second = runtime
-        .run_with_id(SagaId::new("pr-42"), ReleasePr::new())
-        .await
-        .unwrap();
+    let first = runtime.run_with_id(SagaId::new("pr-42"), ReleasePr::new()).await.unwrap();
+    let second = runtime.run_with_id(SagaId::new("pr-42"), ReleasePr::new()).await.unwrap();
     assert_eq!(harness.log().len(), 5, "the second call ran nothing");
-    assert_eq!(
-        first.output().unwrap().announce,
-        second.output().unwrap().announce
-    );
+    assert_eq!(first.output().unwrap().announce, second.output().unwrap().announce);
     assert_eq!(first.report(), second.report());
     assert_eq!(store.list().await.unwrap().len(), 1);
 
-    let other = ReleasePr {
-        branch: "other".into(),
-        ..ReleasePr::new()
-    };
-    let error = runtime
-        .run_with_id(SagaId::new("pr-42"), other)
-        .await
-        .unwrap_err();
+    let other = ReleasePr { branch: "other".into(), ..ReleasePr::new() };
+    let error = runtime.run_with_id(SagaId::new("pr-42"), other).await.unwrap_err();
     assert!(matches!(error, RuntimeError::InputMismatch { .. }));
     assert_eq!(
         error.to_string(),
@@ -137,14 +76,8 @@ async fn run_with_id_returns_the_stored_outcome_of_a_finished_saga() {
 
     let compensated = Harness::with_script(Script::new().then("comment", transient(4)));
     let (runtime, _, _) = common::runtime(&compensated, exact_backoff());
-    let first = runtime
-        .run_with_id(SagaId::new("x"), ReleasePr::new())
-        .await
-        .unwrap();
-    let second = runtime
-        .run_with_id(SagaId::new("x"), ReleasePr::new())
-        .await
-        .unwrap();
+    let first = runtime.run_with_id(SagaId::new("x"), ReleasePr::new()).await.unwrap();
+    let second = runtime.run_with_id(SagaId::new("x"), ReleasePr::new()).await.unwrap();
     assert!(matches!(second, Outcome::Compensated { .. }));
     assert_eq!(first.failure(), second.failure());
     assert_eq!(compensated.log().len(), 7);
@@ -163,15 +96,7 @@ async fn concurrent_run_with_id_calls_run_the_saga_once() {
     assert!(a.is_completed() && b.is_completed());
     assert_eq!(
         harness.log(),
-        strings(&[
-            "open_pr#1",
-            "run_tests#1",
-            "run_tests#2",
-            "run_tests#3",
-            "comment#1",
-            "merge#1",
-            "announce#1"
-        ])
+        strings(&["open_pr#1", "run_tests#1", "run_tests#2", "run_tests#3", "comment#1", "merge#1", "announce#1"])
     );
     assert_eq!(a.report(), b.report());
 }
@@ -182,35 +107,20 @@ async fn concurrent_run_with_id_calls_run_the_saga_once() {
 async fn resuming_with_bad_input_is_a_clear_error_that_changes_nothing() {
     let harness = Harness::with_script(Script::new().then("announce", logical(4)));
     let (runtime, _, _) = runtime(&harness, exact_backoff());
-    let parked = runtime
-        .run_with_id(SagaId::new("r-1"), ReleasePr::new())
-        .await
-        .unwrap();
+    let parked = runtime.run_with_id(SagaId::new("r-1"), ReleasePr::new()).await.unwrap();
     assert!(matches!(parked, Outcome::NeedsHuman { .. }));
     let journal = runtime.journal(&SagaId::new("r-1")).await.unwrap();
 
-    let error = runtime
-        .resume::<ReleasePr>(&SagaId::new("nope"))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "no saga with id `nope` is stored: check the id, or start it with `run_with_id`"
-    );
+    let error = runtime.resume::<ReleasePr>(&SagaId::new("nope")).await.unwrap_err();
+    assert_eq!(error.to_string(), "no saga with id `nope` is stored: check the id, or start it with `run_with_id`");
 
-    let error = runtime
-        .resume::<Slow>(&SagaId::new("r-1"))
-        .await
-        .unwrap_err();
+    let error = runtime.resume::<Slow>(&SagaId::new("r-1")).await.unwrap_err();
     assert_eq!(
         error.to_string(),
         "saga `r-1` is a `release-pr` saga, not a `slow-poke` one: resume it with its own type"
     );
 
-    let error = runtime
-        .resume::<ReleasePrV2>(&SagaId::new("r-1"))
-        .await
-        .unwrap_err();
+    let error = runtime.resume::<ReleasePrV2>(&SagaId::new("r-1")).await.unwrap_err();
     let RuntimeError::DefinitionMismatch {
         stored_version,
         current_version,
@@ -225,17 +135,10 @@ async fn resuming_with_bad_input_is_a_clear_error_that_changes_nothing() {
     assert_eq!(stored_fingerprint, ReleasePr::definition().fingerprint());
     assert_eq!(current_fingerprint, ReleasePrV2::definition().fingerprint());
     let message = error.to_string();
-    assert!(
-        message.contains("version 1") && message.contains("version 2"),
-        "{message}"
-    );
+    assert!(message.contains("version 1") && message.contains("version 2"), "{message}");
     assert!(message.contains("nothing was changed"), "{message}");
 
-    assert_eq!(
-        runtime.journal(&SagaId::new("r-1")).await.unwrap(),
-        journal,
-        "the journal is untouched"
-    );
+    assert_eq!(runtime.journal(&SagaId::new("r-1")).await.unwrap(), journal, "the journal is untouched");
     assert_eq!(harness.log().len(), 8);
 }
 
@@ -258,25 +161,14 @@ impl ReleasePrV2 {
 /// `timeout` overrides the policy's, and the retry is a re-prompt.
 #[tokio::test(start_paused = true)]
 async fn a_step_past_its_timeout_is_a_logical_failure() {
-    let runtime = Runtime::builder()
-        .policy(Policy {
-            step_timeout: Some(Duration::from_secs(60)),
-            ..Policy::default()
-        })
-        .build();
+    let runtime =
+        Runtime::builder().policy(Policy { step_timeout: Some(Duration::from_secs(60)), ..Policy::default() }).build();
     let start = Instant::now();
     let outcome = runtime.run(Slow { hang_attempts: 1 }).await.unwrap();
-    assert_eq!(
-        start.elapsed(),
-        Duration::from_secs(2),
-        "the step's 2s timeout beats the policy's 60s"
-    );
+    assert_eq!(start.elapsed(), Duration::from_secs(2), "the step's 2s timeout beats the policy's 60s");
     assert_eq!(outcome.output().unwrap().think, 2);
     let escalation = &outcome.report().escalations[0];
-    assert_eq!(
-        (escalation.level, escalation.class, escalation.attempt),
-        (Level::Reprompt, FailureClass::Logical, 1)
-    );
+    assert_eq!((escalation.level, escalation.class, escalation.attempt), (Level::Reprompt, FailureClass::Logical, 1));
     assert_eq!(escalation.error, "timed out after 2s");
     // The policy's timeout applies to steps without their own.
     let start = Instant::now();
@@ -325,10 +217,7 @@ async fn panics_are_caught_as_failures() {
     let (runtime, _, _) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
     let first = &outcome.report().escalations[0];
-    assert_eq!(
-        (first.level, first.class, first.step.as_str()),
-        (Level::Reprompt, FailureClass::Logical, "run_tests")
-    );
+    assert_eq!((first.level, first.class, first.step.as_str()), (Level::Reprompt, FailureClass::Logical, "run_tests"));
     assert_eq!(first.error, "panicked: scripted panic in run_tests");
     assert!(matches!(outcome, Outcome::Compensated { .. }));
     let undo = &outcome.report().compensations[0];
@@ -341,24 +230,14 @@ async fn panics_are_caught_as_failures() {
 /// a message naming the type and the fix, which the ladder records like any logical failure.
 #[tokio::test(start_paused = true)]
 async fn resources_are_reached_by_type_and_a_missing_one_names_the_fix() {
-    let outcome = Runtime::builder()
-        .resource(Greeting("hello".into()))
-        .build()
-        .run(Greeter)
-        .await
-        .unwrap();
+    let outcome = Runtime::builder().resource(Greeting("hello".into())).build().run(Greeter).await.unwrap();
     assert_eq!(outcome.output().unwrap().greet, "hello, world");
 
     let notified = Arc::new(Mutex::new(Vec::new()));
     let sink = notified.clone();
-    let runtime = Runtime::builder()
-        .notifier(move |i: &Incident| sink.lock().unwrap().push(i.failure.clone()))
-        .build();
+    let runtime = Runtime::builder().notifier(move |i: &Incident| sink.lock().unwrap().push(i.failure.clone())).build();
     let outcome = runtime.run(Greeter).await.unwrap();
-    let Outcome::Compensated {
-        failure, report, ..
-    } = &outcome
-    else {
+    let Outcome::Compensated { failure, report, .. } = &outcome else {
         panic!("expected Compensated, got {outcome:?}")
     };
     assert_eq!(failure.kind, FailureKind::Panicked);
@@ -366,19 +245,8 @@ async fn resources_are_reached_by_type_and_a_missing_one_names_the_fix() {
         failure.message,
         "panicked: no resource of type `runtime::Greeting` is registered on this Runtime: add `.resource(value)` to `Runtime::builder()`"
     );
-    assert_eq!(
-        report.levels(),
-        [
-            Level::Reprompt,
-            Level::Reprompt,
-            Level::SwitchModel,
-            Level::Compensate
-        ]
-    );
-    assert_eq!(
-        notified.lock().unwrap().as_slice(),
-        std::slice::from_ref(failure)
-    );
+    assert_eq!(report.levels(), [Level::Reprompt, Level::Reprompt, Level::SwitchModel, Level::Compensate]);
+    assert_eq!(notified.lock().unwrap().as_slice(), std::slice::from_ref(failure));
 }
 
 struct Greeting(String);
@@ -395,13 +263,7 @@ impl Greeter {
 }
 
 /// `(name, kind, compensation, validator, inputs)` of a step definition.
-type StepRow = (
-    &'static str,
-    StepKind,
-    Option<&'static str>,
-    Option<&'static str>,
-    &'static [usize],
-);
+type StepRow = (&'static str, StepKind, Option<&'static str>, Option<&'static str>, &'static [usize]);
 
 /// The definition is inspectable at run time: name, version, fingerprint, and the ordered
 /// steps with their kind, compensation, validator, timeout and inputs.
@@ -410,37 +272,14 @@ fn the_definition_describes_the_saga() {
     let d = ReleasePr::definition();
     assert_eq!((d.name(), d.version()), ("release-pr", 1));
     assert_eq!(d.fingerprint().len(), 16);
-    let steps: Vec<StepRow> = d
-        .steps()
-        .iter()
-        .map(|s| {
-            (
-                s.name(),
-                s.kind(),
-                s.compensation(),
-                s.validate(),
-                s.inputs(),
-            )
-        })
-        .collect();
+    let steps: Vec<StepRow> =
+        d.steps().iter().map(|s| (s.name(), s.kind(), s.compensation(), s.validate(), s.inputs())).collect();
     assert_eq!(
         steps,
         [
-            (
-                "open_pr",
-                StepKind::Compensable,
-                Some("close_pr"),
-                None,
-                &[][..]
-            ),
+            ("open_pr", StepKind::Compensable, Some("close_pr"), None, &[][..]),
             ("run_tests", StepKind::Idempotent, None, None, &[0][..]),
-            (
-                "comment",
-                StepKind::Compensable,
-                Some("delete_comment"),
-                Some("non_empty"),
-                &[1][..]
-            ),
+            ("comment", StepKind::Compensable, Some("delete_comment"), Some("non_empty"), &[1][..]),
             ("merge", StepKind::Commit, None, None, &[0][..]),
             ("announce", StepKind::Idempotent, None, None, &[3][..]),
         ]
@@ -465,12 +304,7 @@ fn the_definition_describes_the_saga() {
 async fn the_generated_output_prints_and_serializes_every_step() {
     let harness = Harness::default();
     let (runtime, _, _) = runtime(&harness, exact_backoff());
-    let output = runtime
-        .run(ReleasePr::new())
-        .await
-        .unwrap()
-        .into_output()
-        .unwrap();
+    let output = runtime.run(ReleasePr::new()).await.unwrap().into_output().unwrap();
     assert_eq!(
         format!("{output:?}"),
         r#"ReleasePrOutput { open_pr: PrId(42), run_tests: TestReport { passed: 42 }, comment: CommentId("42 tests passed"), merge: "sha-of-42", announce: "released sha-of-42" }"#
@@ -523,10 +357,7 @@ impl saga_runtime::CheckpointStore for FlakyStore {
     fn create<'a>(
         &'a self,
         saga: saga_runtime::store::NewSaga,
-    ) -> saga_runtime::BoxFuture<
-        'a,
-        Result<saga_runtime::store::Created, saga_runtime::store::StoreError>,
-    > {
+    ) -> saga_runtime::BoxFuture<'a, Result<saga_runtime::store::Created, saga_runtime::store::StoreError>> {
         self.inner.create(saga)
     }
     fn append<'a>(
@@ -538,88 +369,53 @@ impl saga_runtime::CheckpointStore for FlakyStore {
         let mut appends = self.appends.lock().unwrap();
         *appends += 1;
         if *appends == self.fail_at {
-            return Box::pin(std::future::ready(Err(
-                saga_runtime::store::StoreError::Backend("disk full".into()),
-            )));
+            return Box::pin(std::future::ready(Err(saga_runtime::store::StoreError::Backend("disk full".into()))));
         }
         self.inner.append(id, records, checkpoint)
     }
     fn load<'a>(
         &'a self,
         id: &'a SagaId,
-    ) -> saga_runtime::BoxFuture<
-        'a,
-        Result<Option<saga_runtime::store::StoredSaga>, saga_runtime::store::StoreError>,
-    > {
+    ) -> saga_runtime::BoxFuture<'a, Result<Option<saga_runtime::store::StoredSaga>, saga_runtime::store::StoreError>>
+    {
         self.inner.load(id)
     }
     fn list(
         &self,
-    ) -> saga_runtime::BoxFuture<
-        '_,
-        Result<Vec<saga_runtime::store::SagaSummary>, saga_runtime::store::StoreError>,
-    > {
+    ) -> saga_runtime::BoxFuture<'_, Result<Vec<saga_runtime::store::SagaSummary>, saga_runtime::store::StoreError>>
+    {
         self.inner.list()
     }
 }
 
 /// A saga interrupted between two journal writes is resumed by `run_with_id`: the steps whose
-/// completion was journaled do not run again, the interrupted step runs again under the same
-/// idempotency key, and the outcome covers the whole run. The interrupted attempt never
-/// reached the journal, so the re-run is attempt 1 again.
+/// completion was journaled do not run again; the step that ran but whose completion was not
+/// journaled had its start journaled, so the resume counts that attempt as interrupted (a
+/// transient failure, level 0) and runs it again under the same idempotency key.
 #[tokio::test(start_paused = true)]
 async fn run_with_id_resumes_an_interrupted_saga_without_rerunning_journaled_steps() {
     let harness = Harness::default();
-    let store = FlakyStore {
-        inner: MemoryStore::new(),
-        appends: Arc::default(),
-        fail_at: 3,
-    };
-    let runtime = Runtime::builder()
-        .store(store.clone())
-        .resource(harness.clone())
-        .build();
-    let error = runtime
-        .run_with_id(SagaId::new("job-9"), ReleasePr::new())
-        .await
-        .unwrap_err();
+    // Writes: 1 open_pr starts; 2 open_pr done + run_tests starts; 3 run_tests done + comment
+    // starts; 4 comment done + merge starts (fails: the process "dies" after comment ran).
+    let store = FlakyStore { inner: MemoryStore::new(), appends: Arc::default(), fail_at: 4 };
+    let runtime = Runtime::builder().store(store.clone()).policy(exact_backoff()).resource(harness.clone()).build();
+    let error = runtime.run_with_id(SagaId::new("job-9"), ReleasePr::new()).await.unwrap_err();
     assert_eq!(error.to_string(), "the checkpoint store failed: disk full");
-    assert_eq!(
-        harness.log(),
-        strings(&["open_pr#1", "run_tests#1", "comment#1"])
-    );
-    assert_eq!(store.inner.list().await.unwrap()[0].status, Status::Running);
+    assert_eq!(harness.log(), strings(&["open_pr#1", "run_tests#1", "comment#1"]));
+    let summary = &store.inner.list().await.unwrap()[0];
+    assert_eq!((summary.status, summary.stage.as_str()), (Status::Running, "comment"));
 
-    let outcome = runtime
-        .run_with_id(SagaId::new("job-9"), ReleasePr::new())
-        .await
-        .unwrap();
+    let start = Instant::now();
+    let outcome = runtime.run_with_id(SagaId::new("job-9"), ReleasePr::new()).await.unwrap();
     assert!(outcome.is_completed());
     assert_eq!(
         harness.log(),
-        strings(&[
-            "open_pr#1",
-            "run_tests#1",
-            "comment#1",
-            "comment#1",
-            "merge#1",
-            "announce#1"
-        ])
+        strings(&["open_pr#1", "run_tests#1", "comment#1", "comment#2", "merge#1", "announce#1"])
     );
-    let keys = harness.keys.lock().unwrap().clone();
-    let comment_keys: Vec<&String> = keys
-        .iter()
-        .filter(|(e, _)| e == "comment#1")
-        .map(|(_, k)| k)
-        .collect();
-    assert_eq!(comment_keys.len(), 2);
-    assert_eq!(
-        comment_keys[0], comment_keys[1],
-        "the re-run reuses its key"
-    );
-    assert_eq!(
-        outcome.output().unwrap().open_pr,
-        PrId(42),
-        "the journaled output is restored"
-    );
+    assert_eq!(harness.key_of("comment#1"), harness.key_of("comment#2"), "the re-run reuses its key");
+    let interrupted = &outcome.report().escalations;
+    assert_eq!(escalations(outcome.report()), [(0, FailureClass::Transient, "comment".into(), 1)]);
+    assert_eq!(interrupted[0].error, "the process stopped during this attempt (a crash or a shutdown)");
+    assert_eq!(start.elapsed(), Duration::from_millis(500), "the interrupted attempt is retried with backoff");
+    assert_eq!(outcome.output().unwrap().open_pr, PrId(42), "the journaled output is restored");
 }

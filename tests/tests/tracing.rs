@@ -20,49 +20,21 @@ async fn tracing_spans_name_the_saga_step_attempt_class_and_level() {
 
     let harness = Harness::with_script(Script::new().then("run_tests", transient(1)));
     let (runtime, _, _) = runtime(&harness, exact_backoff());
-    runtime
-        .run_with_id(SagaId::new("traced"), ReleasePr::new())
-        .await
-        .unwrap();
+    runtime.run_with_id(SagaId::new("traced"), ReleasePr::new()).await.unwrap();
 
     let spans = spans.0.lock().unwrap().clone();
     let saga = spans.iter().find(|s| s.0 == "saga").expect("a saga span");
     assert!(saga.1.contains(&("saga_id".into(), "traced".into())));
     assert!(saga.1.contains(&("saga".into(), "release-pr".into())));
-    let steps: Vec<String> = spans
-        .iter()
-        .filter(|s| s.0 == "step")
-        .map(|s| s.field("step"))
-        .collect();
-    assert_eq!(
-        steps,
-        ["open_pr", "run_tests", "comment", "merge", "announce"]
-    );
+    let steps: Vec<String> = spans.iter().filter(|s| s.0 == "step").map(|s| s.field("step")).collect();
+    assert_eq!(steps, ["open_pr", "run_tests", "comment", "merge", "announce"]);
     let attempts: Vec<(String, String, String, String)> = spans
         .iter()
         .filter(|s| s.0 == "attempt")
-        .map(|s| {
-            (
-                s.field("step"),
-                s.field("attempt"),
-                s.field("class"),
-                s.field("level"),
-            )
-        })
+        .map(|s| (s.field("step"), s.field("attempt"), s.field("class"), s.field("level")))
         .collect();
-    assert_eq!(
-        attempts[1],
-        (
-            "run_tests".into(),
-            "1".into(),
-            "transient".into(),
-            "0".into()
-        )
-    );
-    assert_eq!(
-        attempts[2],
-        ("run_tests".into(), "2".into(), String::new(), String::new())
-    );
+    assert_eq!(attempts[1], ("run_tests".into(), "1".into(), "transient".into(), "0".into()));
+    assert_eq!(attempts[2], ("run_tests".into(), "2".into(), String::new(), String::new()));
     assert_eq!(attempts.len(), 6);
 }
 
@@ -71,12 +43,7 @@ struct SpanRecord(String, Vec<(String, String)>);
 
 impl SpanRecord {
     fn field(&self, name: &str) -> String {
-        self.1
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+        self.1.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
     }
 }
 
@@ -97,8 +64,8 @@ impl tracing::field::Visit for Fields<'_> {
 /// The index of a span's record in `Spans`, kept in the span's extensions.
 struct SpanIndex(usize);
 
-impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>>
-    tracing_subscriber::Layer<S> for Spans
+impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> tracing_subscriber::Layer<S>
+    for Spans
 {
     fn on_new_span(
         &self,
@@ -111,10 +78,7 @@ impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'
         let mut spans = self.0.lock().unwrap();
         spans.push(SpanRecord(attrs.metadata().name().to_owned(), fields));
         let index = SpanIndex(spans.len() - 1);
-        cx.span(id)
-            .expect("a new span is registered")
-            .extensions_mut()
-            .insert(index);
+        cx.span(id).expect("a new span is registered").extensions_mut().insert(index);
     }
 
     fn on_record(
@@ -125,10 +89,7 @@ impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'
     ) {
         let span = cx.span(id).expect("a recorded span is registered");
         let extensions = span.extensions();
-        let index = extensions
-            .get::<SpanIndex>()
-            .expect("every span gets an index")
-            .0;
+        let index = extensions.get::<SpanIndex>().expect("every span gets an index").0;
         values.record(&mut Fields(&mut self.0.lock().unwrap()[index].1));
     }
 }

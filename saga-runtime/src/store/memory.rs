@@ -31,17 +31,13 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave a half-written saga (every write is one
         // push or one field update), so a poisoned lock is still consistent.
-        self.sagas
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sagas.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore")
-            .field("sagas", &self.lock().order.len())
-            .finish()
+        f.debug_struct("MemoryStore").field("sagas", &self.lock().order.len()).finish()
     }
 }
 
@@ -82,17 +78,13 @@ impl CheckpointStore for MemoryStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let mut inner = self.lock();
         let result = match inner.by_id.get_mut(id) {
-            None => Err(StoreError::Missing {
-                saga_id: id.clone(),
-            }),
+            None => Err(StoreError::Missing { saga_id: id.clone() }),
             Some(saga) => {
                 let found = saga.records.len() as u64;
                 match records.first() {
-                    Some(first) if first.seq != found => Err(StoreError::Conflict {
-                        saga_id: id.clone(),
-                        expected: first.seq,
-                        found,
-                    }),
+                    Some(first) if first.seq != found => {
+                        Err(StoreError::Conflict { saga_id: id.clone(), expected: first.seq, found })
+                    }
                     _ => {
                         if let Some(last) = records.last() {
                             saga.summary.updated_at_ms = last.at_ms;
@@ -116,12 +108,7 @@ impl CheckpointStore for MemoryStore {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         let inner = self.lock();
-        let list = inner
-            .order
-            .iter()
-            .filter_map(|id| inner.by_id.get(id))
-            .map(|s| s.summary.clone())
-            .collect();
+        let list = inner.order.iter().filter_map(|id| inner.by_id.get(id)).map(|s| s.summary.clone()).collect();
         Box::pin(std::future::ready(Ok(list)))
     }
 }

@@ -7,8 +7,10 @@
 //! records with the checkpoint they lead to, and the store writes both atomically.
 
 mod memory;
+mod sqlite;
 
 pub use memory::MemoryStore;
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use crate::id::SagaId;
 use crate::journal::{Payload, Record};
@@ -76,12 +78,14 @@ pub struct SagaSummary {
 }
 
 /// The checkpoint a batch of records leads to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Checkpoint {
     /// The saga's status after the batch.
     pub status: Status,
     /// The saga's stage after the batch.
     pub stage: String,
+    /// The definition that wrote the batch (for step names).
+    pub definition: &'static crate::saga::Definition,
 }
 
 /// Errors of a checkpoint store, each saying what to do.
@@ -109,6 +113,52 @@ pub enum StoreError {
     /// The store failed for another reason.
     #[error("the checkpoint store failed: {0}")]
     Backend(String),
+    /// Another process holds the embedded store.
+    #[error(
+        "`{path}` is in use by another process: one process at a time owns an embedded saga store, so stop the other one or use another file (PostgreSQL serves many workers)"
+    )]
+    Locked {
+        /// The database file.
+        path: std::path::PathBuf,
+    },
+    /// The file is not a SQLite database.
+    #[error(
+        "`{path}` is not a SQLite database: point the store at a new file or at one it created; nothing was changed"
+    )]
+    NotADatabase {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The database belongs to another application.
+    #[error("`{path}` is not a saga store ({reason}): use a separate file for sagas; nothing was changed")]
+    NotASagaStore {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// The database was written by a newer version of this library.
+    #[error(
+        "`{path}` has schema version {found}, newer than version {supported} that this build of saga-runtime knows: upgrade saga-runtime to open it; nothing was changed"
+    )]
+    NewerSchema {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The schema version in the file.
+        found: i64,
+        /// The newest schema version this build knows.
+        supported: i64,
+    },
+    /// A stored row cannot be read: corrupted, tampered with, or sealed with another key.
+    #[error("{what} of saga `{saga_id}` cannot be read: {reason}; nothing was changed")]
+    Unreadable {
+        /// The saga id.
+        saga_id: SagaId,
+        /// Which row (`record 3 (step_completed)`, `the input`).
+        what: String,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 /// Persists sagas and their journals. The runtime drives it; users pick one with

@@ -42,21 +42,11 @@ impl Script {
         Self::default()
     }
     pub fn then(self, key: &str, plans: impl IntoIterator<Item = Plan>) -> Self {
-        self.0
-            .lock()
-            .unwrap()
-            .entry(key.to_owned())
-            .or_default()
-            .extend(plans);
+        self.0.lock().unwrap().entry(key.to_owned()).or_default().extend(plans);
         self
     }
     pub fn next(&self, key: &str) -> Plan {
-        self.0
-            .lock()
-            .unwrap()
-            .get_mut(key)
-            .and_then(|q| q.pop_front())
-            .unwrap_or(Plan::Ok)
+        self.0.lock().unwrap().get_mut(key).and_then(|q| q.pop_front()).unwrap_or(Plan::Ok)
     }
 }
 
@@ -64,12 +54,7 @@ pub fn transient(n: usize) -> Vec<Plan> {
     vec![Plan::Fail(StepError::transient("503 from the vendor")); n]
 }
 pub fn logical(n: usize) -> Vec<Plan> {
-    vec![
-        Plan::Fail(StepError::logical(
-            "the model called a tool that does not exist"
-        ));
-        n
-    ]
+    vec![Plan::Fail(StepError::logical("the model called a tool that does not exist")); n]
 }
 
 /// How a scripted call ended, as the step itself saw it.
@@ -109,10 +94,7 @@ pub struct Harness {
 
 impl Harness {
     pub fn with_script(script: Script) -> Self {
-        Harness {
-            script,
-            ..Self::default()
-        }
+        Harness { script, ..Self::default() }
     }
 
     /// Runs one scripted call: logs it, records what the context says, and applies the plan.
@@ -122,10 +104,7 @@ impl Harness {
             None => format!("{name}#{}", cx.attempt()),
         };
         self.log.push(entry.clone());
-        self.keys
-            .lock()
-            .unwrap()
-            .push((entry, cx.idempotency_key().to_owned()));
+        self.keys.lock().unwrap().push((entry, cx.idempotency_key().to_owned()));
         self.seen.lock().unwrap().push((
             name.to_owned(),
             cx.previous_error().map(|f| f.message.clone()),
@@ -165,11 +144,7 @@ impl Harness {
 
     pub fn key_of(&self, entry: &str) -> String {
         let keys = self.keys.lock().unwrap();
-        keys.iter()
-            .find(|(e, _)| e == entry)
-            .unwrap_or_else(|| panic!("no call {entry}"))
-            .1
-            .clone()
+        keys.iter().find(|(e, _)| e == entry).unwrap_or_else(|| panic!("no call {entry}")).1.clone()
     }
 }
 
@@ -182,10 +157,7 @@ pub struct ReleasePr {
 
 impl ReleasePr {
     pub fn new() -> Self {
-        ReleasePr {
-            repo: "acme/api".into(),
-            branch: "fix-login".into(),
-        }
+        ReleasePr { repo: "acme/api".into(), branch: "fix-login".into() }
     }
 }
 
@@ -215,30 +187,20 @@ impl ReleasePr {
     #[step(idempotent)]
     async fn run_tests(&self, cx: &StepContext, open_pr: &PrId) -> StepResult<TestReport> {
         cx.resource::<Harness>().call(cx, "run_tests").await?;
-        Ok(TestReport {
-            passed: open_pr.0 as u32,
-        })
+        Ok(TestReport { passed: open_pr.0 as u32 })
     }
 
     #[step(compensate = delete_comment, validate = non_empty)]
     async fn comment(&self, cx: &StepContext, run_tests: &TestReport) -> StepResult<CommentId> {
         let right = cx.resource::<Harness>().call(cx, "comment").await?;
-        Ok(CommentId(if right {
-            format!("{} tests passed", run_tests.passed)
-        } else {
-            String::new()
-        }))
+        Ok(CommentId(if right { format!("{} tests passed", run_tests.passed) } else { String::new() }))
     }
     async fn delete_comment(&self, cx: &StepContext, _comment: &CommentId) -> StepResult<()> {
         cx.resource::<Harness>().call(cx, "comment").await?;
         Ok(())
     }
     fn non_empty(&self, comment: &CommentId) -> Result<(), String> {
-        if comment.0.is_empty() {
-            Err("the comment is empty".into())
-        } else {
-            Ok(())
-        }
+        if comment.0.is_empty() { Err("the comment is empty".into()) } else { Ok(()) }
     }
 
     #[step(commit)]
@@ -275,40 +237,22 @@ pub fn runtime(harness: &Harness, policy: Policy) -> (Runtime, Incidents, Memory
         .policy(policy)
         .resource(harness.clone())
         .notifier(move |i: &Incident| {
-            notified.0.lock().unwrap().push((
-                i.level,
-                i.failure.step.clone(),
-                i.failure.message.clone(),
-            ))
+            notified.0.lock().unwrap().push((i.level, i.failure.step.clone(), i.failure.message.clone()))
         })
         .pager(move |i: &Incident| {
-            paged.0.lock().unwrap().push((
-                i.level,
-                i.failure.step.clone(),
-                i.failure.message.clone(),
-            ))
+            paged.0.lock().unwrap().push((i.level, i.failure.step.clone(), i.failure.message.clone()))
         })
         .build();
     (runtime, incidents, store)
 }
 
 pub fn exact_backoff() -> Policy {
-    Policy {
-        backoff: Backoff {
-            jitter: Jitter::None,
-            ..Backoff::default()
-        },
-        ..Policy::default()
-    }
+    Policy { backoff: Backoff { jitter: Jitter::None, ..Backoff::default() }, ..Policy::default() }
 }
 
 /// `(level as u8, class, step, attempt)` of each escalation, for compact assertions.
 pub fn escalations(report: &Report) -> Vec<(u8, FailureClass, String, u32)> {
-    report
-        .escalations
-        .iter()
-        .map(|e| (e.level as u8, e.class, e.step.clone(), e.attempt))
-        .collect()
+    report.escalations.iter().map(|e| (e.level as u8, e.class, e.step.clone(), e.attempt)).collect()
 }
 
 pub fn strings(items: &[&str]) -> Vec<String> {

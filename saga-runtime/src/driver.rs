@@ -1,0 +1,522 @@
+//! The driver of one saga: it asks the journal's fold what comes next, records the start of
+//! that action together with everything still pending (one store write per action), acts,
+//! and records the result. Every decision is a journal record, so a driver rebuilt from the
+//! store after a crash continues exactly where the journal stops.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tracing::Instrument;
+
+use crate::context::{KeySource, StepContext};
+use crate::error::{Failure, FailureKind, RuntimeError, StepError};
+use crate::id::SagaId;
+use crate::idempotency;
+use crate::journal::{CompensationNext, Event, Next, Payload, Phase, Progress, Record, Then};
+use crate::ladder;
+use crate::outcome::{Incident, Level, Outcome, Status};
+use crate::runtime::Inner;
+use crate::saga::{BoxFuture, Definition, Saga, StepKind};
+use crate::store::{StoreError, StoredSaga};
+use crate::writer::{JournalWriter, now_ms};
+
+/// What the driver does next.
+enum Action {
+    Finish(Status),
+    Attempt(usize),
+    Compensate(usize),
+    Notify,
+    Page,
+    Return,
+}
+
+pub(crate) struct Driver<'r, S: Saga> {
+    rt: &'r Inner,
+    saga: S,
+    saga_id: SagaId,
+    definition: &'static Definition,
+    input_digest: [u8; 32],
+    pub(crate) progress: Progress,
+    /// The typed outputs; in step with `progress.steps[i].output`.
+    state: S::State,
+    writer: Arc<JournalWriter>,
+    span: tracing::Span,
+    /// The span of the step being run, kept across its attempts.
+    step_span: Option<(usize, tracing::Span)>,
+    /// On a resume: what remains of a backoff that the stop cut short.
+    resume_wait: Option<Duration>,
+}
+
+impl<'r, S: Saga> Driver<'r, S> {
+    /// A driver for a saga just created with its `started` record.
+    pub(crate) fn start(
+        rt: &'r Inner,
+        saga: S,
+        saga_id: SagaId,
+        input: &Payload,
+        started: &Record,
+    ) -> Result<Self, RuntimeError> {
+        let mut driver = Driver::new(rt, saga, saga_id, input, Progress::new(S::definition()), 1);
+        driver.writer.observe(started);
+        driver.progress.apply(&started.event).map_err(|reason| driver.journal_error(reason))?;
+        Ok(driver)
+    }
+
+    fn new(rt: &'r Inner, saga: S, saga_id: SagaId, input: &Payload, progress: Progress, next_seq: u64) -> Self {
+        let definition = S::definition();
+        let span = tracing::info_span!("saga", saga_id = %saga_id, saga = definition.name());
+        let writer =
+            Arc::new(JournalWriter::new(rt.store.clone(), saga_id.clone(), definition, rt.observers.clone(), next_seq));
+        Driver {
+            rt,
+            saga,
+            saga_id,
+            definition,
+            input_digest: idempotency::input_digest(input),
+            progress,
+            state: S::State::default(),
+            writer,
+            span,
+            step_span: None,
+            resume_wait: None,
+        }
+    }
+
+    /// A driver for a stored saga: its journal replayed, its outputs decoded.
+    pub(crate) fn restore(rt: &'r Inner, saga: S, saga_id: SagaId, stored: StoredSaga) -> Result<Self, RuntimeError> {
+        let definition = S::definition();
+        let progress = Progress::replay(definition, &stored.records)
+            .map_err(|reason| RuntimeError::Journal { saga_id: saga_id.clone(), reason })?;
+        let next_seq = progress.next_seq;
+        let mut driver = Driver::new(rt, saga, saga_id, &stored.input, progress, next_seq);
+        for (i, step) in driver.progress.steps.iter().enumerate() {
+            if let Some(output) = &step.output {
+                S::__decode(i, &mut driver.state, output).map_err(|source| RuntimeError::Checkpoint {
+                    saga_id: driver.saga_id.clone(),
+                    step: definition.steps()[i].name().to_owned(),
+                    source,
+                })?;
+            }
+        }
+        driver.resume_wait = remaining_backoff(stored.records.last());
+        Ok(driver)
+    }
+
+    fn journal_error(&self, reason: String) -> RuntimeError {
+        RuntimeError::Journal { saga_id: self.saga_id.clone(), reason }
+    }
+
+    /// Applies an event and queues it for the next commit.
+    pub(crate) fn record(&mut self, event: Event) -> Result<(), RuntimeError> {
+        self.progress.apply(&event).map_err(|reason| self.journal_error(reason))?;
+        self.writer.push(event);
+        Ok(())
+    }
+
+    /// Applies what the effects of the last step attempt wrote.
+    fn fold_effects(&mut self) -> Result<(), RuntimeError> {
+        for event in self.writer.take_unfolded() {
+            self.progress.apply(&event).map_err(|reason| self.journal_error(reason))?;
+        }
+        match self.writer.failure() {
+            Some(error) => Err(RuntimeError::Store(StoreError::Backend(error))),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the queued records and the checkpoint they lead to, in one store transaction.
+    async fn commit(&mut self) -> Result<(), RuntimeError> {
+        self.writer.set_checkpoint(self.progress.status(), self.progress.stage());
+        self.writer.commit().await?;
+        Ok(())
+    }
+
+    fn next_action(&self) -> Action {
+        match &self.progress.phase {
+            Phase::Forward(i) if *i >= self.definition.steps().len() => Action::Finish(Status::Completed),
+            Phase::Forward(i) => Action::Attempt(*i),
+            Phase::Compensating { queue, then } => {
+                if *then == Then::RollBack && !self.progress.notified {
+                    Action::Notify
+                } else {
+                    match queue.last() {
+                        Some(&step) => Action::Compensate(step),
+                        None => Action::Finish(Status::Compensated),
+                    }
+                }
+            }
+            Phase::Parked(_) if !self.progress.paged => Action::Page,
+            Phase::Parked(_) | Phase::Finished(_) => Action::Return,
+        }
+    }
+
+    pub(crate) async fn drive(&mut self) -> Result<Outcome<S::Output>, RuntimeError> {
+        let span = self.span.clone();
+        async move {
+            loop {
+                match self.next_action() {
+                    Action::Finish(status) => {
+                        self.record(Event::Finished { status })?;
+                        self.commit().await?;
+                        return self.outcome();
+                    }
+                    Action::Return => {
+                        self.commit().await?;
+                        return self.outcome();
+                    }
+                    Action::Page => {
+                        // The park is durable before anyone is paged.
+                        self.commit().await?;
+                        self.page()?;
+                        self.commit().await?;
+                        return self.outcome();
+                    }
+                    Action::Notify => {
+                        self.commit().await?;
+                        self.notify()?;
+                    }
+                    Action::Attempt(step) => self.attempt(step).await?,
+                    Action::Compensate(step) => self.compensate(step).await?,
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn context(&self, step: usize, attempt: u32, tier: u32, compensation: Option<&'static str>) -> StepContext {
+        let step_def = &self.definition.steps()[step];
+        let state = &self.progress.steps[step];
+        let previous_error = match compensation {
+            Some(_) => state.compensation_failure.clone(),
+            None => state.last_failure.clone(),
+        };
+        // Inputs are earlier steps; compensations run in reverse order, so a step's inputs
+        // are still checkpointed whenever it or its compensation runs.
+        let reads = step_def.inputs().iter().filter_map(|&j| self.progress.steps[j].output.clone()).collect();
+        StepContext {
+            step_index: step as u32,
+            writer: self.writer.clone(),
+            landed: Mutex::new(state.effects.clone()),
+            saga_id: self.saga_id.clone(),
+            saga: self.definition.name(),
+            step: step_def.name(),
+            compensation,
+            attempt,
+            tier,
+            previous_error,
+            observation: self.progress.observation.clone(),
+            key_source: KeySource { input_digest: self.input_digest, reads, generation: state.generation },
+            key: OnceLock::new(),
+            resources: self.rt.resources.clone(),
+        }
+    }
+
+    fn timeout(&self, step: usize) -> Option<Duration> {
+        self.definition.steps()[step].timeout().or(self.rt.policy.step_timeout)
+    }
+
+    fn step_span(&mut self, i: usize) -> tracing::Span {
+        match &self.step_span {
+            Some((index, span)) if *index == i => span.clone(),
+            _ => {
+                let name = self.definition.steps()[i].name();
+                let span = tracing::info_span!(parent: &self.span, "step", saga_id = %self.saga_id, step = name);
+                self.step_span = Some((i, span.clone()));
+                span
+            }
+        }
+    }
+
+    async fn attempt(&mut self, i: usize) -> Result<(), RuntimeError> {
+        let step_def = &self.definition.steps()[i];
+        if let Some(interrupted) = self.progress.steps[i].open_attempt {
+            // Only a driver rebuilt from the store finds an attempt that started and has no
+            // result: the process stopped during it.
+            let error = StepError::transient("the process stopped during this attempt (a crash or a shutdown)")
+                .with_kind(FailureKind::Interrupted);
+            let span = self.attempt_span(i, interrupted, self.progress.steps[i].tier);
+            return self.step_failed(i, interrupted, error, None, &span).await;
+        }
+        if let Some(wait) = self.resume_wait.take() {
+            tokio::time::sleep(wait).await;
+        }
+        let attempt = self.progress.steps[i].attempts + 1;
+        let tier = self.progress.steps[i].tier;
+        self.record(Event::AttemptStarted { step: i as u32, attempt, tier })?;
+        self.commit().await?;
+
+        let cx = self.context(i, attempt, tier, None);
+        let span = self.attempt_span(i, attempt, tier);
+        let timeout = self.timeout(i);
+        let result = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout).instrument(span.clone()).await;
+        drop(cx);
+        self.fold_effects()?;
+        let result = result.and_then(|()| self.validate(i));
+        match result {
+            Ok(()) => {
+                let output = self.encode(i)?;
+                span.in_scope(|| tracing::debug!("step completed"));
+                self.record(Event::StepCompleted { step: i as u32, attempt, output })
+            }
+            Err(error) => {
+                let rejected_output = match error.kind() {
+                    FailureKind::Rejected => Some(self.encode(i)?),
+                    _ => None,
+                };
+                if rejected_output.is_some() && step_def.kind() != StepKind::Compensable {
+                    S::__clear(i, &mut self.state);
+                }
+                self.step_failed(i, attempt, error, rejected_output, &span).await
+            }
+        }
+    }
+
+    /// The step's validator, with a panic caught as a rejection.
+    fn validate(&self, i: usize) -> Result<(), StepError> {
+        let validator = self.definition.steps()[i].validate().unwrap_or("validate");
+        let verdict = std::panic::catch_unwind(AssertUnwindSafe(|| self.saga.__validate(i, &self.state)))
+            .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
+        verdict.map_err(|rejection| {
+            StepError::logical(format!("validator `{validator}` rejected the output: {rejection}"))
+                .with_kind(FailureKind::Rejected)
+        })
+    }
+
+    fn attempt_span(&mut self, i: usize, attempt: u32, tier: u32) -> tracing::Span {
+        let step_span = self.step_span(i);
+        tracing::info_span!(
+            parent: &step_span,
+            "attempt",
+            step = self.definition.steps()[i].name(),
+            attempt,
+            tier,
+            class = tracing::field::Empty,
+            level = tracing::field::Empty,
+        )
+    }
+
+    async fn step_failed(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        mut error: StepError,
+        rejected_output: Option<Payload>,
+        span: &tracing::Span,
+    ) -> Result<(), RuntimeError> {
+        let next = ladder::decide(&self.rt.policy, self.definition, &self.progress, i, &mut error);
+        let failure = Failure {
+            step: self.definition.steps()[i].name().to_owned(),
+            compensation: None,
+            class: error.class(),
+            kind: error.kind(),
+            attempt,
+            message: error.message().to_owned(),
+        };
+        span.record("class", tracing::field::display(failure.class));
+        span.record("level", next.level() as u8);
+        span.in_scope(|| {
+            tracing::warn!(
+                class = %failure.class,
+                level = next.level() as u8,
+                error = %failure.message,
+                "step failed: {}", next.level()
+            )
+        });
+        let delay = match next {
+            Next::Retry { delay } => Some(delay),
+            _ => None,
+        };
+        self.record(Event::StepFailed { step: i as u32, failure, rejected_output, next })?;
+        self.backoff(delay).await
+    }
+
+    /// Before sleeping, the failure is made durable, so that a stop during the sleep resumes
+    /// with the rest of the delay.
+    async fn backoff(&mut self, delay: Option<Duration>) -> Result<(), RuntimeError> {
+        if let Some(delay) = delay.filter(|d| !d.is_zero()) {
+            self.commit().await?;
+            tokio::time::sleep(delay).await;
+        }
+        Ok(())
+    }
+
+    async fn compensate(&mut self, i: usize) -> Result<(), RuntimeError> {
+        let step_def = &self.definition.steps()[i];
+        let compensation = step_def.compensation().unwrap_or_default();
+        let span = tracing::info_span!(
+            parent: &self.span,
+            "compensation",
+            saga_id = %self.saga_id,
+            step = step_def.name(),
+            compensation,
+            attempt = tracing::field::Empty,
+            class = tracing::field::Empty,
+            level = tracing::field::Empty,
+        );
+        if let Some(interrupted) = self.progress.steps[i].open_compensation_attempt {
+            let error = StepError::transient("the process stopped during this compensation (a crash or a shutdown)")
+                .with_kind(FailureKind::Interrupted);
+            return self.compensation_failed(i, interrupted, error, &span).await;
+        }
+        if let Some(wait) = self.resume_wait.take() {
+            tokio::time::sleep(wait).await;
+        }
+        let attempt = self.progress.steps[i].compensation_attempts + 1;
+        span.record("attempt", attempt);
+        self.record(Event::CompensationStarted { step: i as u32, attempt })?;
+        self.commit().await?;
+        let cx = self.context(i, attempt, 0, Some(compensation));
+        let timeout = self.timeout(i);
+        let result = guarded(self.saga.__compensate(i, &cx, &self.state), timeout).instrument(span.clone()).await;
+        drop(cx);
+        self.fold_effects()?;
+        match result {
+            Ok(()) => {
+                span.in_scope(|| tracing::info!("compensated"));
+                self.record(Event::CompensationDone { step: i as u32, attempt })?;
+                S::__clear(i, &mut self.state);
+                Ok(())
+            }
+            Err(error) => self.compensation_failed(i, attempt, error, &span).await,
+        }
+    }
+
+    async fn compensation_failed(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        error: StepError,
+        span: &tracing::Span,
+    ) -> Result<(), RuntimeError> {
+        let step_def = &self.definition.steps()[i];
+        let next = ladder::decide_compensation(&self.rt.policy, &self.progress, i, &error);
+        let failure = Failure {
+            step: step_def.name().to_owned(),
+            compensation: Some(step_def.compensation().unwrap_or_default().to_owned()),
+            class: error.class(),
+            kind: error.kind(),
+            attempt,
+            message: error.message().to_owned(),
+        };
+        span.record("class", tracing::field::display(failure.class));
+        let delay = match next {
+            CompensationNext::Retry { delay } => Some(delay),
+            CompensationNext::Park => {
+                span.record("level", Level::PageHuman as u8);
+                None
+            }
+        };
+        span.in_scope(|| tracing::warn!(class = %failure.class, error = %failure.message, "compensation failed"));
+        self.record(Event::CompensationFailed { step: i as u32, failure, next })?;
+        self.backoff(delay).await
+    }
+
+    fn encode(&self, i: usize) -> Result<Payload, RuntimeError> {
+        let encoded =
+            std::panic::catch_unwind(AssertUnwindSafe(|| S::__encode(i, &self.state))).unwrap_or_else(|panic| {
+                Err(crate::CodecError::from(<serde_json::Error as serde::ser::Error>::custom(format!(
+                    "Serialize panicked: {}",
+                    panic_message(&*panic)
+                ))))
+            });
+        encoded.map(Payload::from).map_err(|source| RuntimeError::Encode {
+            saga_id: self.saga_id.clone(),
+            step: self.definition.steps()[i].name().to_owned(),
+            source,
+        })
+    }
+
+    fn incident(&self, level: Level) -> Result<Incident, RuntimeError> {
+        let failure = self
+            .progress
+            .outcome_failure()
+            .cloned()
+            .ok_or_else(|| self.journal_error(format!("{level} without a failure")))?;
+        Ok(Incident {
+            saga_id: self.saga_id.clone(),
+            saga: self.definition.name().to_owned(),
+            level,
+            failure,
+            report: self.progress.report.clone(),
+        })
+    }
+
+    /// Level 3: the notifier is called once per rollback (again only if a stop lost the
+    /// record of the first call).
+    fn notify(&mut self) -> Result<(), RuntimeError> {
+        let incident = self.incident(Level::Compensate)?;
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.notifier.notify(&incident))).is_err() {
+            tracing::error!(saga_id = %self.saga_id, "the notifier panicked; the rollback goes on");
+        }
+        self.record(Event::Notified)
+    }
+
+    /// Level 4: the pager is called once per park (again only if a stop lost the record).
+    fn page(&mut self) -> Result<(), RuntimeError> {
+        let incident = self.incident(Level::PageHuman)?;
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.pager.page(&incident))).is_err() {
+            tracing::error!(saga_id = %self.saga_id, "the pager panicked; the saga stays parked");
+        }
+        self.record(Event::Paged)
+    }
+
+    pub(crate) fn outcome(&mut self) -> Result<Outcome<S::Output>, RuntimeError> {
+        let saga_id = self.saga_id.clone();
+        let report = self.progress.report.clone();
+        let failure = || {
+            self.progress.outcome_failure().cloned().ok_or_else(|| self.journal_error("no failure recorded".to_owned()))
+        };
+        match self.progress.status() {
+            Status::Completed => {
+                let state = std::mem::take(&mut self.state);
+                let output = S::__finish(state)
+                    .ok_or_else(|| self.journal_error("a completed saga lacks a step output".to_owned()))?;
+                Ok(Outcome::Completed { saga_id, output, report })
+            }
+            Status::Compensated => Ok(Outcome::Compensated { saga_id, failure: failure()?, report }),
+            Status::NeedsHuman => Ok(Outcome::NeedsHuman { saga_id, failure: failure()?, report }),
+            Status::Running => Err(self.journal_error("the saga stopped while running".to_owned())),
+        }
+    }
+}
+
+/// What remains of the backoff decided by the last record, when a stop cut it short.
+fn remaining_backoff(last: Option<&Record>) -> Option<Duration> {
+    let last = last?;
+    let delay = match &last.event {
+        Event::StepFailed { next: Next::Retry { delay }, .. } => *delay,
+        Event::CompensationFailed { next: CompensationNext::Retry { delay }, .. } => *delay,
+        _ => return None,
+    };
+    let due = last.at_ms.saturating_add(delay.as_millis() as u64);
+    let now = now_ms();
+    (due > now).then(|| Duration::from_millis(due - now))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-text payload".to_owned())
+}
+
+/// Runs one attempt with its timeout; a panic or a timeout becomes a logical failure.
+async fn guarded(attempt: BoxFuture<'_, Result<(), StepError>>, timeout: Option<Duration>) -> Result<(), StepError> {
+    let caught = AssertUnwindSafe(attempt).catch_unwind();
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, caught).await {
+            Ok(result) => result,
+            Err(_) => {
+                return Err(StepError::logical(format!("timed out after {limit:?}")).with_kind(FailureKind::TimedOut));
+            }
+        },
+        None => caught.await,
+    };
+    result.unwrap_or_else(|panic| {
+        Err(StepError::logical(format!("panicked: {}", panic_message(&*panic))).with_kind(FailureKind::Panicked))
+    })
+}
