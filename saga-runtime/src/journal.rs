@@ -75,8 +75,10 @@ pub struct Record {
 
 /// What happened. Steps are referred to by their index in the [`Definition`] (the
 /// fingerprint guarantees that the definition reading a journal is the one that wrote it).
+// Externally tagged (`{"step_completed": {...}}`): serde buffers internally tagged enums,
+// which cannot carry the raw JSON of outputs and effect results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// The saga was created.

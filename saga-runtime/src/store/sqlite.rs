@@ -675,12 +675,17 @@ fn saga_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawSaga> {
         fingerprint: row.get(3)?,
         status: row.get(4)?,
         stage: row.get(5)?,
-        input: row.get(6)?,
+        input: bytes(row, 6)?,
         records: row.get::<_, i64>(7)? as u64,
         created_at: row.get::<_, i64>(8)? as u64,
         updated_at: row.get::<_, i64>(9)? as u64,
         journal: Vec::new(),
     })
+}
+
+/// A payload column as bytes, whatever type an edit of the file left in it.
+fn bytes(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Vec<u8>> {
+    Ok(row.get_ref(index)?.as_bytes_or_null()?.unwrap_or_default().to_vec())
 }
 
 const SAGA_COLUMNS: &str = "id, name, version, fingerprint, status, stage, input, records, created_at, updated_at";
@@ -702,7 +707,7 @@ fn load(connection: &Connection, id: &str) -> rusqlite::Result<Option<RawSaga>> 
             at: row.get::<_, i64>(1)? as u64,
             kind: row.get(2)?,
             step: row.get(3)?,
-            body: row.get(4)?,
+            body: bytes(row, 4)?,
         })
     })?;
     saga.journal = rows.collect::<rusqlite::Result<_>>()?;
