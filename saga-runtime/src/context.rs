@@ -223,7 +223,7 @@ impl StepContext {
             result: bytes.clone(),
         });
         self.writer
-            .commit()
+            .commit(true)
             .await
             .map_err(|e| StepError::transient(format!("the journal could not record effect `{name}`: {e}")))?;
         self.lock_landed().push(LandedEffect { name: name.to_owned(), key, attempt: self.attempt, result: bytes });

@@ -129,7 +129,7 @@ impl<'r, S: Saga> Driver<'r, S> {
     /// Writes the queued records and the checkpoint they lead to, in one store transaction.
     async fn commit(&mut self) -> Result<(), RuntimeError> {
         self.writer.set_checkpoint(self.progress.status(), self.progress.stage());
-        self.writer.commit().await?;
+        self.writer.commit(false).await?;
         Ok(())
     }
 

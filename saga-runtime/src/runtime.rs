@@ -6,6 +6,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use crate::context::Resources;
 use crate::driver::Driver;
 use crate::error::RuntimeError;
+use crate::hooks::crash_point;
 use crate::id::SagaId;
 use crate::journal::{Event, Parked, Payload, Phase, Record};
 use crate::notify::{LogNotifier, LogPager, Notifier, Observer, Pager};
@@ -243,7 +244,10 @@ impl Runtime {
             input: input.clone(),
             started: started.clone(),
         };
-        match self.inner.store.create(new).await? {
+        crash_point("before creating a saga");
+        let created = self.inner.store.create(new).await?;
+        crash_point("after creating a saga");
+        match created {
             Created::New => Driver::start(&self.inner, saga, saga_id, &input, &started)?.drive().await,
             Created::Existing(stored) => {
                 check_definition::<S>(&saga_id, &stored.summary)?;

@@ -114,8 +114,9 @@ impl JournalWriter {
         self.lock().failed.clone()
     }
 
-    /// Writes every queued record and the checkpoint, in one store transaction.
-    pub(crate) async fn commit(&self) -> Result<(), StoreError> {
+    /// Writes every queued record and the checkpoint, in one store transaction. `effect` says
+    /// whether an effect is writing its own record (for the crash points' labels).
+    pub(crate) async fn commit(&self, effect: bool) -> Result<(), StoreError> {
         let _ordered = self.commit_lock.lock().await;
         let (records, checkpoint) = {
             let mut state = self.lock();
@@ -129,10 +130,10 @@ impl JournalWriter {
                 Checkpoint { status: state.status, stage: state.stage.clone(), definition: self.definition };
             (std::mem::take(&mut state.pending), checkpoint)
         };
-        crash_point("before a journal write");
+        crash_point(if effect { "before an effect's journal write" } else { "before a journal write" });
         match self.store.append(&self.saga_id, records, checkpoint).await {
             Ok(()) => {
-                crash_point("after a journal write");
+                crash_point(if effect { "after an effect's journal write" } else { "after a journal write" });
                 Ok(())
             }
             Err(error) => {
