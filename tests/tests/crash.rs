@@ -119,16 +119,16 @@ impl Ship {
     }
 
     #[step(compensate = unpush)]
-    async fn push(&self, cx: &StepContext, prepare: &String) -> StepResult<Vec<String>> {
+    async fn push(&self, cx: &StepContext, prepare: &str) -> StepResult<Vec<String>> {
         world(cx).step("push", cx.attempt());
-        Ok(vec![apply(cx, "push a").await?, apply(cx, "push b").await?, prepare.clone()])
+        Ok(vec![apply(cx, "push a").await?, apply(cx, "push b").await?, prepare.to_owned()])
     }
     async fn unpush(&self, cx: &StepContext, _pushed: Option<&Vec<String>>) -> StepResult<()> {
         undo_all(cx).await
     }
 
     #[step(idempotent)]
-    async fn review(&self, cx: &StepContext, push: &Vec<String>) -> StepResult<usize> {
+    async fn review(&self, cx: &StepContext, push: &[String]) -> StepResult<usize> {
         world(cx).step("review", cx.attempt());
         if cx.attempt() == 1 {
             return Err(StepError::transient("reviewer bot timed out"));
