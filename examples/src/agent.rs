@@ -3,17 +3,20 @@
 
 use std::sync::Arc;
 
+use saga_runtime::Redacted;
 use saga_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::fakes::{Chat, Ci, CodeHost, ScriptedModel};
+use crate::fakes::World;
 
-/// The saga's input: what the agent was asked to do.
+/// The saga's input: what the agent was asked to do, and with which credentials.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodeChange {
     pub repo: String,
     pub issue: u64,
     pub request: String,
+    /// Printed as `[redacted]`; kept (encrypted, when the store has a key) in the checkpoint.
+    pub host_token: Redacted<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,14 +38,6 @@ pub struct Branch {
     pub files: Vec<String>,
 }
 
-/// The fakes, registered on the runtime as one resource.
-pub struct World {
-    pub model: ScriptedModel,
-    pub host: CodeHost,
-    pub ci: Ci,
-    pub chat: Chat,
-}
-
 fn world(cx: &StepContext) -> &Arc<World> {
     cx.resource::<Arc<World>>()
 }
@@ -54,7 +49,12 @@ impl CodeChange {
     #[step(idempotent, validate = plan_stays_in_repo, timeout = "2m")]
     async fn plan(&self, cx: &StepContext) -> StepResult<Plan> {
         let previous = cx.previous_error().map(|f| f.message.as_str());
-        world(cx).model.plan(&self.request, cx.model_tier(), previous, cx.observation())
+        let plan = world(cx).plan(&self.request, cx.model_tier(), previous, cx.observation())?;
+        cx.record_llm(
+            &format!("Authorization: Bearer {} | {}", self.host_token.expose(), self.request),
+            &format!("{} ({} files)", plan.summary, plan.files.len()),
+        );
+        Ok(plan)
     }
     fn plan_stays_in_repo(&self, plan: &Plan) -> Result<(), String> {
         match plan.files.iter().find(|f| f.path.starts_with('/') || f.path.contains("..")) {
@@ -64,48 +64,65 @@ impl CodeChange {
         }
     }
 
-    /// Pushes the planned files to a branch named after the idempotency key.
-    #[step(compensate = delete_branch)]
+    /// Pushes each planned file as its own journaled effect, to a branch named after the
+    /// step's idempotency key. If a push is refused half-way, the files that landed are
+    /// deleted by `delete_files` before the step runs again (half-success).
+    #[step(compensate = delete_files)]
     async fn write_files(&self, cx: &StepContext, plan: &Plan) -> StepResult<Branch> {
         let name = format!("agent/issue-{}-{}", self.issue, &cx.idempotency_key()[..6]);
-        world(cx).host.write_files(cx.idempotency_key(), &name, &plan.files)?;
-        Ok(Branch { name, files: plan.files.iter().map(|f| f.path.clone()).collect() })
+        let mut files = Vec::new();
+        for file in &plan.files {
+            let (_, path): (String, String) = cx
+                .effect_with(&format!("push {}", file.path), &(&name, file), |key| {
+                    let name = &name;
+                    async move { world(cx).write_file(&key, name, file).map(|path| (name.clone(), path)) }
+                })
+                .await?;
+            files.push(path);
+        }
+        Ok(Branch { name, files })
     }
-    async fn delete_branch(&self, cx: &StepContext, branch: &Branch) -> StepResult<()> {
-        world(cx).host.delete_branch(&branch.name)
+    /// Undoes exactly what landed: `cx.effects()` lists every pushed file, also when the step
+    /// failed before returning a `Branch` (then `branch` is `None`).
+    async fn delete_files(&self, cx: &StepContext, _branch: Option<&Branch>) -> StepResult<()> {
+        for effect in cx.effects() {
+            let (branch, path): (String, String) = effect.result().map_err(StepError::logical)?;
+            world(cx).delete_file(&branch, &path);
+        }
+        Ok(())
     }
 
     #[step(compensate = close_pr)]
     async fn open_pr(&self, cx: &StepContext, write_files: &Branch) -> StepResult<u64> {
-        world(cx).host.open_pr(cx.idempotency_key(), &write_files.name)
+        world(cx).open_pr(cx.idempotency_key(), &write_files.name)
     }
     async fn close_pr(&self, cx: &StepContext, pr: &u64) -> StepResult<()> {
-        world(cx).host.close_pr(*pr)
+        world(cx).close_pr(*pr)
     }
 
     #[step(idempotent)]
     async fn run_tests(&self, cx: &StepContext, open_pr: &u64) -> StepResult<u32> {
-        world(cx).ci.run(*open_pr)
+        world(cx).run_ci(*open_pr)
     }
 
     #[step(compensate = delete_comment)]
     async fn comment_on_issue(&self, cx: &StepContext, open_pr: &u64, run_tests: &u32) -> StepResult<u64> {
         let text = format!("Opened #{open_pr}: {run_tests} tests pass.");
-        world(cx).host.comment(cx.idempotency_key(), self.issue, &text)
+        world(cx).comment(cx.idempotency_key(), self.issue, &text)
     }
     async fn delete_comment(&self, cx: &StepContext, comment: &u64) -> StepResult<()> {
-        world(cx).host.delete_comment(*comment)
+        world(cx).delete_comment(*comment)
     }
 
     /// The commit point: once merged, the saga never rolls back.
     #[step(commit)]
     async fn merge(&self, cx: &StepContext, open_pr: &u64) -> StepResult<String> {
-        world(cx).host.merge(cx.idempotency_key(), *open_pr)
+        world(cx).merge(cx.idempotency_key(), *open_pr)
     }
 
     #[step(idempotent)]
-    async fn announce(&self, cx: &StepContext, plan: &Plan, merge: &String) -> StepResult<()> {
+    async fn announce(&self, cx: &StepContext, plan: &Plan, merge: &str) -> StepResult<()> {
         let message = format!("{} merged as {merge} ({})", self.repo, plan.summary);
-        world(cx).chat.announce(cx.idempotency_key(), &message)
+        world(cx).announce(cx.idempotency_key(), &message)
     }
 }

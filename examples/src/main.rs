@@ -1,81 +1,141 @@
-//! The main job: a code-change agent saga run against in-process fakes, printing a timeline
-//! of every step, attempt, failure class, ladder level, compensation and the outcome.
+//! The main job: a code-change agent saga, checkpointed in `sagas.db`, run against in-process
+//! fakes, printing a timeline of every step, attempt, failure class, ladder level,
+//! compensation and the outcome.
 //!
 //! ```text
-//! cargo run -p saga-examples -- --scenario happy|flaky-vendor|wrong-answer|schema-changed|stuck-compensation
+//! cargo run -p saga-examples -- --scenario NAME [--crash-after STEP] [--db PATH | --memory] [--fresh]
 //! ```
+//!
+//! Every run first resumes the sagas a crashed run left unfinished in the database; only when
+//! there are none does it start a new one.
 
 mod agent;
 mod fakes;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use saga_runtime::journal::{Event, Record};
 use saga_runtime::prelude::*;
+use saga_runtime::store::{Checkpoint, Created, NewSaga, SagaSummary, SqliteStore, StoreError, StoredSaga};
+use saga_runtime::{BoxFuture, Redacted};
 
-use agent::{CodeChange, World};
-use fakes::{Chat, Ci, CiResult, CodeHost, ModelFault, PrState, ScriptedModel};
+use agent::CodeChange;
+use fakes::{CiResult, ModelFault, PrState, World, WorldState};
 
-const SCENARIOS: [(&str, &str); 5] = [
-    ("happy", "every call succeeds"),
-    ("flaky-vendor", "the model vendor answers 503 twice, the code host rate-limits once: level 0"),
-    ("wrong-answer", "the model plans outside the repo until a stronger tier fixes it: levels 1 and 2"),
+const SCENARIOS: [(&str, &str, Status); 6] = [
+    ("happy", "every call succeeds", Status::Completed),
+    ("flaky-vendor", "the model vendor answers 503 twice, the code host rate-limits once: level 0", Status::Completed),
+    (
+        "wrong-answer",
+        "the model plans outside the repo until a stronger tier fixes it: levels 1, 1, 2",
+        Status::Completed,
+    ),
     (
         "schema-changed",
-        "CI finds the schema migrated: compensate, re-plan with the new schema (level 0, environmental)",
+        "CI finds the schema migrated: undo, re-plan with the new schema (environmental, level 0)",
+        Status::Completed,
     ),
-    ("stuck-compensation", "the tests stay red (levels 1, 2, 3), then closing the PR keeps failing: level 4"),
+    (
+        "half-written",
+        "3 of 4 files land, the 4th is refused: the 3 are deleted before each re-prompt, nothing is left (1, 1, 2, 3)",
+        Status::Compensated,
+    ),
+    (
+        "stuck-compensation",
+        "the tests stay red (levels 1, 1, 2, 3), then closing the PR keeps failing: level 4",
+        Status::NeedsHuman,
+    ),
 ];
 
+struct Args {
+    scenario: String,
+    db: Option<PathBuf>,
+    crash_after: Option<String>,
+    fresh: bool,
+}
+
 fn usage() -> String {
-    let mut text = String::from("usage: saga-examples [--scenario NAME]\n\nscenarios:\n");
-    for (name, what) in SCENARIOS {
+    let mut text = String::from(
+        "usage: saga-examples [--scenario NAME] [--crash-after STEP] [--db PATH | --memory] [--fresh]\n\n\
+         Runs a code-change agent saga checkpointed in sagas.db (--db to choose the file, --memory for none).\n\
+         Each run first resumes the sagas a crashed run left unfinished; --crash-after STEP kills the\n\
+         process right after STEP's checkpoint lands, so that the next run shows the resume.\n\
+         --fresh deletes the database and the fakes' state first.\n\nscenarios:\n",
+    );
+    for (name, what, _) in SCENARIOS {
         text.push_str(&format!("  {name:<19} {what}\n"));
     }
+    text.push_str("\nsteps: ");
+    let steps: Vec<&str> = CodeChange::definition().steps().iter().map(|s| s.name()).collect();
+    text.push_str(&steps.join(", "));
+    text.push('\n');
     text
 }
 
-fn parse_args() -> Result<String, String> {
+fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let mut scenario = "happy".to_owned();
+    let mut parsed =
+        Args { scenario: "happy".to_owned(), db: Some(PathBuf::from("sagas.db")), crash_after: None, fresh: false };
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--scenario" | "-s" => scenario = args.next().ok_or("--scenario needs a name")?,
+            "--scenario" | "-s" => parsed.scenario = args.next().ok_or("--scenario needs a name")?,
+            "--db" => parsed.db = Some(PathBuf::from(args.next().ok_or("--db needs a path")?)),
+            "--memory" => parsed.db = None,
+            "--crash-after" => parsed.crash_after = Some(args.next().ok_or("--crash-after needs a step name")?),
+            "--fresh" => parsed.fresh = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if SCENARIOS.iter().any(|(name, _)| *name == scenario) {
-        Ok(scenario)
-    } else {
-        Err(format!("unknown scenario {scenario:?}"))
+    if !SCENARIOS.iter().any(|(name, _, _)| *name == parsed.scenario) {
+        return Err(format!("unknown scenario {:?}", parsed.scenario));
     }
+    if let Some(step) = &parsed.crash_after {
+        if CodeChange::definition().step(step).is_none() {
+            return Err(format!("--crash-after names no step: {step:?}"));
+        }
+        if parsed.db.is_none() {
+            return Err("--crash-after needs a database to resume from: drop --memory".to_owned());
+        }
+    }
+    Ok(parsed)
 }
 
-fn world_for(scenario: &str) -> World {
-    let mut world =
-        World { model: ScriptedModel::default(), host: CodeHost::default(), ci: Ci::default(), chat: Chat::default() };
+/// The fakes' state lives next to the database (`sagas.world.json` for `sagas.db`).
+fn world_path(db: &Path) -> PathBuf {
+    db.with_extension("world.json")
+}
+
+fn load_scenario(state: &mut WorldState, scenario: &str) {
+    state.scenario = scenario.to_owned();
+    state.model_faults.clear();
+    state.ci_results.clear();
+    state.rate_limits = 0;
+    state.close_failures = 0;
+    state.plan_workflow_file = false;
     match scenario {
         "flaky-vendor" => {
-            world.model = ScriptedModel::with([ModelFault::Outage, ModelFault::Outage]);
-            world.host.state.lock().unwrap().rate_limits = 1;
+            state.model_faults.extend([ModelFault::Outage, ModelFault::Outage]);
+            state.rate_limits = 1;
         }
-        "wrong-answer" => world.model = ScriptedModel::with([ModelFault::Hallucinate; 3]),
-        "schema-changed" => world.ci = Ci::with([CiResult::SchemaMoved]),
+        "wrong-answer" => state.model_faults.extend([ModelFault::Hallucinate; 3]),
+        "schema-changed" => state.ci_results.push_back(CiResult::SchemaMoved),
+        "half-written" => state.plan_workflow_file = true,
         "stuck-compensation" => {
-            world.ci = Ci::with([CiResult::Red; 4]);
-            world.host.state.lock().unwrap().close_failures = 4;
+            state.ci_results.extend([CiResult::Red; 4]);
+            state.close_failures = 4;
         }
         _ => {}
     }
-    world
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let scenario = match parse_args() {
-        Ok(scenario) => scenario,
+    let args = match parse_args() {
+        Ok(args) => args,
         Err(error) if error.is_empty() => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
@@ -85,50 +145,110 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let world = Arc::new(world_for(&scenario));
+    match run(args).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let (true, Some(db)) = (args.fresh, &args.db) {
+        for path in [db.clone(), db.with_extension("db-wal"), db.with_extension("db-shm"), world_path(db)] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let world = Arc::new(World::open(args.db.as_deref().map(world_path).as_deref()));
     let started = Instant::now();
-    let runtime = Runtime::builder()
+    let mut builder = Runtime::builder()
         .policy(Policy {
             // Short delays keep the demo quick; the shape of the ladder is the default one.
             backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2), ..Backoff::default() },
             ..Policy::default()
         })
+        .register::<CodeChange>()
         .resource(world.clone())
         .observer(move |event: &saga_runtime::Observed<'_>| {
             println!("{:>7.3}s  {}", started.elapsed().as_secs_f64(), event.timeline());
         })
         .notifier(|incident: &Incident| println!("           [notifier] {incident}"))
-        .pager(|incident: &Incident| println!("           [pager] PAGE: {incident}"))
-        .build();
-
-    println!("scenario {scenario}: {}\n", SCENARIOS.iter().find(|(n, _)| *n == scenario).map_or("", |(_, w)| *w));
+        .pager(|incident: &Incident| println!("           [pager] PAGE: {incident}"));
+    if let Some(db) = &args.db {
+        let store = SqliteStore::open(db).await?;
+        builder = match &args.crash_after {
+            Some(step) => builder.store(CrashAfter { inner: store, step: step.clone() }),
+            None => builder.store(store),
+        };
+    }
+    let runtime = builder.build();
     println!("{}", CodeChange::definition());
+
+    // What a restarted worker does first: resume what a crash left unfinished.
+    let unfinished: Vec<SagaSummary> =
+        runtime.list().await?.into_iter().filter(|s| s.status == Status::Running).collect();
+    if !unfinished.is_empty() {
+        let db = args.db.as_deref().unwrap_or(Path::new("memory")).display().to_string();
+        for saga in &unfinished {
+            let journal = runtime.journal(&saga.id).await?;
+            println!("resuming saga {} from {db}: a previous run stopped at `{}`", saga.id, saga.stage);
+            println!("  checkpointed steps (not run again): {}\n", checkpointed(&journal).join(", "));
+        }
+        let recovery = runtime.recover().await?;
+        let scenario = world.with(|state| state.scenario.clone());
+        let mut code = ExitCode::SUCCESS;
+        for (id, _) in recovery.resumed {
+            let outcome = runtime.resume::<CodeChange>(&id).await?;
+            println!();
+            print_outcome(&outcome);
+            code = check(&scenario, &outcome, code);
+        }
+        for (id, error) in recovery.failed {
+            eprintln!("saga {id} could not be resumed: {error}");
+            code = ExitCode::FAILURE;
+        }
+        print_world(&world);
+        return Ok(code);
+    }
+
+    let scenario = args.scenario.clone();
+    world.with(|state| load_scenario(state, &scenario));
+    let (_, what, _) = SCENARIOS.iter().find(|(n, _, _)| *n == scenario).expect("checked scenario");
+    println!("scenario {scenario}: {what}\n");
     let input = CodeChange {
         repo: "acme/api".to_owned(),
         issue: 1234,
         request: "Fix the login bug reported in issue #1234".to_owned(),
+        host_token: Redacted::new("ghp_0123456789abcdefghijABCDEFGHIJ".to_owned()),
     };
-    let outcome = match runtime.run(input).await {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-
+    let outcome = runtime.run(input).await?;
     println!();
     print_outcome(&outcome);
     print_world(&world);
-    let expected = match scenario.as_str() {
-        "stuck-compensation" => Status::NeedsHuman,
-        _ => Status::Completed,
-    };
+    Ok(check(&scenario, &outcome, ExitCode::SUCCESS))
+}
+
+/// Exits non-zero when the scenario did not end as designed.
+fn check(scenario: &str, outcome: &Outcome<agent::CodeChangeOutput>, code: ExitCode) -> ExitCode {
+    let expected = SCENARIOS.iter().find(|(n, _, _)| *n == scenario).map_or(Status::Completed, |s| s.2);
     if outcome.status() == expected {
-        ExitCode::SUCCESS
+        code
     } else {
         eprintln!("scenario {scenario} should end {expected}, it ended {}", outcome.status());
         ExitCode::FAILURE
     }
+}
+
+fn checkpointed(journal: &[Record]) -> Vec<&'static str> {
+    let steps = CodeChange::definition().steps();
+    journal
+        .iter()
+        .filter_map(|r| match r.event {
+            Event::StepCompleted { step, .. } => Some(steps[step as usize].name()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn print_outcome(outcome: &Outcome<agent::CodeChangeOutput>) {
@@ -160,18 +280,63 @@ fn print_outcome(outcome: &Outcome<agent::CodeChangeOutput>) {
 }
 
 fn print_world(world: &World) {
-    let host = world.host.state.lock().unwrap();
-    let open: Vec<String> =
-        host.prs.iter().filter(|(_, (_, s))| *s == PrState::Open).map(|(n, _)| format!("#{n}")).collect();
-    let merged: Vec<String> =
-        host.prs.iter().filter(|(_, (_, s))| *s == PrState::Merged).map(|(n, _)| format!("#{n}")).collect();
-    println!(
-        "world: branches {:?}, open PRs {:?}, merged PRs {:?}, comments {}, announcements {}, model calls {}",
-        host.branches.keys().collect::<Vec<_>>(),
-        open,
-        merged,
-        host.comments.len(),
-        world.chat.posted.lock().unwrap().len(),
-        world.model.calls.lock().unwrap()
-    );
+    world.with(|state| {
+        let prs = |wanted: PrState| -> Vec<String> {
+            state.prs.iter().filter(|(_, (_, s))| *s == wanted).map(|(n, _)| format!("#{n}")).collect()
+        };
+        let files: Vec<String> =
+            state.branches.iter().flat_map(|(b, files)| files.keys().map(move |f| format!("{b}:{f}"))).collect();
+        println!(
+            "world: files {files:?}, open PRs {:?}, merged PRs {:?}, comments {}, announcements {}, model calls {}",
+            prs(PrState::Open),
+            prs(PrState::Merged),
+            state.comments.len(),
+            state.announcements.len(),
+            state.model_calls
+        );
+    });
+}
+
+/// A store that kills the process right after the checkpoint of one step landed, to show a
+/// crash and the resume (the demo's `--crash-after`).
+struct CrashAfter {
+    inner: SqliteStore,
+    step: String,
+}
+
+impl CheckpointStore for CrashAfter {
+    fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>> {
+        self.inner.create(saga)
+    }
+
+    fn append<'a>(
+        &'a self,
+        id: &'a SagaId,
+        records: Vec<Record>,
+        checkpoint: Checkpoint,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let steps = checkpoint.definition.steps();
+        let lands = records
+            .iter()
+            .any(|r| matches!(r.event, Event::StepCompleted { step, .. } if steps[step as usize].name() == self.step));
+        Box::pin(async move {
+            self.inner.append(id, records, checkpoint).await?;
+            if lands {
+                println!(
+                    "\n*** simulated crash: the process dies right after the checkpoint of `{}` landed; run the same command again to resume ***",
+                    self.step
+                );
+                std::process::exit(3);
+            }
+            Ok(())
+        })
+    }
+
+    fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>> {
+        self.inner.load(id)
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+        self.inner.list()
+    }
 }

@@ -47,20 +47,27 @@ pub(crate) struct Driver<'r, S: Saga> {
     step_span: Option<(usize, tracing::Span)>,
     /// On a resume: what remains of a backoff that the stop cut short.
     resume_wait: Option<Duration>,
+    /// The first attempt's start was written with the saga itself: it is open, not
+    /// interrupted.
+    started_first_attempt: bool,
 }
 
 impl<'r, S: Saga> Driver<'r, S> {
-    /// A driver for a saga just created with its `started` record.
+    /// A driver for a saga just created with its first records (`Started` and the start of
+    /// the first attempt, written with the saga).
     pub(crate) fn start(
         rt: &'r Inner,
         saga: S,
         saga_id: SagaId,
         input: &Payload,
-        started: &Record,
+        records: &[Record],
     ) -> Result<Self, RuntimeError> {
-        let mut driver = Driver::new(rt, saga, saga_id, input, Progress::new(S::definition()), 1);
-        driver.writer.observe(started);
-        driver.progress.apply(&started.event).map_err(|reason| driver.journal_error(reason))?;
+        let mut driver = Driver::new(rt, saga, saga_id, input, Progress::new(S::definition()), records.len() as u64);
+        for record in records {
+            driver.writer.observe(record);
+            driver.progress.apply(&record.event).map_err(|reason| driver.journal_error(reason))?;
+        }
+        driver.started_first_attempt = true;
         Ok(driver)
     }
 
@@ -81,6 +88,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             span,
             step_span: None,
             resume_wait: None,
+            started_first_attempt: false,
         }
     }
 
@@ -232,21 +240,27 @@ impl<'r, S: Saga> Driver<'r, S> {
 
     async fn attempt(&mut self, i: usize) -> Result<(), RuntimeError> {
         let step_def = &self.definition.steps()[i];
-        if let Some(interrupted) = self.progress.steps[i].open_attempt {
-            // Only a driver rebuilt from the store finds an attempt that started and has no
-            // result: the process stopped during it.
-            let error = StepError::transient("the process stopped during this attempt (a crash or a shutdown)")
-                .with_kind(FailureKind::Interrupted);
-            let span = self.attempt_span(i, interrupted, self.progress.steps[i].tier);
-            return self.step_failed(i, interrupted, error, None, &span).await;
-        }
-        if let Some(wait) = self.resume_wait.take() {
-            tokio::time::sleep(wait).await;
-        }
-        let attempt = self.progress.steps[i].attempts + 1;
         let tier = self.progress.steps[i].tier;
-        self.record(Event::AttemptStarted { step: i as u32, attempt, tier })?;
-        self.commit().await?;
+        let attempt = match self.progress.steps[i].open_attempt {
+            Some(started) if std::mem::take(&mut self.started_first_attempt) => started,
+            Some(interrupted) => {
+                // Only a driver rebuilt from the store finds an attempt that started and has
+                // no result: the process stopped during it.
+                let error = StepError::transient("the process stopped during this attempt (a crash or a shutdown)")
+                    .with_kind(FailureKind::Interrupted);
+                let span = self.attempt_span(i, interrupted, tier);
+                return self.step_failed(i, interrupted, error, None, &span).await;
+            }
+            None => {
+                if let Some(wait) = self.resume_wait.take() {
+                    tokio::time::sleep(wait).await;
+                }
+                let attempt = self.progress.steps[i].attempts + 1;
+                self.record(Event::AttemptStarted { step: i as u32, attempt, tier })?;
+                self.commit().await?;
+                attempt
+            }
+        };
 
         let cx = self.context(i, attempt, tier, None);
         let span = self.attempt_span(i, attempt, tier);

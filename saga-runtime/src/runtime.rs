@@ -227,28 +227,34 @@ impl Runtime {
         let definition = S::definition();
         let input = encode_input(&saga_id, &saga)?;
         let _claim = Claim::acquire(&saga_id).await;
-        let started = Record {
-            seq: 0,
-            at_ms: now_ms(),
-            event: Event::Started {
-                saga: definition.name().to_owned(),
-                version: definition.version(),
-                fingerprint: definition.fingerprint().to_owned(),
+        let at_ms = now_ms();
+        let records = vec![
+            Record {
+                seq: 0,
+                at_ms,
+                event: Event::Started {
+                    saga: definition.name().to_owned(),
+                    version: definition.version(),
+                    fingerprint: definition.fingerprint().to_owned(),
+                },
             },
-        };
+            Record { seq: 1, at_ms, event: Event::AttemptStarted { step: 0, attempt: 1, tier: 0 } },
+        ];
         let new = NewSaga {
             id: saga_id.clone(),
             name: definition.name().to_owned(),
             version: definition.version(),
             fingerprint: definition.fingerprint().to_owned(),
             input: input.clone(),
-            started: started.clone(),
+            records: records.clone(),
+            stage: definition.steps()[0].name().to_owned(),
+            definition,
         };
         crash_point("before creating a saga");
         let created = self.inner.store.create(new).await?;
         crash_point("after creating a saga");
         match created {
-            Created::New => Driver::start(&self.inner, saga, saga_id, &input, &started)?.drive().await,
+            Created::New => Driver::start(&self.inner, saga, saga_id, &input, &records)?.drive().await,
             Created::Existing(stored) => {
                 check_definition::<S>(&saga_id, &stored.summary)?;
                 if stored.input != input {

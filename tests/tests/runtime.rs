@@ -395,9 +395,10 @@ impl saga_runtime::CheckpointStore for FlakyStore {
 #[tokio::test(start_paused = true)]
 async fn run_with_id_resumes_an_interrupted_saga_without_rerunning_journaled_steps() {
     let harness = Harness::default();
-    // Writes: 1 open_pr starts; 2 open_pr done + run_tests starts; 3 run_tests done + comment
-    // starts; 4 comment done + merge starts (fails: the process "dies" after comment ran).
-    let store = FlakyStore { inner: MemoryStore::new(), appends: Arc::default(), fail_at: 4 };
+    // The saga is created with open_pr's start; then appends: 1 open_pr done + run_tests
+    // starts; 2 run_tests done + comment starts; 3 comment done + merge starts (fails: the
+    // process "dies" after comment ran).
+    let store = FlakyStore { inner: MemoryStore::new(), appends: Arc::default(), fail_at: 3 };
     let runtime = Runtime::builder().store(store.clone()).policy(exact_backoff()).resource(harness.clone()).build();
     let error = runtime.run_with_id(SagaId::new("job-9"), ReleasePr::new()).await.unwrap_err();
     assert_eq!(error.to_string(), "the checkpoint store failed: disk full");

@@ -47,7 +47,7 @@ impl CheckpointStore for MemoryStore {
         let result = if let Some(existing) = inner.by_id.get(&saga.id) {
             Created::Existing(existing.clone())
         } else {
-            let at = saga.started.at_ms;
+            let at = saga.records.first().map_or(0, |r| r.at_ms);
             let stored = StoredSaga {
                 summary: SagaSummary {
                     id: saga.id.clone(),
@@ -55,13 +55,13 @@ impl CheckpointStore for MemoryStore {
                     version: saga.version,
                     fingerprint: saga.fingerprint,
                     status: Status::Running,
-                    stage: String::new(),
-                    records: 1,
+                    stage: saga.stage,
+                    records: saga.records.len() as u64,
                     created_at_ms: at,
                     updated_at_ms: at,
                 },
                 input: saga.input,
-                records: vec![saga.started],
+                records: saga.records,
             };
             inner.order.push(saga.id.clone());
             inner.by_id.insert(saga.id, stored);

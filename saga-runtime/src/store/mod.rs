@@ -30,8 +30,13 @@ pub struct NewSaga {
     pub fingerprint: String,
     /// The serialized input.
     pub input: Payload,
-    /// The first record (`Started`).
-    pub started: Record,
+    /// The first records: `Started`, and the start of the first step's first attempt, so
+    /// that creating a saga and starting it is one write.
+    pub records: Vec<Record>,
+    /// The stage the first records lead to.
+    pub stage: String,
+    /// The definition that wrote the records (for step names).
+    pub definition: &'static crate::saga::Definition,
 }
 
 /// What `create` found.

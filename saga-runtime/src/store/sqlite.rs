@@ -28,7 +28,7 @@ use crate::codec::{self, Keyring};
 use crate::id::SagaId;
 use crate::journal::{Event, Payload, Record};
 use crate::outcome::Status;
-use crate::saga::BoxFuture;
+use crate::saga::{BoxFuture, Definition};
 
 /// 'SAGA' in ASCII: marks a SQLite file as a saga store.
 const APPLICATION_ID: i64 = 0x5341_4741;
@@ -214,18 +214,9 @@ impl SqliteStore {
         codec::seal(self.shared.keys.as_ref(), aad, plaintext)
     }
 
-    fn encode(
-        &self,
-        saga_id: &SagaId,
-        record: &Record,
-        checkpoint: Option<&Checkpoint>,
-    ) -> Result<RawRecord, StoreError> {
+    fn encode(&self, saga_id: &SagaId, record: &Record, definition: &Definition) -> Result<RawRecord, StoreError> {
         let kind = record.event.kind();
-        let step = record
-            .event
-            .step()
-            .and_then(|i| checkpoint.and_then(|c| c.definition.steps().get(i as usize)))
-            .map(|s| s.name().to_owned());
+        let step = record.event.step().and_then(|i| definition.steps().get(i as usize)).map(|s| s.name().to_owned());
         let json = serde_json::to_vec(&record.event)
             .map_err(|e| StoreError::Backend(format!("cannot encode a `{kind}` record: {e}")))?;
         let body = self.seal(&record_aad(saga_id, record.seq, kind, step.as_deref()), &json);
@@ -293,15 +284,20 @@ fn parse_status(text: &str) -> Option<Status> {
 impl CheckpointStore for SqliteStore {
     fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>> {
         Box::pin(async move {
-            let started = self.encode(&saga.id, &saga.started, None)?;
+            let rows = saga
+                .records
+                .iter()
+                .map(|r| self.encode(&saga.id, r, saga.definition))
+                .collect::<Result<Vec<_>, _>>()?;
             let new = RawNew {
                 id: saga.id.to_string(),
                 name: saga.name,
                 version: saga.version,
                 fingerprint: saga.fingerprint,
                 input: self.seal(&input_aad(&saga.id), &saga.input),
-                at: saga.started.at_ms,
-                started,
+                at: saga.records.first().map_or(0, |r| r.at_ms),
+                stage: saga.stage,
+                rows,
             };
             match self.call(|reply| Command::Create { new, reply }).await? {
                 None => Ok(Created::New),
@@ -320,7 +316,8 @@ impl CheckpointStore for SqliteStore {
             let Some(first) = records.first() else { return Ok(()) };
             let first_seq = first.seq;
             let updated = records.last().map_or(0, |r| r.at_ms);
-            let rows = records.iter().map(|r| self.encode(id, r, Some(&checkpoint))).collect::<Result<Vec<_>, _>>()?;
+            let rows =
+                records.iter().map(|r| self.encode(id, r, checkpoint.definition)).collect::<Result<Vec<_>, _>>()?;
             let append = RawAppend {
                 id: id.to_string(),
                 first_seq,
@@ -386,7 +383,8 @@ struct RawNew {
     fingerprint: String,
     input: Vec<u8>,
     at: u64,
-    started: RawRecord,
+    stage: String,
+    rows: Vec<RawRecord>,
 }
 
 struct RawAppend {
@@ -455,6 +453,9 @@ fn open_connection(options: &SqliteOptions) -> Result<(Connection, File), StoreE
     if version > supported {
         return Err(StoreError::NewerSchema { path: path.clone(), found: version, supported });
     }
+    // The process holds the file exclusively (the lock above), so SQLite need not take and
+    // release its own file locks and shared-memory index locks on every transaction.
+    connection.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(sql)?;
     let mode: String = connection.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(sql)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Backend(format!("`{}` cannot use WAL mode (it reported `{mode}`)", path.display())));
@@ -617,10 +618,21 @@ fn create(connection: &Connection, new: &RawNew) -> rusqlite::Result<Option<RawS
     connection
         .prepare_cached(
             "INSERT INTO sagas (id, name, version, fingerprint, status, stage, input, records, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'running', '', ?5, 1, ?6, ?6)",
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?8)",
         )?
-        .execute(params![new.id, new.name, new.version, new.fingerprint, new.input, new.at as i64])?;
-    insert_record(connection, &new.id, &new.started)?;
+        .execute(params![
+            new.id,
+            new.name,
+            new.version,
+            new.fingerprint,
+            new.stage,
+            new.input,
+            new.rows.len() as i64,
+            new.at as i64
+        ])?;
+    for row in &new.rows {
+        insert_record(connection, &new.id, row)?;
+    }
     Ok(None)
 }
 
@@ -635,19 +647,26 @@ fn append_rows(connection: &Connection, append: &RawAppend, path: &Path) -> Resu
     let sql = |e: rusqlite::Error| sqlite_error(path, e);
     let changed = connection
         .prepare_cached(
-            "UPDATE sagas SET records = records + ?1, status = ?2, stage = ?3, updated_at = ?4
-             WHERE id = ?5 AND records = ?6",
+            "UPDATE sagas SET records = records + ?1, stage = ?2, updated_at = ?3 WHERE id = ?4 AND records = ?5",
         )
         .map_err(sql)?
         .execute(params![
             append.rows.len() as i64,
-            append.status,
             append.stage,
             append.updated as i64,
             append.id,
             append.first_seq as i64
         ])
         .map_err(sql)?;
+    if changed == 1 {
+        // A separate statement, so that the status index is written only when the status
+        // changes (a handful of times per saga), not on every checkpoint.
+        connection
+            .prepare_cached("UPDATE sagas SET status = ?1 WHERE id = ?2 AND status <> ?1")
+            .map_err(sql)?
+            .execute(params![append.status, append.id])
+            .map_err(sql)?;
+    }
     if changed == 0 {
         let found: Option<i64> = connection
             .prepare_cached("SELECT records FROM sagas WHERE id = ?1")

@@ -1,0 +1,245 @@
+//! The embedded store against the physical limit of the same disk, in one run.
+//!
+//! `cargo bench -p saga-runtime --bench sqlite` prints:
+//! - raw loops committing one small row per transaction (WAL, `synchronous = FULL`), with
+//!   rusqlite (the client the store uses, on its own thread) and with sqlx 0.9;
+//! - five-step sagas per second (and steps per second) on `SqliteStore`, one at a time and
+//!   with 16 and 256 in flight, with the store writes (commits) per saga;
+//! - fsyncs per saga and per raw commit, counted by re-running each case under
+//!   `strace -f -c -e trace=fsync,fdatasync` when strace is installed.
+//!
+//! `--only <case> --runs <n>` runs one case alone (what the strace pass uses).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use saga_runtime::journal::Record;
+use saga_runtime::prelude::*;
+use saga_runtime::store::{Checkpoint, Created, NewSaga, SagaSummary, SqliteStore, StoreError, StoredSaga};
+use saga_runtime::{BoxFuture, CheckpointStore};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Serialize, Deserialize)]
+struct FiveSteps {
+    order: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Receipt {
+    id: u64,
+    note: String,
+}
+
+#[saga]
+impl FiveSteps {
+    #[step(compensate = release)]
+    async fn reserve(&self, _cx: &StepContext) -> StepResult<Receipt> {
+        Ok(Receipt { id: self.order, note: "reserved".into() })
+    }
+    async fn release(&self, _cx: &StepContext, _r: &Receipt) -> StepResult<()> {
+        Ok(())
+    }
+    #[step(compensate = refund)]
+    async fn charge(&self, _cx: &StepContext, reserve: &Receipt) -> StepResult<Receipt> {
+        Ok(Receipt { id: reserve.id + 1, note: "charged".into() })
+    }
+    async fn refund(&self, _cx: &StepContext, _r: &Receipt) -> StepResult<()> {
+        Ok(())
+    }
+    #[step(idempotent)]
+    async fn pack(&self, _cx: &StepContext, charge: &Receipt) -> StepResult<u64> {
+        Ok(charge.id * 2)
+    }
+    #[step(commit)]
+    async fn ship(&self, _cx: &StepContext, pack: &u64) -> StepResult<u64> {
+        Ok(pack + 1)
+    }
+    #[step(idempotent)]
+    async fn notify(&self, _cx: &StepContext, ship: &u64) -> StepResult<String> {
+        Ok(format!("shipped {ship}"))
+    }
+}
+
+/// Counts the store's writes (one transaction each, before group commit merges them).
+struct Counting {
+    inner: SqliteStore,
+    writes: Arc<AtomicU64>,
+}
+
+impl CheckpointStore for Counting {
+    fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.create(saga)
+    }
+    fn append<'a>(
+        &'a self,
+        id: &'a SagaId,
+        records: Vec<Record>,
+        checkpoint: Checkpoint,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.append(id, records, checkpoint)
+    }
+    fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>> {
+        self.inner.load(id)
+    }
+    fn list(&self) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+        self.inner.list()
+    }
+}
+
+fn raw_rusqlite(path: &Path, commits: u64) -> Duration {
+    let connection = rusqlite::Connection::open(path).unwrap();
+    connection.pragma_update(None, "locking_mode", "EXCLUSIVE").unwrap();
+    let _: String = connection.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).unwrap();
+    connection.pragma_update(None, "synchronous", "FULL").unwrap();
+    connection.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)").unwrap();
+    let mut connection = connection;
+    let start = Instant::now();
+    for k in 0..commits {
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+        tx.prepare_cached("INSERT INTO t (k, v) VALUES (?1, ?2)")
+            .unwrap()
+            .execute(rusqlite::params![k as i64, [7u8; 64]])
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    start.elapsed()
+}
+
+async fn raw_sqlx(path: &Path, commits: u64) -> Duration {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .locking_mode(sqlx::sqlite::SqliteLockingMode::Exclusive)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)").execute(&pool).await.unwrap();
+    let start = Instant::now();
+    for k in 0..commits {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("INSERT INTO t (k, v) VALUES (?, ?)")
+            .bind(k as i64)
+            .bind(vec![7u8; 64])
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    pool.close().await;
+    elapsed
+}
+
+/// Runs `runs` sagas with `in_flight` at a time; returns the time and the store writes.
+async fn sagas(path: &Path, runs: u64, in_flight: u64) -> (Duration, u64) {
+    let writes = Arc::new(AtomicU64::new(0));
+    let store = Counting { inner: SqliteStore::open(path).await.unwrap(), writes: writes.clone() };
+    let runtime = Runtime::builder().store(store).build();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (runtime, next) = (runtime.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let order = next.fetch_add(1, Ordering::Relaxed);
+                    if order >= runs {
+                        break;
+                    }
+                    let outcome = runtime.run(FiveSteps { order }).await.unwrap();
+                    assert!(outcome.is_completed());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    (start.elapsed(), writes.load(Ordering::Relaxed))
+}
+
+/// Runs one case alone in this process: what the strace pass measures.
+fn run_case(case: &str, runs: u64) -> Duration {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("bench.db");
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    match case {
+        "rusqlite" => raw_rusqlite(&path, runs),
+        "sqlx" => tokio.block_on(raw_sqlx(&path, runs)),
+        _ => {
+            let in_flight: u64 = case.strip_prefix("sagas-").and_then(|n| n.parse().ok()).expect("a case");
+            tokio.block_on(sagas(&path, runs, in_flight)).0
+        }
+    }
+}
+
+/// fsyncs per unit of `case`, counted with strace, if it is installed.
+fn fsyncs(case: &str, runs: u64) -> Option<f64> {
+    let output = Command::new("strace")
+        .args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o", "/dev/stderr"])
+        .arg(std::env::current_exe().ok()?)
+        .args(["--only", case, "--runs", &runs.to_string()])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let summary = String::from_utf8_lossy(&output.stderr);
+    let calls: u64 = summary
+        .lines()
+        .filter(|line| line.trim_end().ends_with("fsync") || line.trim_end().ends_with("fdatasync"))
+        .filter_map(|line| line.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .sum();
+    Some(calls as f64 / runs as f64)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--only") {
+        let case = &args[at + 1];
+        let runs = args.iter().position(|a| a == "--runs").map_or(200, |i| args[i + 1].parse().unwrap());
+        run_case(case, runs);
+        return;
+    }
+    let commits = 3_000;
+    let raw_rusqlite = commits as f64 / run_case("rusqlite", commits).as_secs_f64();
+    let raw_sqlx = commits as f64 / run_case("sqlx", commits).as_secs_f64();
+
+    println!(
+        "SQLite on this disk: WAL, synchronous = FULL, locking_mode = EXCLUSIVE (as the store); one small row per transaction\n"
+    );
+    println!("| raw commit loop | commits/s | fsyncs/commit |");
+    println!("|---|---:|---:|");
+    println!("| rusqlite (the store's client) | {raw_rusqlite:.0} | {} |", show(fsyncs("rusqlite", 500)));
+    println!("| sqlx 0.9 | {raw_sqlx:.0} | {} |", show(fsyncs("sqlx", 500)));
+
+    println!("\nfive-step sagas on SqliteStore (each: create + one write per step, the last with `finished`)\n");
+    println!("| in flight | sagas/s | steps/s | store writes/saga | fsyncs/saga | sagas/s ÷ raw rusqlite commits/s |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    for (in_flight, runs) in [(1u64, 1_000u64), (16, 3_000), (256, 4_096)] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let (elapsed, writes) = tokio.block_on(sagas(&dir.path().join("bench.db"), runs, in_flight));
+        let per_second = runs as f64 / elapsed.as_secs_f64();
+        println!(
+            "| {in_flight} | {per_second:.0} | {:.0} | {:.2} | {} | {:.3} |",
+            per_second * 5.0,
+            writes as f64 / runs as f64,
+            show(fsyncs(&format!("sagas-{in_flight}"), runs.min(1_000))),
+            per_second / raw_rusqlite
+        );
+    }
+    println!(
+        "\npeer (salvor 0.10, measured on this machine per the issue): ~650 five-step runs/s one at a time, ~430 with 16 in flight, 12 fsyncs per run"
+    );
+}
+
+fn show(value: Option<f64>) -> String {
+    value.map_or("n/a (no strace)".to_owned(), |v| format!("{v:.2}"))
+}
