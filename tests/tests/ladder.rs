@@ -144,6 +144,19 @@ async fn full_jitter_sleeps_below_the_cap_of_each_retry() {
     drop(store);
 }
 
+/// Full jitter really spreads the delays: over many draws of the first retry's delay (cap
+/// 500 ms), they differ, and they cover the range below the cap.
+#[test]
+fn full_jitter_spreads_delays_below_the_cap() {
+    let backoff = Backoff::default();
+    let draws: Vec<Duration> = (0..200).map(|_| backoff.delay(1, None)).collect();
+    let distinct: std::collections::BTreeSet<Duration> = draws.iter().copied().collect();
+    assert!(distinct.len() > 50, "only {} distinct delays in 200 draws", distinct.len());
+    assert!(draws.iter().any(|d| *d < Duration::from_millis(125)), "no draw in the lowest quarter");
+    assert!(draws.iter().any(|d| *d > Duration::from_millis(375)), "no draw in the highest quarter");
+    assert!(draws.iter().all(|d| *d <= Duration::from_millis(500)));
+}
+
 /// Rows "logical": re-prompt with `previous_error()` set (level 1) up to `reprompts` times,
 /// then one attempt on each stronger tier (level 2); no backoff between them.
 #[tokio::test(start_paused = true)]
@@ -558,8 +571,14 @@ async fn a_failing_commit_step_rolls_back_like_any_other() {
         ])
     );
     assert_eq!(outcome.report().levels(), [Level::Retry, Level::Retry, Level::Retry, Level::Compensate]);
-    assert!(matches!(outcome, Outcome::Compensated { .. }));
-    assert_eq!(incidents.all().len(), 1);
+    assert_eq!(outcome.report().slept, Duration::from_millis(500 + 1_000 + 2_000));
+    let Outcome::Compensated { failure, report, .. } = &outcome else {
+        panic!("expected Compensated, got {outcome:?}")
+    };
+    assert_eq!((failure.step.as_str(), failure.attempt), ("merge", 4));
+    let undone: Vec<&str> = report.compensations.iter().map(|c| c.step.as_str()).collect();
+    assert_eq!(undone, ["comment", "open_pr"]);
+    assert_eq!(incidents.all(), [(Level::Compensate, "merge".into(), "503 from the vendor".into())]);
 }
 
 /// After the commit point nothing is compensated: where the ladder says level 3, the runtime
@@ -605,15 +624,43 @@ async fn a_failure_after_the_commit_point_pages_and_parks_instead_of_compensatin
     assert_eq!(incidents.all().len(), 1);
 }
 
-/// Transient failures after the commit point climb level 0 and then page (level 4).
+/// Transient failures after the commit point climb level 0 (with backoff) and then page
+/// (level 4) instead of compensating; `resume` runs the step again with fresh budgets.
 #[tokio::test(start_paused = true)]
 async fn transient_failures_after_the_commit_point_end_in_a_page() {
-    let harness = Harness::with_script(Script::new().then("announce", transient(4)));
+    let harness = Harness::with_script(Script::new().then("announce", transient(5)));
     let (runtime, incidents, _) = runtime(&harness, exact_backoff());
+    let start = Instant::now();
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
-    assert_eq!(outcome.report().levels(), [Level::Retry, Level::Retry, Level::Retry, Level::PageHuman]);
+    assert_eq!(
+        harness.log(),
+        with_tail(
+            &["open_pr#1", "run_tests#1", "comment#1", "merge#1"],
+            &["announce#1", "announce#2", "announce#3", "announce#4"]
+        )
+    );
+    let t = FailureClass::Transient;
+    assert_eq!(
+        escalations(outcome.report()),
+        [
+            (0, t, "announce".into(), 1),
+            (0, t, "announce".into(), 2),
+            (0, t, "announce".into(), 3),
+            (4, t, "announce".into(), 4)
+        ]
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(500 + 1_000 + 2_000));
+    assert!(outcome.report().compensations.is_empty());
     assert!(matches!(outcome, Outcome::NeedsHuman { .. }));
-    assert_eq!(incidents.all().iter().map(|i| i.0).collect::<Vec<_>>(), [Level::PageHuman]);
+    assert_eq!(incidents.all(), [(Level::PageHuman, "announce".into(), "503 from the vendor".into())]);
+
+    // One scripted failure is left: the resumed pass retries once (level 0), then succeeds.
+    let resumed = runtime.resume::<ReleasePr>(outcome.saga_id()).await.unwrap();
+    assert!(resumed.is_completed());
+    assert_eq!(&harness.log()[8..], strings(&["announce#5", "announce#6"]));
+    assert_eq!(resumed.report().levels()[4..], [Level::Retry]);
+    assert_eq!(start.elapsed(), Duration::from_millis(3_500 + 500), "the fresh budget starts the backoff over");
+    assert_eq!(incidents.all().len(), 1);
 }
 
 /// A compensation that fails for good while undoing a rejected output, before the re-prompt,
@@ -646,7 +693,8 @@ async fn a_failed_compensation_of_a_rejected_output_parks_the_saga() {
     assert_eq!(&harness.log()[7..], strings(&["undo comment#5", "comment#2", "merge#1", "announce#1"]));
 }
 
-/// A compensation that fails for good during an environmental restart parks the saga too.
+/// A compensation that fails for good during an environmental restart parks the saga too;
+/// resumed, the compensation succeeds and the restart goes on from the requested step.
 #[tokio::test(start_paused = true)]
 async fn a_failed_compensation_during_a_restart_parks_the_saga() {
     let moved = StepError::environmental("repo renamed").restart_from("open_pr");
@@ -654,12 +702,24 @@ async fn a_failed_compensation_during_a_restart_parks_the_saga() {
     let harness =
         Harness::with_script(Script::new().then("run_tests", [Plan::Fail(moved)]).then("undo open_pr", stuck));
     let (runtime, incidents, _) = runtime(&harness, exact_backoff());
+    let start = Instant::now();
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
     assert_eq!(
         harness.log(),
         strings(&["open_pr#1", "run_tests#1", "undo open_pr#1", "undo open_pr#2", "undo open_pr#3", "undo open_pr#4"])
     );
-    assert_eq!(outcome.report().levels(), [Level::Retry, Level::PageHuman]);
-    assert!(matches!(outcome, Outcome::NeedsHuman { .. }));
-    assert_eq!(incidents.all().len(), 1);
+    let (e, t) = (FailureClass::Environmental, FailureClass::Transient);
+    assert_eq!(escalations(outcome.report()), [(0, e, "run_tests".into(), 1), (4, t, "open_pr".into(), 4)]);
+    assert_eq!(start.elapsed(), Duration::from_millis(500 + 1_000 + 2_000), "the compensation's retries back off");
+    let Outcome::NeedsHuman { failure, .. } = &outcome else { panic!("expected NeedsHuman, got {outcome:?}") };
+    assert_eq!(failure.compensation.as_deref(), Some("close_pr"));
+    assert_eq!(incidents.all(), [(Level::PageHuman, "open_pr".into(), "timeout".into())]);
+
+    let resumed = runtime.resume::<ReleasePr>(outcome.saga_id()).await.unwrap();
+    assert!(resumed.is_completed());
+    assert_eq!(
+        &harness.log()[6..],
+        strings(&["undo open_pr#5", "open_pr#2", "run_tests#2", "comment#1", "merge#1", "announce#1"])
+    );
+    assert_eq!(resumed.report().restarts[0].from, "open_pr");
 }

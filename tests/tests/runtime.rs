@@ -214,16 +214,41 @@ async fn panics_are_caught_as_failures() {
             .then("comment", transient(4))
             .then("undo open_pr", [Plan::Panic]),
     );
-    let (runtime, _, _) = runtime(&harness, exact_backoff());
+    let (runtime, incidents, _) = runtime(&harness, exact_backoff());
     let outcome = runtime.run(ReleasePr::new()).await.unwrap();
+    assert_eq!(
+        harness.log(),
+        strings(&[
+            "open_pr#1",
+            "run_tests#1",
+            "run_tests#2",
+            "comment#1",
+            "comment#2",
+            "comment#3",
+            "comment#4",
+            "undo open_pr#1",
+            "undo open_pr#2"
+        ])
+    );
+    let (l, t) = (FailureClass::Logical, FailureClass::Transient);
+    assert_eq!(
+        escalations(outcome.report()),
+        [
+            (1, l, "run_tests".into(), 1),
+            (0, t, "comment".into(), 1),
+            (0, t, "comment".into(), 2),
+            (0, t, "comment".into(), 3),
+            (3, t, "comment".into(), 4)
+        ]
+    );
     let first = &outcome.report().escalations[0];
-    assert_eq!((first.level, first.class, first.step.as_str()), (Level::Reprompt, FailureClass::Logical, "run_tests"));
     assert_eq!(first.error, "panicked: scripted panic in run_tests");
     assert!(matches!(outcome, Outcome::Compensated { .. }));
     let undo = &outcome.report().compensations[0];
     assert_eq!((undo.attempts, undo.done), (2, true));
     assert_eq!(undo.errors, ["panicked: scripted panic in open_pr"]);
-    assert_eq!(harness.log().last().unwrap(), "undo open_pr#2");
+    assert_eq!(outcome.report().slept, Duration::from_millis(500 + 1_000 + 2_000 + 500));
+    assert_eq!(incidents.all().len(), 1);
 }
 
 /// `cx.resource::<T>()` returns what the builder registered; a missing resource panics with
@@ -419,4 +444,87 @@ async fn run_with_id_resumes_an_interrupted_saga_without_rerunning_journaled_ste
     assert_eq!(interrupted[0].error, "the process stopped during this attempt (a crash or a shutdown)");
     assert_eq!(start.elapsed(), Duration::from_millis(500), "the interrupted attempt is retried with backoff");
     assert_eq!(outcome.output().unwrap().open_pr, PrId(42), "the journaled output is restored");
+}
+
+/// The runtime's futures are `Send`: a saga runs on a spawned task of a multi-threaded
+/// runtime, and so do `resume`, `recover` and `resolve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_runs_on_spawned_tasks() {
+    fn assert_send<T: Send>(_: &T) {}
+    let harness = Harness::default();
+    let (runtime, _, _) = runtime(&harness, exact_backoff());
+    let id = SagaId::new("spawned");
+    assert_send(&runtime.resume::<ReleasePr>(&id));
+    assert_send(&runtime.recover());
+    assert_send(&runtime.resolve(&id, "note"));
+    let task = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.run_with_id(SagaId::new("spawned"), ReleasePr::new()).await }
+    });
+    let outcome = task.await.unwrap().unwrap();
+    assert!(outcome.is_completed());
+    assert_eq!(harness.log().len(), 5);
+}
+
+/// The page of a park is sent after the park is journaled. If the process stops in between,
+/// the next load of the saga (here `run_with_id`) pages, once.
+#[tokio::test(start_paused = true)]
+async fn a_page_lost_to_a_stop_is_sent_when_the_saga_is_next_loaded() {
+    let harness = Harness::with_script(Script::new().then("announce", logical(4)));
+    // The creation carries open_pr's start, then one append per step up to announce's
+    // attempts: open_pr, run_tests, comment, merge, announce x4 (the 4th carries the park),
+    // and the 9th write, carrying `paged`, fails.
+    let store = FlakyStore { inner: MemoryStore::new(), appends: Arc::default(), fail_at: 9 };
+    let incidents = Incidents::default();
+    let paged = incidents.clone();
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .policy(exact_backoff())
+        .resource(harness.clone())
+        .pager(move |i: &Incident| {
+            paged.0.lock().unwrap().push((i.level, i.failure.step.clone(), i.failure.message.clone()))
+        })
+        .build();
+    let error = runtime.run_with_id(SagaId::new("lost-page"), ReleasePr::new()).await.unwrap_err();
+    assert_eq!(error.to_string(), "the checkpoint store failed: disk full");
+    assert_eq!(incidents.all().len(), 1, "the pager was called before the write failed");
+    let journal = store.inner.load(&SagaId::new("lost-page")).await.unwrap().unwrap().records;
+    assert!(
+        !journal.iter().any(|r| matches!(r.event, saga_runtime::journal::Event::Paged)),
+        "the page is not on record"
+    );
+
+    let outcome = runtime.run_with_id(SagaId::new("lost-page"), ReleasePr::new()).await.unwrap();
+    assert!(matches!(outcome, Outcome::NeedsHuman { .. }));
+    assert_eq!(incidents.all().len(), 2, "paged again, since the first page is not on record");
+    assert_eq!(outcome.report().paged, 1);
+    let again = runtime.run_with_id(SagaId::new("lost-page"), ReleasePr::new()).await.unwrap();
+    assert!(matches!(again, Outcome::NeedsHuman { .. }));
+    assert_eq!(incidents.all().len(), 2, "a recorded page is not sent again");
+    assert_eq!(harness.log().len(), 8, "no step ran again");
+}
+
+/// A validator that panics is caught: its output counts as rejected (a logical failure).
+#[tokio::test(start_paused = true)]
+async fn a_panicking_validator_rejects_the_output() {
+    let outcome = Runtime::default().run(Touchy).await.unwrap();
+    let escalation = &outcome.report().escalations[0];
+    assert_eq!((escalation.level, escalation.class), (Level::Reprompt, FailureClass::Logical));
+    assert_eq!(escalation.error, "validator `sane` rejected the output: it panicked: cannot judge 1");
+    assert_eq!(outcome.output().unwrap().pick, 2, "the re-prompt's output passed");
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Touchy;
+
+#[saga]
+impl Touchy {
+    #[step(idempotent, validate = sane)]
+    async fn pick(&self, cx: &StepContext) -> StepResult<u32> {
+        Ok(cx.attempt())
+    }
+    fn sane(&self, pick: &u32) -> Result<(), String> {
+        assert!(*pick > 1, "cannot judge {pick}");
+        Ok(())
+    }
 }

@@ -8,21 +8,23 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use saga_runtime::prelude::*;
 
-/// Tracing: a `saga` span (saga id), a `step` span per step, and an `attempt` span per
-/// attempt that records the failure's class and ladder level.
+/// Tracing: a `saga` span (saga id), a `step` span per step, an `attempt` span per attempt and
+/// a `compensation` span per compensation attempt, recording the failure's class and level.
 #[tokio::test(start_paused = true)]
 async fn tracing_spans_name_the_saga_step_attempt_class_and_level() {
     use tracing_subscriber::layer::SubscriberExt;
 
     let spans = Spans::default();
     let subscriber = tracing_subscriber::registry().with(spans.clone());
+    let spans = spans;
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let harness = Harness::with_script(Script::new().then("run_tests", transient(1)));
     let (runtime, _, _) = runtime(&harness, exact_backoff());
     runtime.run_with_id(SagaId::new("traced"), ReleasePr::new()).await.unwrap();
 
-    let spans = spans.0.lock().unwrap().clone();
+    let spans_store = spans;
+    let spans = spans_of(&spans_store).clone();
     let saga = spans.iter().find(|s| s.0 == "saga").expect("a saga span");
     assert!(saga.1.contains(&("saga_id".into(), "traced".into())));
     assert!(saga.1.contains(&("saga".into(), "release-pr".into())));
@@ -33,9 +35,53 @@ async fn tracing_spans_name_the_saga_step_attempt_class_and_level() {
         .filter(|s| s.0 == "attempt")
         .map(|s| (s.field("step"), s.field("attempt"), s.field("class"), s.field("level")))
         .collect();
-    assert_eq!(attempts[1], ("run_tests".into(), "1".into(), "transient".into(), "0".into()));
-    assert_eq!(attempts[2], ("run_tests".into(), "2".into(), String::new(), String::new()));
-    assert_eq!(attempts.len(), 6);
+    assert_eq!(
+        attempts,
+        [
+            ("open_pr".into(), "1".into(), String::new(), String::new()),
+            ("run_tests".into(), "1".into(), "transient".into(), "0".into()),
+            ("run_tests".into(), "2".into(), String::new(), String::new()),
+            ("comment".into(), "1".into(), String::new(), String::new()),
+            ("merge".into(), "1".into(), String::new(), String::new()),
+            ("announce".into(), "1".into(), String::new(), String::new()),
+        ]
+    );
+
+    // A rollback (level 3 on the attempt) whose compensation fails for good (level 4 on the
+    // compensation's last attempt).
+    spans_of(&spans_store).clear();
+    let stuck = vec![Plan::Fail(StepError::transient("down")); 4];
+    let harness = Harness::with_script(Script::new().then("run_tests", logical(4)).then("undo open_pr", stuck));
+    let (runtime, _, _) = common::runtime(&harness, exact_backoff());
+    runtime.run_with_id(SagaId::new("traced-2"), ReleasePr::new()).await.unwrap();
+    let spans = spans_of(&spans_store).clone();
+    let levels: Vec<(String, String, String)> = spans
+        .iter()
+        .filter(|s| s.0 == "attempt" && s.field("step") == "run_tests")
+        .map(|s| (s.field("attempt"), s.field("class"), s.field("level")))
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("1".into(), "logical".into(), "1".into()),
+            ("2".into(), "logical".into(), "1".into()),
+            ("3".into(), "logical".into(), "2".into()),
+            ("4".into(), "logical".into(), "3".into())
+        ]
+    );
+    let compensations: Vec<(String, String, String, String, String)> = spans
+        .iter()
+        .filter(|s| s.0 == "compensation")
+        .map(|s| (s.field("saga_id"), s.field("step"), s.field("attempt"), s.field("class"), s.field("level")))
+        .collect();
+    let c = |attempt: &str, level: &str| -> (String, String, String, String, String) {
+        ("traced-2".into(), "open_pr".into(), attempt.into(), "transient".into(), level.into())
+    };
+    assert_eq!(compensations, [c("1", ""), c("2", ""), c("3", ""), c("4", "4")]);
+}
+
+fn spans_of(spans: &Spans) -> std::sync::MutexGuard<'_, Vec<SpanRecord>> {
+    spans.0.lock().unwrap()
 }
 
 #[derive(Clone, Debug)]
