@@ -81,6 +81,20 @@ fn case() -> impl Strategy<Value = Case> {
     })
 }
 
+/// The message a failed call leaves in the journal (what `previous_error()` shows next).
+fn failure_message(name: &str, result: &CallResult) -> Option<String> {
+    match result {
+        CallResult::Ok => None,
+        CallResult::Wrong if name == "comment" => {
+            Some("validator `non_empty` rejected the output: the comment is empty".to_owned())
+        }
+        CallResult::Wrong => None,
+        CallResult::Failed(error) => Some(error.message().to_owned()),
+        CallResult::Panicked => Some(format!("panicked: scripted panic in {name}")),
+        CallResult::Hung => Some("timed out after 5s".to_owned()),
+    }
+}
+
 /// The reference model: the ladder of DESIGN.md §4 as a plain interpreter of recorded calls.
 #[derive(Debug)]
 enum Phase {
@@ -113,8 +127,14 @@ struct Model {
     budgets: Vec<Budget>,
     compensation_failures: u32,
     committed: bool,
-    /// `(level, step)` of every escalation, as the model expects them.
-    levels: Vec<(Level, String)>,
+    /// `(level, class, step)` of every escalation, as the model expects them.
+    levels: Vec<(Level, FailureClass, String)>,
+    /// Attempts of each step so far, and of the current compensation of each step.
+    attempts: [u32; 5],
+    compensation_attempts: [u32; 5],
+    /// The last failure message of each step, and of its current compensation.
+    last_error: [Option<String>; 5],
+    compensation_error: [Option<String>; 5],
     /// The compensations of the rollback, in order.
     rollback_undos: Vec<usize>,
     /// The live steps when the rollback started.
@@ -131,6 +151,10 @@ impl Model {
             compensation_failures: 0,
             committed: false,
             levels: Vec::new(),
+            attempts: [0; 5],
+            compensation_attempts: [0; 5],
+            last_error: Default::default(),
+            compensation_error: Default::default(),
             rollback_undos: Vec::new(),
             live_at_rollback: None,
         }
@@ -140,12 +164,12 @@ impl Model {
         (from..to).filter(|&s| COMPENSABLE[s] && self.live[s]).collect()
     }
 
-    fn exhausted(&mut self, step: usize) {
+    fn exhausted(&mut self, step: usize, class: FailureClass) {
         if step > COMMIT {
-            self.levels.push((Level::PageHuman, STEPS[step].into()));
+            self.levels.push((Level::PageHuman, class, STEPS[step].into()));
             self.phase = Phase::ParkedAfterCommit(step);
         } else {
-            self.levels.push((Level::Compensate, STEPS[step].into()));
+            self.levels.push((Level::Compensate, class, STEPS[step].into()));
             let queue = self.live_in(0, STEPS.len());
             self.live_at_rollback = Some(queue.iter().rev().copied().collect());
             self.phase = Phase::Undo { queue, then: Then::RollBack };
@@ -192,9 +216,9 @@ impl Model {
             FailureClass::Transient => {
                 if b.transient < p.transient_retries {
                     b.transient += 1;
-                    self.levels.push((Level::Retry, STEPS[step].into()));
+                    self.levels.push((Level::Retry, class, STEPS[step].into()));
                 } else {
-                    self.exhausted(step);
+                    self.exhausted(step, class);
                 }
             }
             FailureClass::Logical => {
@@ -205,9 +229,9 @@ impl Model {
                     b.tier += 1;
                     Level::SwitchModel
                 } else {
-                    return self.exhausted(step);
+                    return self.exhausted(step, class);
                 };
-                self.levels.push((level, STEPS[step].into()));
+                self.levels.push((level, class, STEPS[step].into()));
                 if rejected && COMPENSABLE[step] {
                     self.phase = Phase::Undo { queue: vec![step], then: Then::Reprompt(step) };
                 }
@@ -215,13 +239,13 @@ impl Model {
             FailureClass::Environmental => {
                 if b.restarts < p.environment_restarts {
                     b.restarts += 1;
-                    self.levels.push((Level::Retry, STEPS[step].into()));
+                    self.levels.push((Level::Retry, class, STEPS[step].into()));
                     let from = Self::restart_point(step, error.and_then(|e| e.restart_step()));
                     let queue = self.live_in(from, step);
                     self.phase = Phase::Undo { queue, then: Then::Restart(from) };
                     self.settle();
                 } else {
-                    self.exhausted(step);
+                    self.exhausted(step, class);
                 }
             }
         }
@@ -234,6 +258,14 @@ impl Model {
                 let step = *step;
                 assert!(!call.undo, "expected step `{}`, the runtime compensated `{}`", STEPS[step], call.name);
                 assert_eq!(call.name, STEPS[step], "steps run in order");
+                self.attempts[step] += 1;
+                assert_eq!(call.attempt, self.attempts[step], "attempt numbers of `{}` count every attempt", call.name);
+                assert_eq!(call.tier, self.budgets[step].tier, "the model tier of `{}`", call.name);
+                assert_eq!(call.previous_error, self.last_error[step], "previous_error() of `{}`", call.name);
+                // "This step's last failure": kept across later successes (a restart re-runs it).
+                if let Some(message) = failure_message(&call.name, &call.result) {
+                    self.last_error[step] = Some(message);
+                }
                 match &call.result {
                     CallResult::Ok => self.completed(step),
                     CallResult::Wrong if step == 2 => {
@@ -252,10 +284,19 @@ impl Model {
                 assert_eq!(call.name, STEPS[top], "compensations run in reverse order");
                 assert!(self.live[top], "`{}` was compensated while not live", call.name);
                 assert!(!self.committed || then != Then::RollBack, "a rollback after the commit point");
+                self.compensation_attempts[top] += 1;
+                assert_eq!(
+                    call.attempt, self.compensation_attempts[top],
+                    "attempt numbers of the compensation of `{}`",
+                    call.name
+                );
+                assert_eq!(call.previous_error, self.compensation_error[top], "previous_error() of a compensation");
+                self.compensation_error[top] = failure_message(&call.name, &call.result);
                 match call.result {
                     CallResult::Ok => {
                         self.live[top] = false;
                         self.compensation_failures = 0;
+                        self.compensation_attempts[top] = 0;
                         if then == Then::RollBack {
                             self.rollback_undos.push(top);
                         }
@@ -266,7 +307,11 @@ impl Model {
                     _ => {
                         self.compensation_failures += 1;
                         if self.compensation_failures > self.policy.compensation_retries {
-                            self.levels.push((Level::PageHuman, STEPS[top].into()));
+                            let class = match &call.result {
+                                CallResult::Failed(error) => error.class(),
+                                _ => FailureClass::Logical,
+                            };
+                            self.levels.push((Level::PageHuman, class, STEPS[top].into()));
                             let Phase::Undo { queue, then } = std::mem::replace(&mut self.phase, Phase::Forward(0))
                             else {
                                 unreachable!()
@@ -352,7 +397,8 @@ fn check(case: Case) -> Result<(), TestCaseError> {
         // The outcome is what the model predicts, and what the journal and the store say.
         prop_assert_eq!(outcome.status(), model.status());
         let report = outcome.report();
-        let recorded: Vec<(Level, String)> = report.escalations.iter().map(|e| (e.level, e.step.clone())).collect();
+        let recorded: Vec<(Level, FailureClass, String)> =
+            report.escalations.iter().map(|e| (e.level, e.class, e.step.clone())).collect();
         prop_assert_eq!(&recorded, &model.levels);
         let journal = tokio.block_on(runtime.journal(outcome.saga_id())).unwrap();
         let summary = summarize(ReleasePr::definition(), &journal).unwrap();

@@ -73,6 +73,8 @@ pub struct Call {
     pub name: String,
     pub undo: bool,
     pub attempt: u32,
+    pub tier: u32,
+    pub previous_error: Option<String>,
     pub result: CallResult,
 }
 
@@ -127,6 +129,8 @@ impl Harness {
             name: name.to_owned(),
             undo: cx.compensation().is_some(),
             attempt: cx.attempt(),
+            tier: cx.model_tier(),
+            previous_error: cx.previous_error().map(|f| f.message.clone()),
             result,
         });
         match plan {
