@@ -86,7 +86,24 @@
 //!
 //! # The ladder
 //!
-//! See the [`ladder`] module for the exact table the runtime follows.
+//! See the [`ladder`] module for the exact table the runtime follows. A `restart_from` naming
+//! the commit step itself, once it has passed, restarts the failing step (a commit never runs
+//! twice).
+//!
+//! # Durability
+//!
+//! Every decision is a record of the saga's [`journal`]; a [`store`] keeps it.
+//! [`store::SqliteStore`] (one SQLite file, WAL, group commit, optional encryption at rest) is
+//! the embedded default for durable work; [`MemoryStore`] (the default of
+//! `Runtime::builder()`) keeps nothing across processes. Each attempt's start is written with
+//! the previous result, one write per step; a resumed saga ([`Runtime::recover`],
+//! [`Runtime::resume`], [`Runtime::run_with_id`]) replays its journal and continues on the same
+//! rung, counting an attempt the crash interrupted as a transient failure.
+//!
+//! Inside a step, [`StepContext::effect`] and [`StepContext::effect_with`] journal one side
+//! effect each: the result is committed before the step goes on and returned, not run again,
+//! on a retry or a resume. A compensation taking `Option<&T>` also undoes the effects of an
+//! attempt that failed half-way, reading what landed from [`StepContext::effects`].
 
 #![warn(missing_docs)]
 

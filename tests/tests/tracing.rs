@@ -16,7 +16,6 @@ async fn tracing_spans_name_the_saga_step_attempt_class_and_level() {
 
     let spans = Spans::default();
     let subscriber = tracing_subscriber::registry().with(spans.clone());
-    let spans = spans;
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let harness = Harness::with_script(Script::new().then("run_tests", transient(1)));
