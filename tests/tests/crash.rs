@@ -226,7 +226,8 @@ fn say(line: &str) {
 }
 
 /// The child's work: open the store, recover what a killed predecessor left, then run the
-/// scenario's saga (which returns the stored outcome when it already finished).
+/// scenario's saga (which returns the stored outcome when it already finished). The scenario
+/// `hold` only opens the store and keeps it open until killed.
 #[test]
 fn crash_child() {
     let Some(dir) = std::env::var_os("SAGA_CRASH_CHILD").map(PathBuf::from) else { return };
@@ -234,6 +235,12 @@ fn crash_child() {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     tokio.block_on(async {
         let store = SqliteStore::open(dir.join("sagas.db")).await.unwrap();
+        if scenario == "hold" {
+            say("HOLDING");
+            loop {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        }
         let runtime = Runtime::builder()
             .store(store)
             .policy(Policy {
@@ -371,6 +378,33 @@ fn steps_run_after(dir: &Path, first_row_of_resume: i64) -> Vec<String> {
 fn world_rows(dir: &Path) -> i64 {
     let db = rusqlite::Connection::open(dir.join("world.db")).unwrap();
     db.query_row("SELECT coalesce(max(n), 0) FROM executions", [], |r| r.get(0)).unwrap()
+}
+
+/// A database held by another process is a clear error; once that process is gone (even
+/// killed), the file opens again.
+#[test]
+fn a_store_held_by_another_process_is_a_clear_error() {
+    if std::env::var_os("SAGA_CRASH_CHILD").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env("SAGA_CRASH_CHILD", dir.path())
+        .env("SAGA_CRASH_SCENARIO", "hold")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert!(lines.any(|line| line.unwrap().contains("HOLDING")), "the holder opened the store");
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let error = tokio.block_on(SqliteStore::open(dir.path().join("sagas.db"))).unwrap_err();
+    assert!(matches!(error, saga_runtime::store::StoreError::Locked { .. }), "{error}");
+    assert!(error.to_string().contains("is in use by another process"), "{error}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    tokio.block_on(SqliteStore::open(dir.path().join("sagas.db"))).expect("the lock dies with its process");
 }
 
 /// Crash points between an effect's code and its journal write: the only window in which the

@@ -184,7 +184,7 @@ async fn an_unknown_saga_id_is_a_clear_error() {
 
 /// One process at a time owns the file: a second opener gets a clear error (the lock is an
 /// exclusive `flock` on the file, which a second open in the same process meets exactly as
-/// another process would; the crash test also opens it from a second process).
+/// another process would; `crash.rs` also holds it from a second process).
 #[tokio::test]
 async fn a_file_held_by_another_store_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -734,8 +734,11 @@ fn load(connection: &Connection, id: &str) -> rusqlite::Result<Option<RawSaga>> 
 }
 
 fn list(connection: &Connection) -> rusqlite::Result<Vec<RawSaga>> {
-    let mut statement =
-        connection.prepare_cached(&format!("SELECT {SAGA_COLUMNS} FROM sagas ORDER BY created_at, id"))?;
+    // Every column but the input, which a listing does not need.
+    let mut statement = connection.prepare_cached(
+        "SELECT id, name, version, fingerprint, status, stage, x'', records, created_at, updated_at
+         FROM sagas ORDER BY created_at, id",
+    )?;
     let rows = statement.query_map([], saga_row)?;
     rows.collect()
 }
