@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use saga_runtime::journal::{Event, Record};
 use saga_runtime::prelude::*;
 use saga_runtime::store::{Checkpoint, Created, NewSaga, SagaSummary, SqliteStore, StoreError, StoredSaga};
-use saga_runtime::{BoxFuture, Redacted};
+use saga_runtime::{BoxFuture, EncryptionKey, Keyring, Redacted};
 
 use agent::CodeChange;
 use fakes::{CiResult, ModelFault, PrState, World, WorldState};
@@ -63,7 +63,8 @@ fn usage() -> String {
          Runs a code-change agent saga checkpointed in sagas.db (--db to choose the file, --memory for none).\n\
          Each run first resumes the sagas a crashed run left unfinished; --crash-after STEP kills the\n\
          process right after STEP's checkpoint lands, so that the next run shows the resume.\n\
-         --fresh deletes the database and the fakes' state first.\n\nscenarios:\n",
+         --fresh deletes the database and the fakes' state first. With SAGA_KEY set to 64 hex digits,\n\
+         inputs, outputs, effect results and failure messages are encrypted at rest.\n\nscenarios:\n",
     );
     for (name, what, _) in SCENARIOS {
         text.push_str(&format!("  {name:<19} {what}\n"));
@@ -156,7 +157,12 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let (true, Some(db)) = (args.fresh, &args.db) {
-        for path in [db.clone(), db.with_extension("db-wal"), db.with_extension("db-shm"), world_path(db)] {
+        let sidecar = |suffix: &str| {
+            let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            name.push(suffix);
+            db.with_file_name(name)
+        };
+        for path in [db.clone(), sidecar("-wal"), sidecar("-shm"), sidecar(".lock"), world_path(db)] {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -176,7 +182,12 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .notifier(|incident: &Incident| println!("           [notifier] {incident}"))
         .pager(|incident: &Incident| println!("           [pager] PAGE: {incident}"));
     if let Some(db) = &args.db {
-        let store = SqliteStore::open(db).await?;
+        let mut options = SqliteStore::options(db);
+        if let Ok(hex) = std::env::var("SAGA_KEY") {
+            options = options.encryption(Keyring::new(EncryptionKey::from_hex("demo", &hex)?));
+            println!("encrypting at rest with the key in SAGA_KEY (key id `demo`)");
+        }
+        let store = options.open().await?;
         builder = match &args.crash_after {
             Some(step) => builder.store(CrashAfter { inner: store, step: step.clone() }),
             None => builder.store(store),
@@ -204,6 +215,11 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             print_outcome(&outcome);
             code = check(&scenario, &outcome, code);
         }
+        for id in &recovery.parked {
+            println!(
+                "saga {id} stays parked, waiting for a human (`resume` retries it, `resolve` records a fix by hand)"
+            );
+        }
         for (id, error) in recovery.failed {
             eprintln!("saga {id} could not be resumed: {error}");
             code = ExitCode::FAILURE;
@@ -212,6 +228,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Ok(code);
     }
 
+    if let Some(db) = &args.db {
+        println!("no unfinished saga in {}: starting a new one", db.display());
+    }
     let scenario = args.scenario.clone();
     world.with(|state| load_scenario(state, &scenario));
     let (_, what, _) = SCENARIOS.iter().find(|(n, _, _)| *n == scenario).expect("checked scenario");

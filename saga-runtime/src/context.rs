@@ -49,7 +49,11 @@ pub(crate) struct KeySource {
 /// [`idempotency_key`](Self::idempotency_key) is its own, derived from the step's.
 pub struct StepContext {
     pub(crate) step_index: u32,
+    /// How many times the step was asked for a new answer (see `StepState::pass`).
+    pub(crate) pass: u32,
     pub(crate) writer: Arc<JournalWriter>,
+    /// The effect keys this attempt used, to refuse a second use of one key.
+    pub(crate) used_keys: Mutex<Vec<String>>,
     /// The effects that landed for this step since its result was last compensated.
     pub(crate) landed: Mutex<Vec<LandedEffect>>,
     pub(crate) saga_id: SagaId,
@@ -87,9 +91,8 @@ impl StepContext {
     }
 
     /// The attempt, 1-based: counts every attempt of this step (for a compensation: of this
-    /// compensation) that reached the journal. An attempt's start is journaled together with
-    /// its result (one write per attempt), so an attempt cut short by a crash before it wrote
-    /// anything is not counted, and the resumed attempt has its number.
+    /// compensation), including one that a stop of the process interrupted: an attempt's start
+    /// is journaled (together with the previous result) before the attempt runs.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
@@ -153,13 +156,17 @@ impl StepContext {
     }
 
     /// Runs one side effect of the step, journaled: its result is committed to the store
-    /// before the step goes on, and on a retry or a resume the stored result is returned and
-    /// `run` is not polled. The effect's own idempotency key is derived from the step's key
-    /// and `name` (see [`effect_with`](Self::effect_with) for effects that depend on an input).
+    /// before the step goes on, and when the same answer of the step runs again (a transient
+    /// retry, or a resume after a crash) the stored result is returned and `run` is not
+    /// polled. A new answer of the step (a re-prompt, another model tier, an environmental
+    /// restart, a resume from a park) runs the effect anew. The effect's own idempotency key
+    /// is derived from the step's key, `name` and that answer (see
+    /// [`effect_with`](Self::effect_with) for effects keyed on their input instead).
     ///
     /// If `run` fails, nothing is journaled and the error is returned (classify it as for a
-    /// step). Give each effect of a step its own name. Inside a compensation, effects are not
-    /// journaled: `run` simply runs (compensations are retried, so make them idempotent).
+    /// step). Each effect of an attempt needs its own name: using one name twice in an attempt
+    /// is a logical failure. Inside a compensation, effects are not journaled: `run` simply
+    /// runs (compensations are retried, so make them idempotent).
     pub async fn effect<R, E, F>(&self, name: &str, run: F) -> Result<R, StepError>
     where
         R: Serialize + DeserializeOwned,
@@ -170,9 +177,9 @@ impl StepContext {
     }
 
     /// Like [`effect`](Self::effect), for an effect that depends on `input`: its idempotency
-    /// key (passed to `run`, to give the downstream service) also hashes `input`, so running
-    /// the step again with a different input runs the new effect, while the same input
-    /// returns the stored result.
+    /// key (passed to `run`, to give the downstream service) hashes `input`, so running the
+    /// step again (a retry, a re-prompt, a resume) with a different input runs the new effect,
+    /// while the same input returns the stored result.
     pub async fn effect_with<I, R, E, F, Fut>(&self, name: &str, input: &I, run: F) -> Result<R, StepError>
     where
         I: Serialize + ?Sized,
@@ -186,11 +193,13 @@ impl StepContext {
         self.effect_keyed(name, Some(&input), run).await
     }
 
-    /// The idempotency key of the effect `name` (with `input`, as [`effect_with`] hashes it).
+    /// The idempotency key of the effect `name` in this attempt: with `input` (the JSON bytes
+    /// of what [`effect_with`] hashes) or without (as [`effect`] keys it).
     ///
+    /// [`effect`]: Self::effect
     /// [`effect_with`]: Self::effect_with
     pub fn effect_key(&self, name: &str, input: Option<&[u8]>) -> String {
-        idempotency::effect_key(self.idempotency_key(), name, input)
+        idempotency::effect_key(self.idempotency_key(), name, input, self.pass)
     }
 
     async fn effect_keyed<R, E, F, Fut>(&self, name: &str, input: Option<&[u8]>, run: F) -> Result<R, StepError>
@@ -203,6 +212,15 @@ impl StepContext {
         let key = self.effect_key(name, input);
         if self.compensation.is_some() {
             return run(key).await.map_err(Into::into);
+        }
+        {
+            let mut used = self.used_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if used.contains(&key) {
+                return Err(StepError::logical(format!(
+                    "effect `{name}` ran twice in one attempt with the same input: give each effect its own name, or key it on its input with `effect_with`"
+                )));
+            }
+            used.push(key.clone());
         }
         let landed = self.lock_landed().iter().find(|e| e.key == key).map(|e| e.result.clone());
         if let Some(result) = landed {

@@ -17,6 +17,7 @@ use crate::idempotency;
 use crate::journal::{CompensationNext, Event, Next, Payload, Phase, Progress, Record, Then};
 use crate::ladder;
 use crate::outcome::{Incident, Level, Outcome, Status};
+use crate::redact::scrub;
 use crate::runtime::Inner;
 use crate::saga::{BoxFuture, Definition, Saga, StepKind};
 use crate::store::{StoreError, StoredSaga};
@@ -95,6 +96,7 @@ impl<'r, S: Saga> Driver<'r, S> {
     /// A driver for a stored saga: its journal replayed, its outputs decoded.
     pub(crate) fn restore(rt: &'r Inner, saga: S, saga_id: SagaId, stored: StoredSaga) -> Result<Self, RuntimeError> {
         let definition = S::definition();
+        check_started(&saga_id, &stored)?;
         let progress = Progress::replay(definition, &stored.records)
             .map_err(|reason| RuntimeError::Journal { saga_id: saga_id.clone(), reason })?;
         let next_seq = progress.next_seq;
@@ -206,7 +208,9 @@ impl<'r, S: Saga> Driver<'r, S> {
         let reads = step_def.inputs().iter().filter_map(|&j| self.progress.steps[j].output.clone()).collect();
         StepContext {
             step_index: step as u32,
+            pass: state.pass,
             writer: self.writer.clone(),
+            used_keys: Mutex::new(Vec::new()),
             landed: Mutex::new(state.effects.clone()),
             saga_id: self.saga_id.clone(),
             saga: self.definition.name(),
@@ -327,7 +331,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             class: error.class(),
             kind: error.kind(),
             attempt,
-            message: error.message().to_owned(),
+            message: scrub(error.message()),
         };
         span.record("class", tracing::field::display(failure.class));
         span.record("level", next.level() as u8);
@@ -413,7 +417,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             class: error.class(),
             kind: error.kind(),
             attempt,
-            message: error.message().to_owned(),
+            message: scrub(error.message()),
         };
         span.record("class", tracing::field::display(failure.class));
         let delay = match next {
@@ -494,6 +498,30 @@ impl<'r, S: Saga> Driver<'r, S> {
             Status::NeedsHuman => Ok(Outcome::NeedsHuman { saga_id, failure: failure()?, report }),
             Status::Running => Err(self.journal_error("the saga stopped while running".to_owned())),
         }
+    }
+}
+
+/// The journal's first record names the definition that wrote it: it must agree with the saga
+/// row (which `check_definition` compared with this binary), or the row was edited.
+fn check_started(saga_id: &SagaId, stored: &StoredSaga) -> Result<(), RuntimeError> {
+    let summary = &stored.summary;
+    match stored.records.first().map(|r| &r.event) {
+        Some(Event::Started { saga, version, fingerprint })
+            if *saga == summary.name && *version == summary.version && *fingerprint == summary.fingerprint =>
+        {
+            Ok(())
+        }
+        Some(Event::Started { saga, version, fingerprint }) => Err(RuntimeError::Journal {
+            saga_id: saga_id.clone(),
+            reason: format!(
+                "its first record was written by `{saga}` version {version} (fingerprint {fingerprint}), but the saga row says `{}` version {} (fingerprint {}): the row was edited",
+                summary.name, summary.version, summary.fingerprint
+            ),
+        }),
+        _ => Err(RuntimeError::Journal {
+            saga_id: saga_id.clone(),
+            reason: "it does not start with a `started` record".to_owned(),
+        }),
     }
 }
 

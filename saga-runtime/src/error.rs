@@ -292,6 +292,22 @@ pub enum RuntimeError {
         /// Why not, and what to do instead.
         reason: String,
     },
+    /// `resolve` or `recover` met a saga whose definition no registered type has.
+    #[error(
+        "saga `{saga_id}` was checkpointed by `{name}` version {stored_version} (fingerprint {stored_fingerprint}), and this runtime registers only {registered}: register the type that started it (keep the old definition as its own type); nothing was changed"
+    )]
+    NoMatchingVersion {
+        /// The saga id.
+        saga_id: SagaId,
+        /// The saga name.
+        name: String,
+        /// The version stored with the saga.
+        stored_version: u32,
+        /// The fingerprint stored with the saga.
+        stored_fingerprint: String,
+        /// The registered versions and fingerprints of that name.
+        registered: String,
+    },
     /// `resolve` or `recover` met a saga whose type was not registered.
     #[error(
         "saga `{saga_id}` is a `{name}` saga, which this runtime does not know: add `.register::<T>()` for its type to `Runtime::builder()`"

@@ -48,10 +48,15 @@ pub(crate) fn compensation_key(step_key: &str) -> String {
     hex(&Sha256::digest(format!("{step_key}:compensate").as_bytes()))
 }
 
-/// The key of one effect of a step: `sha256("{step_key}:{name}:{sha256(input)}")`, with an
-/// empty input hash for an effect without input.
-pub(crate) fn effect_key(step_key: &str, name: &str, input: Option<&[u8]>) -> String {
-    let input_hash = input.map(|input| hex(&Sha256::digest(input))).unwrap_or_default();
+/// The key of one effect of a step: `sha256("{step_key}:{name}:{input_hash}")`. For an effect
+/// with an input, `input_hash` is the SHA-256 of the input; for an effect without one it is
+/// `pass-{n}`, the step's pass (see `StepState::pass`), so that a new answer of the step (a
+/// re-prompt, another tier, a restart) runs its effects anew while a retry reuses them.
+pub(crate) fn effect_key(step_key: &str, name: &str, input: Option<&[u8]>, pass: u32) -> String {
+    let input_hash = match input {
+        Some(input) => hex(&Sha256::digest(input)),
+        None => format!("pass-{pass}"),
+    };
     hex(&Sha256::digest(format!("{step_key}:{name}:{input_hash}").as_bytes()))
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Failure;
+use crate::error::{Failure, FailureKind};
 use crate::outcome::{
     AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, Report, RestartRecord, Status,
 };
@@ -374,6 +374,14 @@ pub(crate) struct StepState {
     pub(crate) effects: Vec<LandedEffect>,
     /// The attempt that started and has no result yet: on a resume, one a crash interrupted.
     pub(crate) open_attempt: Option<u32>,
+    /// How many times the step was asked for a new answer: a re-prompt, a model switch, an
+    /// environmental restart that runs it again, a resume from a park. Effects without an
+    /// input are keyed on it, so a new answer runs its effects anew and a retry reuses them.
+    pub(crate) pass: u32,
+    /// Attempts of the step that a stop of the process interrupted, in this pass.
+    pub(crate) interruptions_used: u32,
+    /// Likewise for the current compensation of the step.
+    pub(crate) compensation_interruptions_used: u32,
     /// Likewise for the compensation of the step.
     pub(crate) open_compensation_attempt: Option<u32>,
 }
@@ -383,6 +391,7 @@ impl StepState {
         self.transient_used = 0;
         self.reprompts_used = 0;
         self.tier = 0;
+        self.interruptions_used = 0;
     }
 }
 
@@ -579,7 +588,12 @@ impl Progress {
                 let undo_now = compensable && self.needs_undo(i);
                 match next {
                     Next::Retry { delay } => {
-                        self.steps[i].transient_used += 1;
+                        // A stop of the process has a budget of its own: crashes and deploys
+                        // never spend the retries of the step's transient failures.
+                        match failure.kind {
+                            FailureKind::Interrupted => self.steps[i].interruptions_used += 1,
+                            _ => self.steps[i].transient_used += 1,
+                        }
                         self.report.slept += *delay;
                     }
                     Next::Reprompt | Next::SwitchModel { .. } => {
@@ -587,6 +601,7 @@ impl Progress {
                             Next::SwitchModel { tier } => self.steps[i].tier = *tier,
                             _ => self.steps[i].reprompts_used += 1,
                         }
+                        self.steps[i].pass += 1;
                         if undo_now {
                             self.phase = Phase::Compensating { queue: vec![i], then: Then::Reprompt(i) };
                         }
@@ -597,6 +612,9 @@ impl Progress {
                             return Err(format!("a restart of step {i} from the later step {from}"));
                         }
                         self.steps[i].restarts += 1;
+                        for state in &mut self.steps[from..=i] {
+                            state.pass += 1;
+                        }
                         if observation.is_some() {
                             self.observation = observation.clone();
                         }
@@ -641,6 +659,7 @@ impl Progress {
                 state.generation += 1;
                 state.compensation_attempts = 0;
                 state.compensation_retries_used = 0;
+                state.compensation_interruptions_used = 0;
                 state.compensation_failure = None;
                 state.open_compensation = None;
                 state.open_compensation_attempt = None;
@@ -663,7 +682,10 @@ impl Progress {
                 state.open_compensation_attempt = None;
                 match next {
                     CompensationNext::Retry { delay } => {
-                        state.compensation_retries_used += 1;
+                        match failure.kind {
+                            FailureKind::Interrupted => state.compensation_interruptions_used += 1,
+                            _ => state.compensation_retries_used += 1,
+                        }
                         self.report.slept += *delay;
                     }
                     CompensationNext::Park => {
@@ -731,6 +753,7 @@ impl Progress {
                 state.generation += 1;
                 state.compensation_attempts = 0;
                 state.compensation_retries_used = 0;
+                state.compensation_interruptions_used = 0;
                 state.compensation_failure = None;
                 state.open_compensation = None;
                 state.open_compensation_attempt = None;
@@ -749,11 +772,13 @@ impl Progress {
                         let state = &mut self.steps[i];
                         state.fresh_budgets();
                         state.restarts = 0;
+                        state.pass += 1;
                         Phase::Forward(i)
                     }
                     Parked::Compensation { queue, then, .. } => {
                         if let Some(&top) = queue.last() {
                             self.steps[top].compensation_retries_used = 0;
+                            self.steps[top].compensation_interruptions_used = 0;
                         }
                         Phase::Compensating { queue, then }
                     }

@@ -10,6 +10,11 @@
 //! | level 3 | notify once, compensate every completed compensable step in reverse order (each compensation retried with the same backoff), return `Compensated` | 3 |
 //! | a compensation fails `compensation_retries + 1` times | stop, page once, park the saga, return `NeedsHuman` | 4 |
 //!
+//! An attempt (or a compensation) that a stop of the process interrupted is found on resume
+//! and retried with backoff (level 0) under its own budget, `interruptions`: crashes and
+//! deploys never spend the budgets above, and a step that crashes the process every time
+//! ends on the ladder (level 3, or 4 after the commit point) instead of looping.
+//!
 //! Each failure class climbs its own rows, so a budget of one class is never spent by
 //! another. After the commit point nothing is compensated: where the table says level 3, the
 //! runtime pages a human and parks the saga instead (level 4).
@@ -18,7 +23,7 @@
 //! folded from the journal; the driver records each decision in the journal before acting
 //! on it, so a resumed saga continues on the same rung.
 
-use crate::error::{FailureClass, StepError};
+use crate::error::{FailureClass, FailureKind, StepError};
 use crate::journal::{CompensationNext, Next, Progress};
 use crate::policy::Policy;
 use crate::saga::Definition;
@@ -34,6 +39,16 @@ pub(crate) fn decide(
     let state = &progress.steps[step];
     let after_commit = definition.commit_index().is_some_and(|commit| step > commit);
     let exhausted = if after_commit { Next::Park } else { Next::RollBack };
+    if error.kind() == FailureKind::Interrupted {
+        // The process stopped during the attempt: retried under a budget of its own, so that
+        // deploys and crashes never spend the step's retries, while a step that crashes the
+        // process every time still ends on the ladder instead of looping.
+        return if state.interruptions_used < policy.interruptions {
+            Next::Retry { delay: policy.backoff.delay(state.interruptions_used + 1, None) }
+        } else {
+            exhausted
+        };
+    }
     match error.class() {
         FailureClass::Transient => {
             if state.transient_used < policy.transient_retries {
@@ -107,7 +122,16 @@ pub(crate) fn decide_compensation(
     step: usize,
     error: &StepError,
 ) -> CompensationNext {
-    let used = progress.steps[step].compensation_retries_used;
+    let state = &progress.steps[step];
+    if error.kind() == FailureKind::Interrupted {
+        let used = state.compensation_interruptions_used;
+        return if used < policy.interruptions {
+            CompensationNext::Retry { delay: policy.backoff.delay(used + 1, None) }
+        } else {
+            CompensationNext::Park
+        };
+    }
+    let used = state.compensation_retries_used;
     if used < policy.compensation_retries {
         CompensationNext::Retry { delay: policy.backoff.delay(used + 1, error.retry_after_delay()) }
     } else {

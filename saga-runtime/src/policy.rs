@@ -28,6 +28,10 @@ pub struct Policy {
     pub environment_restarts: u32,
     /// Retries of a failing compensation before a human is paged (default 3).
     pub compensation_retries: u32,
+    /// Attempts of one step (or of one compensation) that a stop of the process may interrupt
+    /// before the step is taken to crash the process: level 3, or 4 after the commit point
+    /// (default 5). Interruptions never spend the other budgets.
+    pub interruptions: u32,
     /// Timeout of each attempt of a step and of its compensation, unless the step sets its
     /// own with `#[step(timeout = "30s")]` (default: none).
     pub step_timeout: Option<Duration>,
@@ -42,6 +46,7 @@ impl Default for Policy {
             model_tiers: 2,
             environment_restarts: 2,
             compensation_retries: 3,
+            interruptions: 5,
             step_timeout: None,
         }
     }

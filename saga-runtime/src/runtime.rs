@@ -49,6 +49,7 @@ type Erased = fn(Runtime, SagaId, Option<String>) -> BoxFuture<'static, Result<S
 /// need to drive a stored saga of that type.
 struct Registration {
     name: &'static str,
+    version: u32,
     fingerprint: &'static str,
     /// Continues a stored saga as it is (`recover`).
     attach: Erased,
@@ -139,6 +140,7 @@ impl RuntimeBuilder {
         self.registrations.retain(|r| r.fingerprint != definition.fingerprint() || r.name != definition.name());
         self.registrations.push(Registration {
             name: definition.name(),
+            version: definition.version(),
             fingerprint: definition.fingerprint(),
             attach: attach_erased::<S>,
             resolve: resolve_erased::<S>,
@@ -355,17 +357,18 @@ impl Runtime {
         if let Some(registration) = same_name.iter().find(|r| r.fingerprint == summary.fingerprint) {
             return Ok(registration);
         }
-        match same_name.first() {
-            None => Err(RuntimeError::Unregistered { saga_id: saga_id.clone(), name: summary.name.clone() }),
-            Some(_) => Err(RuntimeError::DefinitionMismatch {
-                saga_id: saga_id.clone(),
-                name: summary.name.clone(),
-                stored_version: summary.version,
-                stored_fingerprint: summary.fingerprint.clone(),
-                current_version: 0,
-                current_fingerprint: same_name.iter().map(|r| r.fingerprint).collect::<Vec<_>>().join(", "),
-            }),
+        if same_name.is_empty() {
+            return Err(RuntimeError::Unregistered { saga_id: saga_id.clone(), name: summary.name.clone() });
         }
+        let registered: Vec<String> =
+            same_name.iter().map(|r| format!("version {} (fingerprint {})", r.version, r.fingerprint)).collect();
+        Err(RuntimeError::NoMatchingVersion {
+            saga_id: saga_id.clone(),
+            name: summary.name.clone(),
+            stored_version: summary.version,
+            stored_fingerprint: summary.fingerprint.clone(),
+            registered: registered.join(", "),
+        })
     }
 
     async fn summary(&self, saga_id: &SagaId) -> Result<SagaSummary, RuntimeError> {

@@ -252,3 +252,68 @@ async fn recorded_model_exchanges_are_scrubbed_of_credentials() {
     assert_eq!(prompt, "summarize with key [redacted] for https://bot:[redacted]@git.example.com");
     assert_eq!(response, "1 files; Authorization: Bearer [redacted]");
 }
+
+/// Posts a comment as an effect without input; the first attempt fails logically after the
+/// effect (a wrong answer), the second transiently after it (a network blip).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Comment {
+    twice: bool,
+}
+
+#[saga]
+impl Comment {
+    #[step(idempotent)]
+    async fn post(&self, cx: &StepContext) -> StepResult<String> {
+        let attempt = cx.attempt();
+        let posted: String = cx
+            .effect("post comment", async move {
+                host(cx).write(&format!("comment-{attempt}"), "text", "-")?;
+                Ok::<_, StepError>(format!("comment-{attempt}"))
+            })
+            .await?;
+        if self.twice {
+            cx.effect("post comment", async { Ok::<_, StepError>(String::new()) }).await?;
+        }
+        match attempt {
+            1 => Err(StepError::logical("the comment contradicts the issue")),
+            2 => Err(StepError::transient("timeout after posting")),
+            _ => Ok(posted),
+        }
+    }
+}
+
+/// An effect without an input belongs to one answer of the step: a re-prompt (a new answer)
+/// runs it anew, a transient retry (the same answer again) gets the stored result.
+#[tokio::test(start_paused = true)]
+async fn a_plain_effect_runs_anew_for_a_new_answer_and_is_reused_on_a_retry() {
+    let host = Arc::new(Host::default());
+    let runtime = runtime(&host);
+    let outcome = runtime.run(Comment { twice: false }).await.unwrap();
+    assert_eq!(outcome.report().levels(), [Level::Reprompt, Level::Retry]);
+    assert_eq!(host.files(), ["comment-1", "comment-2"], "the re-prompt posted its own comment, the retry none");
+    assert_eq!(outcome.output().unwrap().post, "comment-2", "the retry returned the stored result of attempt 2");
+    let journal = runtime.journal(outcome.saga_id()).await.unwrap();
+    let keys: Vec<String> = journal
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::EffectLanded { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_ne!(keys[0], keys[1]);
+}
+
+/// Using one effect name twice in an attempt is a logical failure, not a silent reuse of the
+/// first result.
+#[tokio::test(start_paused = true)]
+async fn an_effect_name_used_twice_in_one_attempt_is_a_logical_failure() {
+    let host = Arc::new(Host::default());
+    let outcome = runtime(&host).run(Comment { twice: true }).await.unwrap();
+    let first = &outcome.report().escalations[0];
+    assert_eq!(first.class, FailureClass::Logical);
+    assert_eq!(
+        first.error,
+        "effect `post comment` ran twice in one attempt with the same input: give each effect its own name, or key it on its input with `effect_with`"
+    );
+}

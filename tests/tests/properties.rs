@@ -75,6 +75,7 @@ fn case() -> impl Strategy<Value = Case> {
             model_tiers: tiers,
             environment_restarts: e,
             compensation_retries: c,
+            interruptions: 5,
             step_timeout: Some(Duration::from_secs(5)),
             backoff: Backoff { jitter: Jitter::Full, ..Backoff::default() },
         },

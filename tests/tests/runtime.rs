@@ -528,3 +528,59 @@ impl Touchy {
         Ok(())
     }
 }
+
+/// Interruptions by a stop of the process have a budget of their own: a step that spent its
+/// transient retries is still resumed after crashes (level 0, kind `Interrupted`), and a step
+/// that is interrupted every time ends on the ladder (level 3) instead of looping.
+#[tokio::test(start_paused = true)]
+async fn interruptions_have_a_budget_of_their_own() {
+    let mut plans = transient(3);
+    plans.extend([Plan::Hang, Plan::Hang]);
+    let harness = Harness::with_script(Script::new().then("comment", plans));
+    let (runtime, _, _) = runtime(&harness, exact_backoff());
+    let id = SagaId::new("crashy");
+    for _ in 0..2 {
+        let cut =
+            tokio::time::timeout(Duration::from_secs(100), runtime.run_with_id(id.clone(), ReleasePr::new())).await;
+        assert!(cut.is_err(), "the run hangs in `comment` and is cut off, as by a crash");
+    }
+    let outcome = runtime.run_with_id(id.clone(), ReleasePr::new()).await.unwrap();
+    assert!(outcome.is_completed(), "{outcome:?}");
+    let kinds: Vec<(u8, FailureKind)> = runtime
+        .journal(&id)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| match &r.event {
+            saga_runtime::journal::Event::StepFailed { failure, next, .. } => Some((next.level() as u8, failure.kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (0, FailureKind::Error),
+            (0, FailureKind::Error),
+            (0, FailureKind::Error),
+            (0, FailureKind::Interrupted),
+            (0, FailureKind::Interrupted)
+        ],
+        "the transient budget (3) was spent, and the interruptions did not need it"
+    );
+
+    let harness = Harness::with_script(Script::new().then("run_tests", vec![Plan::Hang; 10]));
+    let (runtime, _, _) = common::runtime(&harness, Policy { interruptions: 2, ..exact_backoff() });
+    let id = SagaId::new("always-crashes");
+    for _ in 0..3 {
+        let cut =
+            tokio::time::timeout(Duration::from_secs(100), runtime.run_with_id(id.clone(), ReleasePr::new())).await;
+        assert!(cut.is_err());
+    }
+    let outcome = runtime.run_with_id(id.clone(), ReleasePr::new()).await.unwrap();
+    let Outcome::Compensated { failure, report, .. } = &outcome else {
+        panic!("expected Compensated, got {outcome:?}")
+    };
+    assert_eq!((failure.kind, failure.step.as_str(), failure.attempt), (FailureKind::Interrupted, "run_tests", 3));
+    assert_eq!(report.levels(), [Level::Retry, Level::Retry, Level::Compensate]);
+    assert_eq!(harness.log(), strings(&["open_pr#1", "run_tests#1", "run_tests#2", "run_tests#3", "undo open_pr#1"]));
+}

@@ -154,6 +154,16 @@ pub enum StoreError {
         /// The newest schema version this build knows.
         supported: i64,
     },
+    /// The keyring given to the store does not open what the file holds.
+    #[error("the keyring does not open `{path}` (the input of saga `{saga_id}`: {reason}); nothing was changed")]
+    WrongKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The saga whose input was checked.
+        saga_id: SagaId,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// A stored row cannot be read: corrupted, tampered with, or sealed with another key.
     #[error("{what} of saga `{saga_id}` cannot be read: {reason}; nothing was changed")]
     Unreadable {

@@ -11,8 +11,8 @@
 //!
 //! The schema is versioned with `PRAGMA user_version` and migrated on open; `PRAGMA
 //! application_id` marks the file as a saga store. The process holds an exclusive lock on
-//! the file while the store is open, so a second process gets [`StoreError::Locked`] instead
-//! of driving the same sagas twice.
+//! `<file>.lock` while the store is open, so a second process gets [`StoreError::Locked`]
+//! instead of driving the same sagas twice.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -131,9 +131,11 @@ impl SqliteOptions {
         opened
             .await
             .map_err(|_| StoreError::Backend("the SQLite writer thread stopped while opening".to_owned()))??;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             shared: Arc::new(Shared { commands, keys: self.keys, path: self.path, thread: Some(thread) }),
-        })
+        };
+        store.check_keys().await?;
+        Ok(store)
     }
 }
 
@@ -210,6 +212,21 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Backend("the SQLite writer thread stopped mid-request".to_owned()))?
     }
 
+    /// With a keyring, opens the newest saga's input: a wrong key is an error when the store
+    /// opens, not a surprise on the first read (and new sagas are never sealed with it).
+    async fn check_keys(&self) -> Result<(), StoreError> {
+        let Some(keys) = &self.shared.keys else { return Ok(()) };
+        let Some((id, input)) = self.call(|reply| Command::Probe { reply }).await? else { return Ok(()) };
+        match codec::open(Some(keys), &input_aad(&SagaId::new(id.clone())), &input) {
+            Ok(_) => Ok(()),
+            Err(error) => Err(StoreError::WrongKey {
+                path: self.shared.path.clone(),
+                saga_id: SagaId::new(id),
+                reason: error.to_string(),
+            }),
+        }
+    }
+
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         codec::seal(self.shared.keys.as_ref(), aad, plaintext)
     }
@@ -229,6 +246,16 @@ impl SqliteStore {
             |what: String, reason: String| StoreError::Unreadable { saga_id: saga_id.clone(), what, reason };
         let input = codec::open(self.shared.keys.as_ref(), &input_aad(&saga_id), &raw.input)
             .map_err(|e| unreadable("the input".to_owned(), e.to_string()))?;
+        if raw.journal.len() as u64 != raw.records {
+            return Err(unreadable(
+                "the journal".to_owned(),
+                format!(
+                    "it holds {} records where the saga row counts {}: records were lost or added outside saga-runtime, so restore the file from a backup",
+                    raw.journal.len(),
+                    raw.records
+                ),
+            ));
+        }
         let mut records = Vec::with_capacity(raw.journal.len());
         for row in raw.journal {
             let what = || format!("record {} ({})", row.seq, row.kind);
@@ -414,10 +441,25 @@ struct RawSaga {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Command {
-    Create { new: RawNew, reply: Reply<Option<RawSaga>> },
-    Append { append: RawAppend, reply: Reply<()> },
-    Load { id: String, reply: Reply<Option<RawSaga>> },
-    List { reply: Reply<Vec<RawSaga>> },
+    /// The newest saga's id and sealed input, to check the keyring on open.
+    Probe {
+        reply: Reply<Option<(String, Vec<u8>)>>,
+    },
+    Create {
+        new: RawNew,
+        reply: Reply<Option<RawSaga>>,
+    },
+    Append {
+        append: RawAppend,
+        reply: Reply<()>,
+    },
+    Load {
+        id: String,
+        reply: Reply<Option<RawSaga>>,
+    },
+    List {
+        reply: Reply<Vec<RawSaga>>,
+    },
 }
 
 /// Opens the file: takes the process lock, checks what the file holds, sets WAL and the sync
@@ -425,7 +467,10 @@ enum Command {
 fn open_connection(options: &SqliteOptions) -> Result<(Connection, File), StoreError> {
     let path = &options.path;
     let io = |e: std::io::Error| StoreError::Backend(format!("cannot open `{}`: {e}", path.display()));
-    let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+    // The lock is taken on a file of its own: closing a second descriptor of the database
+    // itself would drop the POSIX locks SQLite holds on it.
+    let lock =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lock_path(path)).map_err(io)?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { path: path.clone() }),
@@ -475,6 +520,13 @@ fn open_connection(options: &SqliteOptions) -> Result<(Connection, File), StoreE
         tx.commit().map_err(sql)?;
     }
     Ok((connection, lock))
+}
+
+/// The lock file next to the database: `sagas.db.lock` for `sagas.db`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    path.with_file_name(name)
 }
 
 fn sqlite_error(path: &Path, error: rusqlite::Error) -> StoreError {
@@ -577,6 +629,15 @@ impl Writer {
             Command::List { reply } => {
                 let _ = reply.send(list(&self.connection).map_err(sql));
             }
+            Command::Probe { reply } => {
+                let newest = self
+                    .connection
+                    .query_row("SELECT id, input FROM sagas ORDER BY created_at DESC, id DESC LIMIT 1", [], |row| {
+                        Ok((row.get::<_, String>(0)?, bytes(row, 1)?))
+                    })
+                    .optional();
+                let _ = reply.send(newest.map_err(sql));
+            }
             write => answer_with(write, || StoreError::Backend("a write reached the read path".to_owned())),
         }
     }
@@ -603,6 +664,9 @@ fn answer(write: Command, result: Result<Option<RawSaga>, StoreError>) {
         }
         Command::List { reply } => {
             let _ = reply.send(result.map(|_| Vec::new()));
+        }
+        Command::Probe { reply } => {
+            let _ = reply.send(result.map(|_| None));
         }
     }
 }
