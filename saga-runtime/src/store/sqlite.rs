@@ -548,12 +548,31 @@ struct Writer {
     _lock: File,
 }
 
+/// Waits for the next command. A saga's next write usually follows its last one within tens
+/// of microseconds (the time its task needs to run the next step), which is shorter than
+/// parking and waking this thread: so it first polls, yielding, for a short while. (Measured
+/// on the benchmark's one-at-a-time case: about 10% more sagas per second.)
+fn next_command(queue: &mpsc::Receiver<Command>) -> Option<Command> {
+    let polling = std::time::Instant::now();
+    while polling.elapsed() < SPIN {
+        match queue.try_recv() {
+            Ok(command) => return Some(command),
+            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+    queue.recv().ok()
+}
+
+/// How long the writer polls for the next command before it parks.
+const SPIN: Duration = Duration::from_micros(200);
+
 /// Most writes grouped into one transaction.
 const MAX_GROUP: usize = 1024;
 
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Command>) {
-        while let Ok(first) = queue.recv() {
+        while let Some(first) = next_command(&queue) {
             let mut writes = Vec::new();
             let mut reads = Vec::new();
             let mut next = Some(first);
