@@ -387,6 +387,20 @@ pub(crate) struct StepState {
 }
 
 impl StepState {
+    /// The step's result was compensated (or a human undid it): its output and effects are
+    /// gone, its next result gets new idempotency keys, and the compensation's counters reset.
+    fn undone(&mut self) {
+        self.output = None;
+        self.generation += 1;
+        self.compensation_attempts = 0;
+        self.compensation_retries_used = 0;
+        self.compensation_interruptions_used = 0;
+        self.compensation_failure = None;
+        self.open_compensation = None;
+        self.open_compensation_attempt = None;
+        self.effects.clear();
+    }
+
     fn fresh_budgets(&mut self) {
         self.transient_used = 0;
         self.reprompts_used = 0;
@@ -654,16 +668,7 @@ impl Progress {
                 let record = &mut self.report.compensations[entry];
                 record.attempts = record.attempts.max(*attempt);
                 record.done = true;
-                let state = &mut self.steps[i];
-                state.output = None;
-                state.generation += 1;
-                state.compensation_attempts = 0;
-                state.compensation_retries_used = 0;
-                state.compensation_interruptions_used = 0;
-                state.compensation_failure = None;
-                state.open_compensation = None;
-                state.open_compensation_attempt = None;
-                state.effects.clear();
+                self.steps[i].undone();
                 if let Phase::Compensating { queue, .. } = &mut self.phase {
                     queue.pop();
                 }
@@ -748,16 +753,7 @@ impl Progress {
                 let record = &mut self.report.compensations[entry];
                 record.done = true;
                 record.resolved_by_human = Some(note.clone());
-                let state = &mut self.steps[i];
-                state.output = None;
-                state.generation += 1;
-                state.compensation_attempts = 0;
-                state.compensation_retries_used = 0;
-                state.compensation_interruptions_used = 0;
-                state.compensation_failure = None;
-                state.open_compensation = None;
-                state.open_compensation_attempt = None;
-                state.effects.clear();
+                self.steps[i].undone();
                 queue.pop();
                 self.paged = false;
                 self.phase = Phase::Compensating { queue, then };

@@ -142,21 +142,6 @@ async fn resuming_with_bad_input_is_a_clear_error_that_changes_nothing() {
     assert_eq!(harness.log().len(), 8);
 }
 
-/// A second definition of `release-pr`: same name, version 2, one more step.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ReleasePrV2 {
-    repo: String,
-    branch: String,
-}
-
-#[saga(name = "release-pr", version = 2)]
-impl ReleasePrV2 {
-    #[step(idempotent)]
-    async fn lint(&self, _cx: &StepContext) -> StepResult<bool> {
-        Ok(true)
-    }
-}
-
 /// A step that hangs past its timeout is a logical failure (`TimedOut`): a per-step
 /// `timeout` overrides the policy's, and the retry is a re-prompt.
 #[tokio::test(start_paused = true)]

@@ -165,20 +165,6 @@ async fn resuming_under_another_definition_is_refused_and_changes_nothing() {
     assert_eq!(v2.journal(&SagaId::new("pr-4")).await.unwrap(), before, "nothing was changed");
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ReleasePrV2 {
-    repo: String,
-    branch: String,
-}
-
-#[saga(name = "release-pr", version = 2)]
-impl ReleasePrV2 {
-    #[step(idempotent)]
-    async fn lint(&self, _cx: &StepContext) -> StepResult<bool> {
-        Ok(true)
-    }
-}
-
 /// An unknown saga id is a clear error.
 #[tokio::test]
 async fn an_unknown_saga_id_is_a_clear_error() {

@@ -220,6 +220,21 @@ impl ReleasePr {
     }
 }
 
+/// A second definition of `release-pr`: same name, version 2, other steps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleasePrV2 {
+    pub repo: String,
+    pub branch: String,
+}
+
+#[saga(name = "release-pr", version = 2)]
+impl ReleasePrV2 {
+    #[step(idempotent)]
+    async fn lint(&self, _cx: &StepContext) -> StepResult<bool> {
+        Ok(true)
+    }
+}
+
 /// Incidents the notifier and the pager received: `(level, step, message)`.
 #[derive(Clone, Default)]
 pub struct Incidents(pub Arc<Mutex<Vec<(Level, String, String)>>>);
