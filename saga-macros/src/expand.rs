@@ -388,6 +388,19 @@ mod tests {
             .collect()
     }
 
+    /// The generated `impl Saga for ReleasePr`.
+    fn saga_impl(file: &syn::File) -> &ItemImpl {
+        file.items
+            .iter()
+            .find_map(|i| match i {
+                Item::Impl(imp) if imp.trait_.is_some() && quote!(#imp).to_string().contains("Saga for ReleasePr") => {
+                    Some(imp)
+                }
+                _ => None,
+            })
+            .expect("an impl Saga")
+    }
+
     fn fingerprint_of(file: &syn::File) -> String {
         let text = prettyplease::unparse(file);
         let start = text.find("Definition::__new(").expect("a definition");
@@ -438,16 +451,7 @@ mod tests {
             ]
         );
 
-        let saga_impl: &ItemImpl = file
-            .items
-            .iter()
-            .find_map(|i| match i {
-                Item::Impl(imp) if imp.trait_.is_some() && quote!(#imp).to_string().contains("Saga for ReleasePr") => {
-                    Some(imp)
-                }
-                _ => None,
-            })
-            .expect("impl Saga");
+        let saga_impl = saga_impl(&file);
         let text = quote!(#saga_impl).to_string();
         assert!(text.contains("type Output = ReleasePrOutput"), "{text}");
         assert!(text.contains("\"release-pr\""), "the default name is the kebab-case type name");
@@ -499,16 +503,7 @@ mod tests {
         // The output struct and an inert `impl Saga` keep other code from cascading errors;
         // the inert impl calls none of the user's methods.
         assert!(file.items.iter().any(|i| matches!(i, Item::Struct(s) if s.ident == "ReleasePrOutput")));
-        let saga_impl = file
-            .items
-            .iter()
-            .find_map(|i| match i {
-                Item::Impl(imp) if imp.trait_.is_some() && quote!(#imp).to_string().contains("Saga for ReleasePr") => {
-                    Some(imp)
-                }
-                _ => None,
-            })
-            .expect("an inert impl Saga");
+        let saga_impl = saga_impl(&file);
         let text = quote!(#saga_impl).to_string();
         for method in ["open_pr", "run_tests", "merge", "notify", "nope"] {
             assert!(!text.contains(&format!(":: {method} (self")), "the inert impl calls `{method}`: {text}");

@@ -156,10 +156,12 @@ impl Ship {
     }
 }
 
-/// Is compensated: `ship` always fails logically, so the ladder rolls back two steps.
+/// Is compensated: `ship` always fails logically, so the ladder rolls back two steps. With
+/// `release_fails`, releasing the reservation keeps failing too, and the saga needs a human.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Doomed {
     order: u32,
+    release_fails: bool,
 }
 
 #[saga]
@@ -170,42 +172,12 @@ impl Doomed {
         apply(cx, "reserve").await
     }
     async fn release(&self, cx: &StepContext, _reserved: Option<&String>) -> StepResult<()> {
+        if self.release_fails {
+            world(cx).log("undo", "release (fails)", "-");
+            crash_point("inside a compensation");
+            return Err(StepError::transient("the warehouse API is down"));
+        }
         undo_all(cx).await
-    }
-
-    #[step(compensate = refund)]
-    async fn charge(&self, cx: &StepContext, reserve: &String) -> StepResult<String> {
-        world(cx).step("charge", cx.attempt());
-        Ok(format!("{} {reserve}", apply(cx, "charge").await?))
-    }
-    async fn refund(&self, cx: &StepContext, _charged: Option<&String>) -> StepResult<()> {
-        undo_all(cx).await
-    }
-
-    #[step(idempotent)]
-    async fn ship(&self, cx: &StepContext, charge: &String) -> StepResult<String> {
-        world(cx).step("ship", cx.attempt());
-        Err(StepError::logical(format!("the address of {charge} does not exist")))
-    }
-}
-
-/// Needs a human: like `Doomed`, but releasing the reservation keeps failing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stuck {
-    order: u32,
-}
-
-#[saga]
-impl Stuck {
-    #[step(compensate = release)]
-    async fn reserve(&self, cx: &StepContext) -> StepResult<String> {
-        world(cx).step("reserve", cx.attempt());
-        apply(cx, "reserve").await
-    }
-    async fn release(&self, cx: &StepContext, _reserved: Option<&String>) -> StepResult<()> {
-        world(cx).log("undo", "release (fails)", "-");
-        crash_point("inside a compensation");
-        Err(StepError::transient("the warehouse API is down"))
     }
 
     #[step(compensate = refund)]
@@ -263,15 +235,14 @@ fn crash_child() {
             .resource(Arc::new(World::open(&dir)))
             .register::<Ship>()
             .register::<Doomed>()
-            .register::<Stuck>()
             .build();
         let recovery = runtime.recover().await.unwrap();
         assert!(recovery.failed.is_empty(), "{:?}", recovery.failed);
         let id = SagaId::new(format!("crash-{scenario}"));
         let status = match scenario.as_str() {
             "ship" => runtime.run_with_id(id, Ship { repo: "acme/api".into() }).await.unwrap().status(),
-            "doomed" => runtime.run_with_id(id, Doomed { order: 7 }).await.unwrap().status(),
-            "stuck" => runtime.run_with_id(id, Stuck { order: 7 }).await.unwrap().status(),
+            "doomed" => runtime.run_with_id(id, Doomed { order: 7, release_fails: false }).await.unwrap().status(),
+            "stuck" => runtime.run_with_id(id, Doomed { order: 7, release_fails: true }).await.unwrap().status(),
             other => panic!("unknown scenario {other}"),
         };
         say(&format!("OUTCOME {status}"));
