@@ -236,7 +236,6 @@ fn generate(saga: &Saga, mode: Mode) -> TokenStream {
 
         impl ::core::fmt::Debug for #output_ident {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                #[allow(unused_imports)]
                 use #rt::{DebugViaDebug as _, DebugViaName as _};
                 f.debug_struct(#output_name)
                     #(.field(#step_names, &(&&#rt::DebugWrap(&self.#idents)).__saga_debug()))*

@@ -190,7 +190,7 @@ async fn logical_failures_reprompt_with_the_error_then_switch_to_a_stronger_tier
         seen.iter().filter(|s| s.0 == "run_tests").map(|s| (s.1.clone(), s.2)).collect();
     let error = Some("the model called a tool that does not exist".to_owned());
     assert_eq!(run_tests, [(None, 0), (error.clone(), 0), (error.clone(), 0), (error, 1)]);
-    let tiers: Vec<u32> = outcome.report().attempts.iter().filter(|a| a.step == "run_tests").map(|a| a.tier).collect();
+    let tiers = tiers(outcome.report(), "run_tests");
     assert_eq!(tiers, [0, 0, 0, 1]);
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(incidents.all().is_empty());
@@ -228,7 +228,7 @@ async fn logical_failures_past_every_tier_roll_back() {
             (3, l, "run_tests".into(), 5)
         ]
     );
-    let tiers: Vec<u32> = outcome.report().attempts.iter().filter(|a| a.step == "run_tests").map(|a| a.tier).collect();
+    let tiers = tiers(outcome.report(), "run_tests");
     assert_eq!(tiers, [0, 0, 0, 1, 2]);
     let Outcome::Compensated { failure, .. } = &outcome else { panic!("expected Compensated, got {outcome:?}") };
     assert_eq!((failure.step.as_str(), failure.attempt), ("run_tests", 5));
@@ -618,7 +618,7 @@ async fn a_failure_after_the_commit_point_pages_and_parks_instead_of_compensatin
             "announce#5"
         ])
     );
-    let tiers: Vec<u32> = resumed.report().attempts.iter().filter(|a| a.step == "announce").map(|a| a.tier).collect();
+    let tiers = tiers(resumed.report(), "announce");
     assert_eq!(tiers, [0, 0, 0, 1, 0], "resume is a new pass through the ladder");
     assert_eq!(harness.key_of("announce#1"), harness.key_of("announce#5"));
     assert_eq!(incidents.all().len(), 1);

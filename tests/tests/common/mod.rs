@@ -274,6 +274,11 @@ pub fn escalations(report: &Report) -> Vec<(u8, FailureClass, String, u32)> {
     report.escalations.iter().map(|e| (e.level as u8, e.class, e.step.clone(), e.attempt)).collect()
 }
 
+/// The model tier of each attempt of `step`, in order.
+pub fn tiers(report: &Report, step: &str) -> Vec<u32> {
+    report.attempts.iter().filter(|a| a.step == step).map(|a| a.tier).collect()
+}
+
 pub fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
