@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use saga_runtime::journal::{Event, Record};
 use saga_runtime::prelude::*;
-use saga_runtime::store::{Checkpoint, Created, NewSaga, SagaSummary, SqliteStore, StoreError, StoredSaga};
+use saga_runtime::store::{
+    Checkpoint, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow, SagaPage, SagaQuery, SagaSummary,
+    SqliteStore, StoreError, StoredSaga,
+};
 use saga_runtime::{BoxFuture, EncryptionKey, Keyring, Redacted};
 
 use agent::CodeChange;
@@ -197,8 +200,7 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     println!("{}", CodeChange::definition());
 
     // What a restarted worker does first: resume what a crash left unfinished.
-    let unfinished: Vec<SagaSummary> =
-        runtime.list().await?.into_iter().filter(|s| s.status == Status::Running).collect();
+    let unfinished: Vec<SagaSummary> = runtime.list_page(&SagaQuery::new().status(Status::Running)).await?.sagas;
     if !unfinished.is_empty() {
         let db = args.db.as_deref().unwrap_or(Path::new("memory")).display().to_string();
         for saga in &unfinished {
@@ -331,15 +333,13 @@ impl CheckpointStore for CrashAfter {
     fn append<'a>(
         &'a self,
         id: &'a SagaId,
-        records: Vec<Record>,
+        fence: &'a Fence,
+        records: Vec<RecordRow>,
         checkpoint: Checkpoint,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let steps = checkpoint.definition.steps();
-        let lands = records
-            .iter()
-            .any(|r| matches!(r.event, Event::StepCompleted { step, .. } if steps[step as usize].name() == self.step));
+        let lands = records.iter().any(|r| r.kind == "step_completed" && r.step.as_deref() == Some(self.step.as_str()));
         Box::pin(async move {
-            self.inner.append(id, records, checkpoint).await?;
+            self.inner.append(id, fence, records, checkpoint).await?;
             if lands {
                 println!(
                     "\n*** simulated crash: the process dies right after the checkpoint of `{}` landed; run the same command again to resume ***",
@@ -355,7 +355,37 @@ impl CheckpointStore for CrashAfter {
         self.inner.load(id)
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
-        self.inner.list()
+    fn list<'a>(&'a self, query: &'a SagaQuery) -> BoxFuture<'a, Result<SagaPage, StoreError>> {
+        self.inner.list(query)
+    }
+
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>> {
+        self.inner.claim(request)
+    }
+
+    fn claim_saga<'a>(
+        &'a self,
+        id: &'a SagaId,
+        owner: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.inner.claim_saga(id, owner, now_ms, lease_until_ms)
+    }
+
+    fn renew<'a>(&'a self, owner: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner.renew(owner, lease_until_ms)
+    }
+
+    fn release<'a>(&'a self, id: &'a SagaId, fence: &'a Fence) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.release(id, fence)
+    }
+
+    fn keyring(&self) -> Option<&Keyring> {
+        self.inner.keyring()
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
     }
 }

@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use saga_runtime::journal::Record;
 use saga_runtime::prelude::*;
-use saga_runtime::store::{Checkpoint, Created, NewSaga, SagaSummary, SqliteStore, StoreError, StoredSaga};
+use saga_runtime::store::{
+    Checkpoint, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow, SagaPage, SagaQuery, SqliteStore,
+    StoreError, StoredSaga,
+};
 use saga_runtime::{BoxFuture, CheckpointStore};
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +65,8 @@ impl FiveSteps {
     }
 }
 
-/// Counts the store's writes (one transaction each, before group commit merges them).
+/// Counts the store's writes (one transaction each, before group commit merges them): creates,
+/// appends, and any claim, renewal or release.
 struct Counting {
     inner: SqliteStore,
     writes: Arc<AtomicU64>,
@@ -77,17 +80,40 @@ impl CheckpointStore for Counting {
     fn append<'a>(
         &'a self,
         id: &'a SagaId,
-        records: Vec<Record>,
+        fence: &'a Fence,
+        records: Vec<RecordRow>,
         checkpoint: Checkpoint,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.inner.append(id, records, checkpoint)
+        self.inner.append(id, fence, records, checkpoint)
     }
     fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>> {
         self.inner.load(id)
     }
-    fn list(&self) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
-        self.inner.list()
+    fn list<'a>(&'a self, query: &'a SagaQuery) -> BoxFuture<'a, Result<SagaPage, StoreError>> {
+        self.inner.list(query)
+    }
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.claim(request)
+    }
+    fn claim_saga<'a>(
+        &'a self,
+        id: &'a SagaId,
+        owner: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.claim_saga(id, owner, now_ms, lease_until_ms)
+    }
+    fn renew<'a>(&'a self, owner: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.renew(owner, lease_until_ms)
+    }
+    fn release<'a>(&'a self, id: &'a SagaId, fence: &'a Fence) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.release(id, fence)
     }
 }
 

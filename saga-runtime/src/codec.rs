@@ -1,193 +1,255 @@
-//! How payloads are sealed at rest: XChaCha20-Poly1305 with a key id and a random nonce
-//! stored next to the ciphertext, and the saga id, the record and the step as associated
-//! data, so that a row cannot be decrypted under another saga or step.
+//! The one place where payloads cross the store boundary, for every store: records become
+//! sealed, hash-chained [`RecordRow`]s on the way in, and come back out checked and opened.
 //!
-//! Sealed format: `0x00 ‖ plaintext` without a key, or `0x01 ‖ len(key id) ‖ key id ‖ nonce
-//! (24 bytes) ‖ ciphertext ‖ tag (16 bytes)`. New writes use the keyring's current key; rows
-//! written under older keys are opened with those (key rotation).
+//! - **Sealing**: the saga input and each record's JSON body are sealed with the store's
+//!   keyring (see [`seal`](crate::seal)), bound to the saga id, the record's position, kind and
+//!   step.
+//! - **Integrity**: every row carries `hash = SHA-256(previous hash ‖ seq ‖ time ‖ epoch ‖
+//!   kind ‖ step ‖ sealed body)`, chained from a genesis hash over the saga's id, name,
+//!   version, fingerprint and sealed input; the saga row keeps the head of the chain and the
+//!   number of records. Loading recomputes the chain, so an edited, reordered, inserted or
+//!   deleted record (the tail included) is a clear error even without a key. Without a key
+//!   this catches every change made by anything but a writer that recomputes the chain; with a
+//!   key, each body is also authenticated where it stands.
 
-use std::fmt;
+use sha2::{Digest, Sha256};
 
-use chacha20poly1305::aead::{Aead, Generate, Payload};
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use crate::id::SagaId;
+use crate::journal::{Event, Payload, Record};
+use crate::seal::{self, Keyring, SealError};
+use crate::store::{ChainHash, RecordRow, SagaSummary, StoreError, StoredSaga};
 
-const PLAIN: u8 = 0x00;
-const XCHACHA: u8 = 0x01;
-const NONCE: usize = 24;
+/// The version tag of the chain's genesis: a new journal format gets a new tag.
+const GENESIS_TAG: &[u8] = b"saga-runtime/journal/v2\0";
+/// What the keyring check of a store seals and opens.
+const CANARY_AAD: &[u8] = b"saga-runtime/key-check";
+const CANARY: &[u8] = b"saga-runtime";
 
-/// A 256-bit key with an id, for [`Keyring`].
-#[derive(Clone)]
-pub struct EncryptionKey {
-    id: String,
-    key: [u8; 32],
+/// Seals and opens the payloads of one store.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Codec {
+    keys: Option<Keyring>,
 }
 
-impl EncryptionKey {
-    /// A key with an id (1 to 255 bytes) that is stored with every row it seals.
-    ///
-    /// # Panics
-    ///
-    /// When the id is empty or longer than 255 bytes.
-    pub fn new(id: impl Into<String>, key: [u8; 32]) -> Self {
-        let id = id.into();
-        assert!(!id.is_empty() && id.len() <= 255, "an encryption key id has 1 to 255 bytes, got {:?}", id);
-        EncryptionKey { id, key }
-    }
-
-    /// A key from 64 hex digits (for keys kept in environment variables).
-    pub fn from_hex(id: impl Into<String>, hex: &str) -> Result<Self, String> {
-        let hex = hex.trim();
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("an encryption key is 64 hex digits (32 bytes)".to_owned());
-        }
-        let mut key = [0u8; 32];
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex digits");
-        }
-        Ok(EncryptionKey::new(id, key))
-    }
-
-    /// The key's id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-impl fmt::Debug for EncryptionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EncryptionKey").field("id", &self.id).field("key", &"[redacted]").finish()
-    }
-}
-
-/// The keys a store seals with (the current one) and opens with (all of them).
+/// A saga as the runtime reads it: checked against its chain, opened, decoded.
 #[derive(Clone, Debug)]
-pub struct Keyring {
-    current: EncryptionKey,
-    older: Vec<EncryptionKey>,
+pub(crate) struct OpenedSaga {
+    pub(crate) summary: SagaSummary,
+    pub(crate) input: Payload,
+    pub(crate) records: Vec<Record>,
 }
 
-impl Keyring {
-    /// A keyring whose every new write is sealed with `current`.
-    pub fn new(current: EncryptionKey) -> Self {
-        Keyring { current, older: Vec::new() }
+impl Codec {
+    pub(crate) fn new(keys: Option<Keyring>) -> Self {
+        Codec { keys }
     }
 
-    /// Adds a retired key, to open rows written before a rotation.
-    pub fn with_older(mut self, key: EncryptionKey) -> Self {
-        self.older.push(key);
-        self
+    pub(crate) fn seal_input(&self, saga_id: &SagaId, input: &[u8]) -> Vec<u8> {
+        seal::seal(self.keys.as_ref(), &input_aad(saga_id), input)
     }
 
-    /// The key new writes use.
-    pub fn current(&self) -> &EncryptionKey {
-        &self.current
+    /// Seals one record and links it to `prev`.
+    pub(crate) fn seal_record(
+        &self,
+        saga_id: &SagaId,
+        prev: &ChainHash,
+        epoch: u64,
+        record: &Record,
+        step: Option<&str>,
+    ) -> Result<RecordRow, StoreError> {
+        let kind = record.event.kind();
+        let json = serde_json::to_vec(&record.event).map_err(|e| {
+            StoreError::backend(format!("saga-runtime could not encode a `{kind}` record ({e}); this is a bug"))
+        })?;
+        let body = seal::seal(self.keys.as_ref(), &record_aad(saga_id, record.seq, kind, step), &json);
+        let hash = link(prev, record.seq, record.at_ms, epoch, kind, step, &body);
+        Ok(RecordRow::new(record.seq, record.at_ms, epoch, kind, step.map(str::to_owned), body, hash))
     }
 
-    fn find(&self, id: &str) -> Option<&EncryptionKey> {
-        std::iter::once(&self.current).chain(&self.older).find(|k| k.id == id)
-    }
-}
-
-/// Why a sealed payload could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SealError {
-    /// The payload is encrypted and the store has no key.
-    #[error("it is encrypted with key `{0}` and the store was opened without a key: open it with that key")]
-    NoKey(String),
-    /// The payload is encrypted with a key the keyring does not hold.
-    #[error(
-        "it is encrypted with key `{0}`, which the store's keyring does not hold: add that key (rotated keys stay readable with `with_older`)"
-    )]
-    UnknownKey(String),
-    /// Authentication failed.
-    #[error("it cannot be decrypted with key `{0}`: the key is wrong or the row was tampered with")]
-    Rejected(String),
-    /// The bytes are not a sealed payload.
-    #[error("it is not a sealed payload ({0})")]
-    Malformed(&'static str),
-}
-
-/// Seals `plaintext` with the current key, bound to `aad`.
-pub(crate) fn seal(keys: Option<&Keyring>, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let Some(keys) = keys else {
-        let mut out = Vec::with_capacity(plaintext.len() + 1);
-        out.push(PLAIN);
-        out.extend_from_slice(plaintext);
-        return out;
-    };
-    let key = &keys.current;
-    let nonce = XNonce::generate();
-    let cipher = XChaCha20Poly1305::new(&key.key.into());
-    let sealed = cipher
-        .encrypt(&nonce, Payload { msg: plaintext, aad })
-        .expect("XChaCha20-Poly1305 encrypts any payload below 256 GiB");
-    let mut out = Vec::with_capacity(2 + key.id.len() + NONCE + sealed.len());
-    out.push(XCHACHA);
-    out.push(key.id.len() as u8);
-    out.extend_from_slice(key.id.as_bytes());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
-    out
-}
-
-/// Opens what [`seal`] produced with the same `aad`.
-pub(crate) fn open(keys: Option<&Keyring>, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
-    match sealed.split_first() {
-        Some((&PLAIN, plaintext)) => Ok(plaintext.to_vec()),
-        Some((&XCHACHA, rest)) => {
-            let (&id_len, rest) = rest.split_first().ok_or(SealError::Malformed("no key id"))?;
-            let id_len = usize::from(id_len);
-            if rest.len() < id_len + NONCE + 16 {
-                return Err(SealError::Malformed("too short"));
+    /// Checks a stored saga against its hash chain, then opens and decodes it.
+    pub(crate) fn open(&self, stored: StoredSaga) -> Result<OpenedSaga, StoreError> {
+        let StoredSaga { summary, input, records: rows, .. } = stored;
+        let saga_id = summary.id.clone();
+        let unreadable =
+            |what: String, reason: String| StoreError::Unreadable { saga_id: saga_id.clone(), what, reason };
+        verify_chain(&summary, &input, &rows).map_err(|(what, reason)| unreadable(what, reason))?;
+        let input = seal::open(self.keys.as_ref(), &input_aad(&saga_id), &input)
+            .map_err(|e| unreadable("the input".to_owned(), e.to_string()))?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            let what = || format!("record {} ({})", row.seq, row.kind);
+            let json = seal::open(
+                self.keys.as_ref(),
+                &record_aad(&saga_id, row.seq, &row.kind, row.step.as_deref()),
+                &row.body,
+            )
+            .map_err(|e| unreadable(what(), e.to_string()))?;
+            let event: Event = serde_json::from_slice(&json)
+                .map_err(|e| unreadable(what(), format!("its contents are not a journal record ({e})")))?;
+            if event.kind() != row.kind {
+                return Err(unreadable(what(), format!("its contents are a `{}` record", event.kind())));
             }
-            let (id, rest) = rest.split_at(id_len);
-            let id = std::str::from_utf8(id).map_err(|_| SealError::Malformed("key id is not text"))?;
-            let (nonce, ciphertext) = rest.split_at(NONCE);
-            let keys = keys.ok_or_else(|| SealError::NoKey(id.to_owned()))?;
-            let key = keys.find(id).ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
-            let nonce = XNonce::try_from(nonce).map_err(|_| SealError::Malformed("bad nonce"))?;
-            XChaCha20Poly1305::new(&key.key.into())
-                .decrypt(&nonce, Payload { msg: ciphertext, aad })
-                .map_err(|_| SealError::Rejected(id.to_owned()))
+            records.push(Record { seq: row.seq, at_ms: row.at_ms, event });
         }
-        Some(_) => Err(SealError::Malformed("unknown format byte")),
-        None => Err(SealError::Malformed("empty")),
+        Ok(OpenedSaga { summary, input: Payload::from(input), records })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The hash the chain of a new saga starts from.
+pub(crate) fn genesis(saga_id: &SagaId, name: &str, version: u32, fingerprint: &str, sealed_input: &[u8]) -> ChainHash {
+    let mut hasher = Sha256::new();
+    hasher.update(GENESIS_TAG);
+    field(&mut hasher, saga_id.as_str().as_bytes());
+    field(&mut hasher, name.as_bytes());
+    hasher.update(version.to_le_bytes());
+    field(&mut hasher, fingerprint.as_bytes());
+    field(&mut hasher, sealed_input);
+    hasher.finalize().into()
+}
 
-    fn keyring(id: &str, byte: u8) -> Keyring {
-        Keyring::new(EncryptionKey::new(id, [byte; 32]))
+/// The hash of one row, linked to the previous one.
+pub(crate) fn link(
+    prev: &ChainHash,
+    seq: u64,
+    at_ms: u64,
+    epoch: u64,
+    kind: &str,
+    step: Option<&str>,
+    body: &[u8],
+) -> ChainHash {
+    let mut hasher = Sha256::new();
+    hasher.update(prev);
+    hasher.update(seq.to_le_bytes());
+    hasher.update(at_ms.to_le_bytes());
+    hasher.update(epoch.to_le_bytes());
+    field(&mut hasher, kind.as_bytes());
+    match step {
+        Some(step) => {
+            hasher.update([1]);
+            field(&mut hasher, step.as_bytes());
+        }
+        None => hasher.update([0]),
     }
+    field(&mut hasher, body);
+    hasher.finalize().into()
+}
 
-    #[test]
-    fn sealed_payloads_open_only_with_the_right_key_and_context() {
-        let keys = keyring("k1", 7);
-        let sealed = seal(Some(&keys), b"saga-1/step-2", b"{\"secret\":1}");
-        assert!(!sealed.windows(6).any(|w| w == b"secret"), "the plaintext does not show");
-        assert_eq!(open(Some(&keys), b"saga-1/step-2", &sealed).unwrap(), b"{\"secret\":1}");
-        assert_eq!(open(Some(&keys), b"saga-1/step-3", &sealed), Err(SealError::Rejected("k1".into())));
-        assert_eq!(open(Some(&keyring("k1", 8)), b"saga-1/step-2", &sealed), Err(SealError::Rejected("k1".into())));
-        assert_eq!(open(Some(&keyring("k2", 7)), b"saga-1/step-2", &sealed), Err(SealError::UnknownKey("k1".into())));
-        assert_eq!(open(None, b"saga-1/step-2", &sealed), Err(SealError::NoKey("k1".into())));
-        let mut tampered = sealed.clone();
-        *tampered.last_mut().unwrap() ^= 1;
-        assert_eq!(open(Some(&keys), b"saga-1/step-2", &tampered), Err(SealError::Rejected("k1".into())));
-        assert_eq!(open(Some(&keys), b"saga-1/step-2", &sealed).unwrap(), b"{\"secret\":1}", "still readable");
-    }
+/// A length-prefixed field, so that no two different rows hash the same bytes.
+fn field(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
 
-    #[test]
-    fn rotated_keys_keep_old_rows_readable() {
-        let old = keyring("2025", 1);
-        let sealed_old = seal(Some(&old), b"a", b"old row");
-        let rotated = Keyring::new(EncryptionKey::new("2026", [2; 32])).with_older(EncryptionKey::new("2025", [1; 32]));
-        let sealed_new = seal(Some(&rotated), b"a", b"new row");
-        assert_eq!(&sealed_new[2..6], b"2026", "new writes use the current key");
-        assert_eq!(open(Some(&rotated), b"a", &sealed_old).unwrap(), b"old row");
-        assert_eq!(open(Some(&rotated), b"a", &sealed_new).unwrap(), b"new row");
-        assert_eq!(open(None, b"a", &seal(None, b"a", b"plain")).unwrap(), b"plain");
+/// Recomputes the chain of a stored saga: `Err((which row, why))` at the first break.
+pub(crate) fn verify_chain(summary: &SagaSummary, input: &[u8], rows: &[RecordRow]) -> Result<(), (String, String)> {
+    const RESTORE: &str = "restore the store from a backup";
+    if rows.len() as u64 != summary.records {
+        return Err((
+            "the journal".to_owned(),
+            format!(
+                "it holds {} records where the saga row counts {}: records were lost or added outside saga-runtime, so {RESTORE}",
+                rows.len(),
+                summary.records
+            ),
+        ));
     }
+    let mut prev = genesis(&summary.id, &summary.name, summary.version, &summary.fingerprint, input);
+    for (position, row) in rows.iter().enumerate() {
+        let what = || format!("record {} ({})", row.seq, row.kind);
+        if row.seq != position as u64 {
+            return Err((what(), format!("it stands at position {position}: the journal was reordered, so {RESTORE}")));
+        }
+        let expected = link(&prev, row.seq, row.at_ms, row.epoch, &row.kind, row.step.as_deref(), &row.body);
+        if expected != row.hash {
+            let reason = if position == 0 {
+                format!(
+                    "it does not follow from the saga's row (its id, name, version, fingerprint or input was edited, or the record was), so {RESTORE}"
+                )
+            } else {
+                format!("it does not match the journal's hash chain: it was edited, replaced or moved, so {RESTORE}")
+            };
+            return Err((what(), reason));
+        }
+        prev = expected;
+    }
+    if prev != summary.head {
+        return Err((
+            "the journal".to_owned(),
+            format!("its last record is not the last one written: records were deleted from its end, so {RESTORE}"),
+        ));
+    }
+    Ok(())
+}
+
+fn input_aad(saga_id: &SagaId) -> Vec<u8> {
+    format!("saga-input\0{saga_id}").into_bytes()
+}
+
+/// The associated data of a journal row: the saga id, the record's position, kind and step,
+/// so a sealed row decrypts only where it was written.
+fn record_aad(saga_id: &SagaId, seq: u64, kind: &str, step: Option<&str>) -> Vec<u8> {
+    format!("saga-journal\0{saga_id}\0{seq}\0{kind}\0{}", step.unwrap_or("")).into_bytes()
+}
+
+/// What a store records about its encryption, and what it should do when opened with `keys`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyCheck {
+    /// The store holds sealed sagas and was opened without a keyring: why it refuses writes.
+    pub(crate) read_only: Option<String>,
+    /// Mark the store as sealed and keep this canary (sealed with the current key).
+    pub(crate) new_canary: Option<Vec<u8>>,
+}
+
+/// What a store knows about its own encryption when it opens.
+pub(crate) struct Sealing<'a> {
+    /// Whether the store was marked as holding sealed sagas.
+    pub(crate) sealed: bool,
+    /// The canary sealed when it was marked.
+    pub(crate) canary: Option<&'a [u8]>,
+    /// The sealed input of one stored saga, if any (stores marked before canaries existed).
+    pub(crate) sample: Option<(&'a SagaId, &'a [u8])>,
+}
+
+/// The keyring check every store runs when it opens: a wrong key is an error before anything
+/// is read or written, a store of plaintext sagas is not silently mixed with sealed ones, and a
+/// sealed store opened without a keyring refuses to write (it can still be read).
+pub(crate) fn check_keys(location: &str, keys: Option<&Keyring>, sealing: Sealing<'_>) -> Result<KeyCheck, StoreError> {
+    let wrong_key = |reason: String| StoreError::WrongKey { location: location.to_owned(), reason };
+    match (sealing.sealed, keys) {
+        (false, None) => Ok(KeyCheck::default()),
+        (false, Some(keys)) => {
+            if sealing.sample.is_some() {
+                return Err(wrong_key(
+                    "it holds sagas stored in plaintext, and encryption is turned on for a new store only: open it without a keyring, or start a new store with the keyring".to_owned(),
+                ));
+            }
+            Ok(KeyCheck { read_only: None, new_canary: Some(seal::seal(Some(keys), CANARY_AAD, CANARY)) })
+        }
+        (true, None) => Ok(KeyCheck {
+            read_only: Some(
+                "it holds encrypted sagas and was opened without a keyring, so it refuses every write (reading works, with payloads sealed): open it with its keyring to run sagas".to_owned(),
+            ),
+            new_canary: None,
+        }),
+        (true, Some(keys)) => {
+            let opened = match (sealing.canary, sealing.sample) {
+                (Some(canary), _) => seal::open(Some(keys), CANARY_AAD, canary).map(drop),
+                (None, Some((saga_id, input))) => seal::open(Some(keys), &input_aad(saga_id), input).map(drop),
+                (None, None) => Ok(()),
+            };
+            match opened {
+                Ok(()) => Ok(KeyCheck {
+                    read_only: None,
+                    new_canary: sealing.canary.is_none().then(|| seal::seal(Some(keys), CANARY_AAD, CANARY)),
+                }),
+                Err(SealError::Plaintext) => Err(wrong_key("its key check is stored in plaintext: it was tampered with".to_owned())),
+                Err(error) => Err(wrong_key(error.to_string())),
+            }
+        }
+    }
+}
+
+/// Whether a stored payload is sealed with a key.
+pub(crate) fn is_encrypted(sealed: &[u8]) -> bool {
+    seal::is_encrypted(sealed)
 }

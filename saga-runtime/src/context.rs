@@ -240,10 +240,11 @@ impl StepContext {
             key: key.clone(),
             result: bytes.clone(),
         });
-        self.writer
-            .commit(true)
-            .await
-            .map_err(|e| StepError::transient(format!("the journal could not record effect `{name}`: {e}")))?;
+        // A failed write stops the saga with the store's error once the step returns (a lost
+        // claim or a full disk is not a failure of the step, and is never retried as one).
+        self.writer.commit_effect().await.map_err(|()| {
+            StepError::transient(format!("the journal could not record effect `{name}`: the saga stops here"))
+        })?;
         self.lock_landed().push(LandedEffect { name: name.to_owned(), key, attempt: self.attempt, result: bytes });
         Ok(result)
     }
@@ -259,8 +260,10 @@ impl StepContext {
         self.lock_landed().clone()
     }
 
-    /// Records a prompt and the model's response in the journal (committed with the step's
-    /// next write), with common credential patterns scrubbed (see [`scrub`](crate::scrub)).
+    /// Records a prompt and the model's response in the journal, with credentials scrubbed
+    /// (see [`scrub`](crate::scrub)). The write starts at once in the background (it does not
+    /// wait for the step to finish): the exchange is durable within one commit of the store,
+    /// and the step's next write waits for it.
     pub fn record_llm(&self, prompt: &str, response: &str) {
         self.writer.push_unfolded(Event::LlmExchange {
             step: self.step_index,
@@ -268,6 +271,7 @@ impl StepContext {
             prompt: scrub(prompt),
             response: scrub(response),
         });
+        self.writer.commit_soon();
     }
 }
 

@@ -10,18 +10,34 @@ use std::time::Duration;
 use futures::FutureExt;
 use tracing::Instrument;
 
-use crate::context::{KeySource, StepContext};
-use crate::error::{Failure, FailureKind, RuntimeError, StepError};
+use crate::BoxFuture;
+use crate::codec::{Codec, OpenedSaga};
+use crate::context::{KeySource, Resources, StepContext};
+use crate::definition::{Definition, StepKind};
+use crate::error::{Failure, FailureKind, StepError};
 use crate::id::SagaId;
 use crate::idempotency;
-use crate::journal::{CompensationNext, Event, Next, Payload, Phase, Progress, Record, Then};
+use crate::journal::{CompensationNext, Event, JournalError, Next, Payload, Phase, Progress, Record, Then};
 use crate::ladder;
+use crate::notify::{Notifier, Observer, Pager};
 use crate::outcome::{Incident, Level, Outcome, Status};
+use crate::policy::Policy;
 use crate::redact::scrub;
-use crate::runtime::Inner;
-use crate::saga::{BoxFuture, Definition, Saga, StepKind};
-use crate::store::{StoreError, StoredSaga};
-use crate::writer::{JournalWriter, now_ms};
+use crate::runtime::RuntimeError;
+use crate::saga::Saga;
+use crate::store::{ChainHash, CheckpointStore, Fence};
+use crate::writer::{JournalWriter, Standing, now_ms};
+
+/// What a driver needs from the runtime that runs it.
+pub(crate) struct Engine {
+    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) codec: Codec,
+    pub(crate) policy: Policy,
+    pub(crate) notifier: Box<dyn Notifier>,
+    pub(crate) pager: Box<dyn Pager>,
+    pub(crate) observers: Arc<[Box<dyn Observer>]>,
+    pub(crate) resources: Arc<Resources>,
+}
 
 /// What the driver does next.
 enum Action {
@@ -34,7 +50,7 @@ enum Action {
 }
 
 pub(crate) struct Driver<'r, S: Saga> {
-    rt: &'r Inner,
+    engine: &'r Engine,
     saga: S,
     saga_id: SagaId,
     definition: &'static Definition,
@@ -55,30 +71,54 @@ pub(crate) struct Driver<'r, S: Saga> {
 
 impl<'r, S: Saga> Driver<'r, S> {
     /// A driver for a saga just created with its first records (`Started` and the start of
-    /// the first attempt, written with the saga).
+    /// the first attempt, written with the saga), holding its first claim.
     pub(crate) fn start(
-        rt: &'r Inner,
+        engine: &'r Engine,
         saga: S,
         saga_id: SagaId,
+        fence: Fence,
         input: &Payload,
         records: &[Record],
+        head: ChainHash,
     ) -> Result<Self, RuntimeError> {
-        let mut driver = Driver::new(rt, saga, saga_id, input, Progress::new(S::definition()), records.len() as u64);
+        let definition = S::definition();
+        let mut progress = Progress::new(definition);
+        for record in records {
+            progress.apply(&record.event).map_err(|error| RuntimeError::Journal { saga_id: saga_id.clone(), error })?;
+        }
+        let mut driver = Driver::new(engine, saga, saga_id, fence, input, progress, head);
         for record in records {
             driver.writer.observe(record);
-            driver.progress.apply(&record.event).map_err(|reason| driver.journal_error(reason))?;
         }
         driver.started_first_attempt = true;
         Ok(driver)
     }
 
-    fn new(rt: &'r Inner, saga: S, saga_id: SagaId, input: &Payload, progress: Progress, next_seq: u64) -> Self {
+    fn new(
+        engine: &'r Engine,
+        saga: S,
+        saga_id: SagaId,
+        fence: Fence,
+        input: &Payload,
+        progress: Progress,
+        head: ChainHash,
+    ) -> Self {
         let definition = S::definition();
         let span = tracing::info_span!("saga", saga_id = %saga_id, saga = definition.name());
-        let writer =
-            Arc::new(JournalWriter::new(rt.store.clone(), saga_id.clone(), definition, rt.observers.clone(), next_seq));
+        let standing = standing(&progress, None);
+        let writer = Arc::new(JournalWriter::new(
+            engine.store.clone(),
+            engine.codec.clone(),
+            saga_id.clone(),
+            fence,
+            definition,
+            engine.observers.clone(),
+            progress.next_seq,
+            head,
+            standing,
+        ));
         Driver {
-            rt,
+            engine,
             saga,
             saga_id,
             definition,
@@ -93,20 +133,21 @@ impl<'r, S: Saga> Driver<'r, S> {
         }
     }
 
-    /// A driver for a stored saga: its journal replayed, its outputs decoded.
-    pub(crate) fn restore(rt: &'r Inner, saga: S, saga_id: SagaId, stored: StoredSaga) -> Result<Self, RuntimeError> {
+    /// A driver for a stored saga, claimed with `fence`: its journal replayed, its outputs
+    /// decoded.
+    pub(crate) fn restore(engine: &'r Engine, saga: S, fence: Fence, stored: OpenedSaga) -> Result<Self, RuntimeError> {
         let definition = S::definition();
+        let saga_id = stored.summary.id.clone();
         check_started(&saga_id, &stored)?;
         let progress = Progress::replay(definition, &stored.records)
-            .map_err(|reason| RuntimeError::Journal { saga_id: saga_id.clone(), reason })?;
-        let next_seq = progress.next_seq;
-        let mut driver = Driver::new(rt, saga, saga_id, &stored.input, progress, next_seq);
+            .map_err(|error| RuntimeError::Journal { saga_id: saga_id.clone(), error })?;
+        let mut driver = Driver::new(engine, saga, saga_id, fence, &stored.input, progress, stored.summary.head);
         for (i, step) in driver.progress.steps.iter().enumerate() {
             if let Some(output) = &step.output {
-                S::__decode(i, &mut driver.state, output).map_err(|source| RuntimeError::Checkpoint {
+                S::__decode(i, &mut driver.state, output).map_err(|error| RuntimeError::Checkpoint {
                     saga_id: driver.saga_id.clone(),
                     step: definition.steps()[i].name().to_owned(),
-                    source,
+                    error,
                 })?;
             }
         }
@@ -114,33 +155,33 @@ impl<'r, S: Saga> Driver<'r, S> {
         Ok(driver)
     }
 
-    fn journal_error(&self, reason: String) -> RuntimeError {
-        RuntimeError::Journal { saga_id: self.saga_id.clone(), reason }
+    fn journal_error(&self, error: JournalError) -> RuntimeError {
+        RuntimeError::Journal { saga_id: self.saga_id.clone(), error }
     }
 
-    /// Applies an event and queues it for the next commit.
+    /// Applies an event and queues it for the next commit, with where the saga stands after it.
     pub(crate) fn record(&mut self, event: Event) -> Result<(), RuntimeError> {
-        self.progress.apply(&event).map_err(|reason| self.journal_error(reason))?;
-        self.writer.push(event);
+        self.progress.apply(&event).map_err(|error| self.journal_error(error))?;
+        let standing = standing(&self.progress, Some(&event));
+        self.writer.push(event, standing);
         Ok(())
     }
 
-    /// Applies what the effects of the last step attempt wrote.
+    /// Applies what the effects of the last step attempt wrote; stops the saga with the
+    /// store's error if one of their writes failed.
     fn fold_effects(&mut self) -> Result<(), RuntimeError> {
         for event in self.writer.take_unfolded() {
-            self.progress.apply(&event).map_err(|reason| self.journal_error(reason))?;
+            self.progress.apply(&event).map_err(|error| self.journal_error(error))?;
         }
-        match self.writer.failure() {
-            Some(error) => Err(RuntimeError::Store(StoreError::Backend(error))),
+        match self.writer.take_failure() {
+            Some(error) => Err(RuntimeError::store(&self.saga_id, error)),
             None => Ok(()),
         }
     }
 
     /// Writes the queued records and the checkpoint they lead to, in one store transaction.
     async fn commit(&mut self) -> Result<(), RuntimeError> {
-        self.writer.set_checkpoint(self.progress.status(), self.progress.stage());
-        self.writer.commit(false).await?;
-        Ok(())
+        self.writer.commit(false).await.map_err(|error| RuntimeError::store(&self.saga_id, error))
     }
 
     fn next_action(&self) -> Action {
@@ -159,6 +200,20 @@ impl<'r, S: Saga> Driver<'r, S> {
             }
             Phase::Parked(_) if !self.progress.paged => Action::Page,
             Phase::Parked(_) | Phase::Finished(_) => Action::Return,
+        }
+    }
+
+    /// Whether the last write under this claim left the saga held by nobody.
+    pub(crate) fn released_by_last_write(&self) -> bool {
+        self.writer.released_by_last_write()
+    }
+
+    /// The outcome, when the saga has nothing left to do without a human (finished, or parked
+    /// and paged): read without driving it.
+    pub(crate) fn settled_outcome(&mut self) -> Result<Option<Outcome<S::Output>>, RuntimeError> {
+        match self.next_action() {
+            Action::Return => self.outcome().map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -222,12 +277,12 @@ impl<'r, S: Saga> Driver<'r, S> {
             observation: self.progress.observation.clone(),
             key_source: KeySource { input_digest: self.input_digest, reads, generation: state.generation },
             key: OnceLock::new(),
-            resources: self.rt.resources.clone(),
+            resources: self.engine.resources.clone(),
         }
     }
 
     fn timeout(&self, step: usize) -> Option<Duration> {
-        self.definition.steps()[step].timeout().or(self.rt.policy.step_timeout)
+        self.definition.steps()[step].timeout().or(self.engine.policy.step_timeout)
     }
 
     fn step_span(&mut self, i: usize) -> tracing::Span {
@@ -250,8 +305,8 @@ impl<'r, S: Saga> Driver<'r, S> {
             Some(interrupted) => {
                 // Only a driver rebuilt from the store finds an attempt that started and has
                 // no result: the process stopped during it.
-                let error = StepError::transient("the process stopped during this attempt (a crash or a shutdown)")
-                    .with_kind(FailureKind::Interrupted);
+                let in_a_row = self.progress.steps[i].interruptions_used + 1;
+                let error = interruption("attempt", in_a_row, self.engine.policy.interruptions);
                 let span = self.attempt_span(i, interrupted, tier);
                 return self.step_failed(i, interrupted, error, None, &span).await;
             }
@@ -324,7 +379,7 @@ impl<'r, S: Saga> Driver<'r, S> {
         rejected_output: Option<Payload>,
         span: &tracing::Span,
     ) -> Result<(), RuntimeError> {
-        let next = ladder::decide(&self.rt.policy, self.definition, &self.progress, i, &mut error);
+        let next = ladder::decide(&self.engine.policy, self.definition, &self.progress, i, &mut error);
         let failure = Failure {
             step: self.definition.steps()[i].name().to_owned(),
             compensation: None,
@@ -375,8 +430,8 @@ impl<'r, S: Saga> Driver<'r, S> {
             level = tracing::field::Empty,
         );
         if let Some(interrupted) = self.progress.steps[i].open_compensation_attempt {
-            let error = StepError::transient("the process stopped during this compensation (a crash or a shutdown)")
-                .with_kind(FailureKind::Interrupted);
+            let in_a_row = self.progress.steps[i].compensation_interruptions_used + 1;
+            let error = interruption("compensation", in_a_row, self.engine.policy.interruptions);
             return self.compensation_failed(i, interrupted, error, &span).await;
         }
         if let Some(wait) = self.resume_wait.take() {
@@ -410,7 +465,7 @@ impl<'r, S: Saga> Driver<'r, S> {
         span: &tracing::Span,
     ) -> Result<(), RuntimeError> {
         let step_def = &self.definition.steps()[i];
-        let next = ladder::decide_compensation(&self.rt.policy, &self.progress, i, &error);
+        let next = ladder::decide_compensation(&self.engine.policy, &self.progress, i, &error);
         let failure = Failure {
             step: step_def.name().to_owned(),
             compensation: Some(step_def.compensation().unwrap_or_default().to_owned()),
@@ -440,10 +495,10 @@ impl<'r, S: Saga> Driver<'r, S> {
                     panic_message(&*panic)
                 ))))
             });
-        encoded.map(Payload::from).map_err(|source| RuntimeError::Encode {
+        encoded.map(Payload::from).map_err(|error| RuntimeError::Encode {
             saga_id: self.saga_id.clone(),
             step: self.definition.steps()[i].name().to_owned(),
-            source,
+            error,
         })
     }
 
@@ -452,7 +507,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             .progress
             .outcome_failure()
             .cloned()
-            .ok_or_else(|| self.journal_error(format!("{level} without a failure")))?;
+            .ok_or_else(|| self.journal_error(JournalError::new(format!("{level} without a failure"))))?;
         Ok(Incident {
             saga_id: self.saga_id.clone(),
             saga: self.definition.name().to_owned(),
@@ -466,7 +521,7 @@ impl<'r, S: Saga> Driver<'r, S> {
     /// record of the first call).
     fn notify(&mut self) -> Result<(), RuntimeError> {
         let incident = self.incident(Level::Compensate)?;
-        if std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.notifier.notify(&incident))).is_err() {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.engine.notifier.notify(&incident))).is_err() {
             tracing::error!(saga_id = %self.saga_id, "the notifier panicked; the rollback goes on");
         }
         self.record(Event::Notified)
@@ -475,7 +530,7 @@ impl<'r, S: Saga> Driver<'r, S> {
     /// Level 4: the pager is called once per park (again only if a stop lost the record).
     fn page(&mut self) -> Result<(), RuntimeError> {
         let incident = self.incident(Level::PageHuman)?;
-        if std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.pager.page(&incident))).is_err() {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.engine.pager.page(&incident))).is_err() {
             tracing::error!(saga_id = %self.saga_id, "the pager panicked; the saga stays parked");
         }
         self.record(Event::Paged)
@@ -485,25 +540,28 @@ impl<'r, S: Saga> Driver<'r, S> {
         let saga_id = self.saga_id.clone();
         let report = self.progress.report.clone();
         let failure = || {
-            self.progress.outcome_failure().cloned().ok_or_else(|| self.journal_error("no failure recorded".to_owned()))
+            self.progress
+                .outcome_failure()
+                .cloned()
+                .ok_or_else(|| self.journal_error(JournalError::new("no failure recorded")))
         };
         match self.progress.status() {
             Status::Completed => {
                 let state = std::mem::take(&mut self.state);
                 let output = S::__finish(state)
-                    .ok_or_else(|| self.journal_error("a completed saga lacks a step output".to_owned()))?;
+                    .ok_or_else(|| self.journal_error(JournalError::new("a completed saga lacks a step output")))?;
                 Ok(Outcome::Completed { saga_id, output, report })
             }
             Status::Compensated => Ok(Outcome::Compensated { saga_id, failure: failure()?, report }),
             Status::NeedsHuman => Ok(Outcome::NeedsHuman { saga_id, failure: failure()?, report }),
-            Status::Running => Err(self.journal_error("the saga stopped while running".to_owned())),
+            Status::Running => Err(self.journal_error(JournalError::new("the saga stopped while running"))),
         }
     }
 }
 
 /// The journal's first record names the definition that wrote it: it must agree with the saga
 /// row (which `check_definition` compared with this binary), or the row was edited.
-fn check_started(saga_id: &SagaId, stored: &StoredSaga) -> Result<(), RuntimeError> {
+fn check_started(saga_id: &SagaId, stored: &OpenedSaga) -> Result<(), RuntimeError> {
     let summary = &stored.summary;
     match stored.records.first().map(|r| &r.event) {
         Some(Event::Started { saga, version, fingerprint })
@@ -513,14 +571,14 @@ fn check_started(saga_id: &SagaId, stored: &StoredSaga) -> Result<(), RuntimeErr
         }
         Some(Event::Started { saga, version, fingerprint }) => Err(RuntimeError::Journal {
             saga_id: saga_id.clone(),
-            reason: format!(
+            error: JournalError::new(format!(
                 "its first record was written by `{saga}` version {version} (fingerprint {fingerprint}), but the saga row says `{}` version {} (fingerprint {}): the row was edited",
                 summary.name, summary.version, summary.fingerprint
-            ),
+            )),
         }),
         _ => Err(RuntimeError::Journal {
             saga_id: saga_id.clone(),
-            reason: "it does not start with a `started` record".to_owned(),
+            error: JournalError::new("it does not start with a `started` record"),
         }),
     }
 }
@@ -561,4 +619,35 @@ async fn guarded(attempt: BoxFuture<'_, Result<(), StepError>>, timeout: Option<
     result.unwrap_or_else(|panic| {
         Err(StepError::logical(format!("panicked: {}", panic_message(&*panic))).with_kind(FailureKind::Panicked))
     })
+}
+
+/// The failure of an attempt (or a compensation) that a stop of the process cut short: the
+/// `in_a_row`-th such stop. Past the budget the message says why the saga is parked.
+fn interruption(what: &str, in_a_row: u32, budget: u32) -> StepError {
+    let message = if in_a_row > budget {
+        format!(
+            "the process stopped during this {what} {in_a_row} times in a row, so it may be what kills the process (an OOM, an abort, a crash in native code): find out why, then `resume` the saga"
+        )
+    } else {
+        format!("the process stopped during this {what} (a crash or a shutdown)")
+    };
+    StepError::transient(message).with_kind(FailureKind::Interrupted)
+}
+
+/// Where the saga stands after `event` (the last one applied): the checkpoint written with it.
+/// A saga with work to do is due now, or when the backoff it just decided ends; a finished
+/// saga, or a parked one whose page is on record, waits for nothing but a human.
+fn standing(progress: &Progress, event: Option<&Event>) -> Standing {
+    let status = progress.status();
+    let waits = match event {
+        Some(Event::StepFailed { next: Next::Retry { delay }, .. })
+        | Some(Event::CompensationFailed { next: CompensationNext::Retry { delay }, .. }) => Some(*delay),
+        _ => None,
+    };
+    let due_at_ms = match status {
+        Status::Running => Some(waits.map_or(0, |delay| now_ms().saturating_add(delay.as_millis() as u64))),
+        Status::NeedsHuman if !progress.paged => Some(0),
+        Status::NeedsHuman | Status::Completed | Status::Compensated => None,
+    };
+    Standing { status, stage: progress.stage(), due_at_ms }
 }

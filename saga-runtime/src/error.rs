@@ -1,12 +1,9 @@
-//! Step failures and their classification, and the errors of the runtime's own boundary.
+//! Step failures and their classification.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use crate::id::SagaId;
-use crate::store::StoreError;
 
 /// The three classes of agent failure; each climbs its own rows of the escalation ladder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -208,125 +205,6 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
-
-/// Errors of the runtime itself (not of a saga's steps, which become an [`Outcome`]).
-///
-/// [`Outcome`]: crate::Outcome
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RuntimeError {
-    /// The checkpoint store failed; see the inner error for what to do.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// `run_with_id` was given an id that already names a saga with another input.
-    #[error(
-        "saga `{saga_id}` already exists with a different input: the same id never starts a second saga, so use a new SagaId for new input"
-    )]
-    InputMismatch {
-        /// The saga id.
-        saga_id: SagaId,
-    },
-    /// No saga with this id is stored.
-    #[error("no saga with id `{saga_id}` is stored: check the id, or start it with `run_with_id`")]
-    UnknownSaga {
-        /// The saga id.
-        saga_id: SagaId,
-    },
-    /// The id names a saga of another type.
-    #[error("saga `{saga_id}` is a `{stored}` saga, not a `{requested}` one: resume it with its own type")]
-    WrongSaga {
-        /// The saga id.
-        saga_id: SagaId,
-        /// The name stored with the saga.
-        stored: String,
-        /// The name of the type it was resumed as.
-        requested: String,
-    },
-    /// The saga was checkpointed under another definition of its type.
-    #[error(
-        "saga `{saga_id}` was checkpointed by `{name}` version {stored_version} (fingerprint {stored_fingerprint}) but this binary defines version {current_version} (fingerprint {current_fingerprint}): finish it with the binary that started it, or keep the old definition as its own type; nothing was changed"
-    )]
-    DefinitionMismatch {
-        /// The saga id.
-        saga_id: SagaId,
-        /// The saga name.
-        name: String,
-        /// The version stored with the saga.
-        stored_version: u32,
-        /// The fingerprint stored with the saga.
-        stored_fingerprint: String,
-        /// The version of the running binary.
-        current_version: u32,
-        /// The fingerprint of the running binary.
-        current_fingerprint: String,
-    },
-    /// A stored checkpoint could not be decoded into this definition's types.
-    #[error(
-        "the checkpoint of step `{step}` of saga `{saga_id}` cannot be decoded ({source}): the stored data does not fit the step's output type; nothing was changed"
-    )]
-    Checkpoint {
-        /// The saga id.
-        saga_id: SagaId,
-        /// The step whose checkpoint is unreadable.
-        step: String,
-        /// The decoding error.
-        source: CodecError,
-    },
-    /// A step output or the saga input could not be encoded for the checkpoint.
-    #[error(
-        "the output of step `{step}` of saga `{saga_id}` cannot be serialized for its checkpoint ({source}): make its Serialize impl infallible (JSON map keys must be strings)"
-    )]
-    Encode {
-        /// The saga id.
-        saga_id: SagaId,
-        /// The step (or `input`).
-        step: String,
-        /// The encoding error.
-        source: CodecError,
-    },
-    /// `resolve` was called on a saga with no compensation waiting for a human.
-    #[error("saga `{saga_id}` cannot be resolved: {reason}")]
-    CannotResolve {
-        /// The saga id.
-        saga_id: SagaId,
-        /// Why not, and what to do instead.
-        reason: String,
-    },
-    /// `resolve` or `recover` met a saga whose definition no registered type has.
-    #[error(
-        "saga `{saga_id}` was checkpointed by `{name}` version {stored_version} (fingerprint {stored_fingerprint}), and this runtime registers only {registered}: register the type that started it (keep the old definition as its own type); nothing was changed"
-    )]
-    NoMatchingVersion {
-        /// The saga id.
-        saga_id: SagaId,
-        /// The saga name.
-        name: String,
-        /// The version stored with the saga.
-        stored_version: u32,
-        /// The fingerprint stored with the saga.
-        stored_fingerprint: String,
-        /// The registered versions and fingerprints of that name.
-        registered: String,
-    },
-    /// `resolve` or `recover` met a saga whose type was not registered.
-    #[error(
-        "saga `{saga_id}` is a `{name}` saga, which this runtime does not know: add `.register::<T>()` for its type to `Runtime::builder()`"
-    )]
-    Unregistered {
-        /// The saga id.
-        saga_id: SagaId,
-        /// The stored saga name.
-        name: String,
-    },
-    /// The stored journal contradicts itself (it was edited or written by a buggy version).
-    #[error("the journal of saga `{saga_id}` is inconsistent ({reason}): inspect it; nothing was changed")]
-    Journal {
-        /// The saga id.
-        saga_id: SagaId,
-        /// What is wrong.
-        reason: String,
-    },
-}
 
 /// A checkpoint could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]

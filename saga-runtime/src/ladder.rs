@@ -11,9 +11,12 @@
 //! | a compensation fails `compensation_retries + 1` times | stop, page once, park the saga, return `NeedsHuman` | 4 |
 //!
 //! An attempt (or a compensation) that a stop of the process interrupted is found on resume
-//! and retried with backoff (level 0) under its own budget, `interruptions`: crashes and
-//! deploys never spend the budgets above, and a step that crashes the process every time
-//! ends on the ladder (level 3, or 4 after the commit point) instead of looping.
+//! and retried with backoff (level 0) under its own budget, `interruptions`, which counts the
+//! interruptions of one step in a row: crashes and deploys never spend the budgets above, an
+//! attempt that ends any other way resets the count, and a stop the saga did not cause never
+//! rolls it back. A step that keeps dying with its process (it may be what kills it: an OOM,
+//! an abort) is stopped after `interruptions` stops in a row and parked for a human (level 4),
+//! before or after the commit point alike, with a failure that names it.
 //!
 //! Each failure class climbs its own rows, so a budget of one class is never spent by
 //! another. After the commit point nothing is compensated: where the table says level 3, the
@@ -23,10 +26,10 @@
 //! folded from the journal; the driver records each decision in the journal before acting
 //! on it, so a resumed saga continues on the same rung.
 
+use crate::definition::Definition;
 use crate::error::{FailureClass, FailureKind, StepError};
 use crate::journal::{CompensationNext, Next, Progress};
 use crate::policy::Policy;
-use crate::saga::Definition;
 
 /// What to do after step `step` failed with `error`.
 pub(crate) fn decide(
@@ -46,7 +49,7 @@ pub(crate) fn decide(
         return if state.interruptions_used < policy.interruptions {
             Next::Retry { delay: policy.backoff.delay(state.interruptions_used + 1, None) }
         } else {
-            exhausted
+            Next::Park
         };
     }
     match error.class() {

@@ -105,13 +105,27 @@
 //! on a retry or a resume. A compensation taking `Option<&T>` also undoes the effects of an
 //! attempt that failed half-way, reading what landed from [`StepContext::effects`].
 
+//! # Layout
+//!
+//! Dependencies run one way, each layer using only those before it: the model (`id`,
+//! `definition`, `error`, `outcome`, `policy`) → the [`journal`] (records and the fold) → the
+//! [`ladder`] → sealing (`seal`, `codec`) → the [`store`] → execution (`context`, `writer`,
+//! `saga`) → the `driver` → the [`Runtime`]. A store compiles without the engine; the driver
+//! gets what it needs from the runtime as one value and never reaches into it.
+//!
+//! # Features
+//!
+//! - `sqlite` (default): [`store::SqliteStore`], the embedded store.
+//! - `encryption`: [`Keyring`] and [`EncryptionKey`], to seal payloads at rest.
+
 #![warn(missing_docs)]
 
 mod codec;
 mod context;
+mod definition;
 mod driver;
 mod error;
-pub mod hooks;
+mod hooks;
 mod id;
 mod idempotency;
 pub mod journal;
@@ -122,17 +136,18 @@ mod policy;
 mod redact;
 mod runtime;
 mod saga;
+mod seal;
 pub mod store;
 mod writer;
 
 #[doc(inline)]
 pub use saga_macros::{saga, step};
 
-pub use codec::{EncryptionKey, Keyring, SealError};
 pub use context::StepContext;
-pub use error::{CodecError, Failure, FailureClass, FailureKind, RuntimeError, StepError};
+pub use definition::{Definition, StepDef, StepKind};
+pub use error::{CodecError, Failure, FailureClass, FailureKind, StepError};
 pub use id::SagaId;
-pub use journal::LandedEffect;
+pub use journal::{JournalError, LandedEffect};
 pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
 pub use outcome::{
     AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, Report, RestartRecord,
@@ -140,9 +155,15 @@ pub use outcome::{
 };
 pub use policy::{Backoff, Jitter, Policy};
 pub use redact::{Redacted, scrub};
-pub use runtime::{Recovery, Runtime, RuntimeBuilder};
-pub use saga::{BoxFuture, Definition, Saga, StepDef, StepKind, StepOutput};
+pub use runtime::{Recovery, Runtime, RuntimeBuilder, RuntimeError};
+pub use saga::{Saga, StepOutput};
+pub use seal::SealError;
+#[cfg(feature = "encryption")]
+pub use seal::{EncryptionKey, KeyError, Keyring};
 pub use store::{CheckpointStore, MemoryStore};
+
+/// A boxed, `Send` future, as the generated state machine and the stores return them.
+pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;
 
 /// The README's Rust examples, compiled and run as doctests so that the README never lies.
 #[cfg(doctest)]
@@ -154,6 +175,8 @@ pub type StepResult<T> = Result<T, StepError>;
 
 /// Everything a saga author needs: `use saga_runtime::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "sqlite")]
+    pub use crate::store::SqliteStore;
     pub use crate::{
         Backoff, CheckpointStore, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore, Outcome,
         Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status, StepContext, StepError, StepResult, saga, step,
@@ -165,9 +188,15 @@ pub mod prelude {
 pub mod __private {
     use std::fmt::Display;
 
-    pub use crate::saga::{BoxFuture, Definition, Saga, StepDef, StepKind};
-    pub use crate::{CodecError, StepContext, StepError};
+    pub use crate::definition::{Definition, StepDef, StepKind};
+    pub use crate::saga::Saga;
+    pub use crate::{BoxFuture, CodecError, StepContext, StepError};
     pub use serde;
+
+    /// Crash points for the crash test (inert unless the `test-hooks` feature is on).
+    pub mod hooks {
+        pub use crate::hooks::*;
+    }
 
     /// Converts a step's result, whatever its error type.
     #[inline]

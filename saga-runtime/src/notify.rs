@@ -1,10 +1,10 @@
 //! Who hears about incidents: the [`Notifier`] (level 3), the [`Pager`] (level 4), and
 //! [`Observer`]s of every journal record.
 
+use crate::definition::Definition;
 use crate::id::SagaId;
 use crate::journal::{Record, Timeline};
 use crate::outcome::Incident;
-use crate::saga::Definition;
 
 /// Called once when a saga rolls back (level 3).
 ///

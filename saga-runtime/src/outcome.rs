@@ -214,6 +214,19 @@ pub struct Escalation {
     pub error: String,
 }
 
+impl Escalation {
+    /// The escalation a recorded failure led to.
+    pub(crate) fn of(failure: &Failure, level: Level) -> Self {
+        Escalation {
+            level,
+            class: failure.class,
+            step: failure.step.clone(),
+            attempt: failure.attempt,
+            error: failure.message.clone(),
+        }
+    }
+}
+
 /// Why a compensation ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompensationReason {

@@ -28,9 +28,12 @@ pub struct Policy {
     pub environment_restarts: u32,
     /// Retries of a failing compensation before a human is paged (default 3).
     pub compensation_retries: u32,
-    /// Attempts of one step (or of one compensation) that a stop of the process may interrupt
-    /// before the step is taken to crash the process: level 3, or 4 after the commit point
-    /// (default 5). Interruptions never spend the other budgets.
+    /// Stops of the process in a row that may interrupt one step (or one compensation) before
+    /// the step is taken to be what kills the process and parked for a human (level 4; never
+    /// rolled back, since a crash the saga did not cause looks the same). An attempt that ends
+    /// any other way resets the count, so a crash loop of the whole process (a bad deploy, OOM
+    /// kills elsewhere) only parks a saga whose one step spans this many crashes (default 20).
+    /// Interruptions never spend the other budgets.
     pub interruptions: u32,
     /// Timeout of each attempt of a step and of its compensation, unless the step sets its
     /// own with `#[step(timeout = "30s")]` (default: none).
@@ -46,7 +49,7 @@ impl Default for Policy {
             model_tiers: 2,
             environment_restarts: 2,
             compensation_retries: 3,
-            interruptions: 5,
+            interruptions: 20,
             step_timeout: None,
         }
     }

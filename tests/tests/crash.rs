@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use saga_runtime::hooks::{crash_point, points_reached};
+use saga_runtime::__private::hooks::{crash_point, points_reached};
 use saga_runtime::prelude::*;
 use saga_runtime::store::SqliteStore;
 use serde::{Deserialize, Serialize};

@@ -33,7 +33,7 @@ async fn a_saga_without_failures_runs_every_step_once_in_order() {
     assert_eq!(report.attempts.len(), 5);
     assert_eq!(report.slept, Duration::ZERO);
     assert!(incidents.all().is_empty());
-    let summary = &store.list().await.unwrap()[0];
+    let summary = &listed(&store).await[0];
     assert_eq!((summary.status, summary.stage.as_str()), (Status::Completed, "completed"));
 }
 
@@ -530,7 +530,7 @@ async fn a_compensation_that_keeps_failing_pages_once_and_parks_until_resumed() 
             (Level::PageHuman, "open_pr".into(), "GitHub is down".into())
         ]
     );
-    let summary = &store.list().await.unwrap()[0];
+    let summary = &listed(&store).await[0];
     assert_eq!((summary.status, summary.stage.as_str()), (Status::NeedsHuman, "parked compensating open_pr"));
 
     // run_with_id on a parked saga returns the stored outcome and runs nothing.

@@ -406,7 +406,7 @@ fn check(case: Case) -> Result<(), TestCaseError> {
         prop_assert_eq!(summary.status, outcome.status());
         prop_assert_eq!(&summary.report, report);
         prop_assert_eq!(summary.failure.as_ref(), outcome.failure());
-        let stored = tokio.block_on(store.list()).unwrap();
+        let stored = tokio.block_on(listed(&store));
         prop_assert_eq!(stored[0].status, outcome.status());
 
         match &outcome {

@@ -64,7 +64,7 @@ async fn run_with_id_returns_the_stored_outcome_of_a_finished_saga() {
     assert_eq!(harness.log().len(), 5, "the second call ran nothing");
     assert_eq!(first.output().unwrap().announce, second.output().unwrap().announce);
     assert_eq!(first.report(), second.report());
-    assert_eq!(store.list().await.unwrap().len(), 1);
+    assert_eq!(listed(&store).await.len(), 1);
 
     let other = ReleasePr { branch: "other".into(), ..ReleasePr::new() };
     let error = runtime.run_with_id(SagaId::new("pr-42"), other).await.unwrap_err();
@@ -355,49 +355,6 @@ async fn a_saga_written_by_a_declarative_macro_runs() {
     assert_eq!(Counting::definition().steps().len(), 2);
 }
 
-/// A store that refuses its `fail_at`-th append, as a crash between two writes would.
-#[derive(Clone)]
-struct FlakyStore {
-    inner: MemoryStore,
-    appends: Arc<Mutex<u32>>,
-    fail_at: u32,
-}
-
-impl saga_runtime::CheckpointStore for FlakyStore {
-    fn create<'a>(
-        &'a self,
-        saga: saga_runtime::store::NewSaga,
-    ) -> saga_runtime::BoxFuture<'a, Result<saga_runtime::store::Created, saga_runtime::store::StoreError>> {
-        self.inner.create(saga)
-    }
-    fn append<'a>(
-        &'a self,
-        id: &'a SagaId,
-        records: Vec<saga_runtime::journal::Record>,
-        checkpoint: saga_runtime::store::Checkpoint,
-    ) -> saga_runtime::BoxFuture<'a, Result<(), saga_runtime::store::StoreError>> {
-        let mut appends = self.appends.lock().unwrap();
-        *appends += 1;
-        if *appends == self.fail_at {
-            return Box::pin(std::future::ready(Err(saga_runtime::store::StoreError::Backend("disk full".into()))));
-        }
-        self.inner.append(id, records, checkpoint)
-    }
-    fn load<'a>(
-        &'a self,
-        id: &'a SagaId,
-    ) -> saga_runtime::BoxFuture<'a, Result<Option<saga_runtime::store::StoredSaga>, saga_runtime::store::StoreError>>
-    {
-        self.inner.load(id)
-    }
-    fn list(
-        &self,
-    ) -> saga_runtime::BoxFuture<'_, Result<Vec<saga_runtime::store::SagaSummary>, saga_runtime::store::StoreError>>
-    {
-        self.inner.list()
-    }
-}
-
 /// A saga interrupted between two journal writes is resumed by `run_with_id`: the steps whose
 /// completion was journaled do not run again; the step that ran but whose completion was not
 /// journaled had its start journaled, so the resume counts that attempt as interrupted (a
@@ -408,12 +365,12 @@ async fn run_with_id_resumes_an_interrupted_saga_without_rerunning_journaled_ste
     // The saga is created with open_pr's start; then appends: 1 open_pr done + run_tests
     // starts; 2 run_tests done + comment starts; 3 comment done + merge starts (fails: the
     // process "dies" after comment ran).
-    let store = FlakyStore { inner: MemoryStore::new(), appends: Arc::default(), fail_at: 3 };
+    let store = FlakyStore::failing_append(3);
     let runtime = Runtime::builder().store(store.clone()).policy(exact_backoff()).resource(harness.clone()).build();
     let error = runtime.run_with_id(SagaId::new("job-9"), ReleasePr::new()).await.unwrap_err();
-    assert_eq!(error.to_string(), "the checkpoint store failed: disk full");
+    assert_eq!(error.to_string(), format!("saga `{}`: disk full", error.saga_id().unwrap()));
     assert_eq!(harness.log(), strings(&["open_pr#1", "run_tests#1", "comment#1"]));
-    let summary = &store.inner.list().await.unwrap()[0];
+    let summary = &listed(&store.inner).await[0];
     assert_eq!((summary.status, summary.stage.as_str()), (Status::Running, "comment"));
 
     let start = Instant::now();
@@ -459,7 +416,7 @@ async fn a_page_lost_to_a_stop_is_sent_when_the_saga_is_next_loaded() {
     // The creation carries open_pr's start, then one append per step up to announce's
     // attempts: open_pr, run_tests, comment, merge, announce x4 (the 4th carries the park),
     // and the 9th write, carrying `paged`, fails.
-    let store = FlakyStore { inner: MemoryStore::new(), appends: Arc::default(), fail_at: 9 };
+    let store = FlakyStore::failing_append(9);
     let incidents = Incidents::default();
     let paged = incidents.clone();
     let runtime = Runtime::builder()
@@ -471,13 +428,10 @@ async fn a_page_lost_to_a_stop_is_sent_when_the_saga_is_next_loaded() {
         })
         .build();
     let error = runtime.run_with_id(SagaId::new("lost-page"), ReleasePr::new()).await.unwrap_err();
-    assert_eq!(error.to_string(), "the checkpoint store failed: disk full");
+    assert_eq!(error.to_string(), format!("saga `{}`: disk full", error.saga_id().unwrap()));
     assert_eq!(incidents.all().len(), 1, "the pager was called before the write failed");
     let journal = store.inner.load(&SagaId::new("lost-page")).await.unwrap().unwrap().records;
-    assert!(
-        !journal.iter().any(|r| matches!(r.event, saga_runtime::journal::Event::Paged)),
-        "the page is not on record"
-    );
+    assert!(!journal.iter().any(|r| r.kind == "paged"), "the page is not on record");
 
     let outcome = runtime.run_with_id(SagaId::new("lost-page"), ReleasePr::new()).await.unwrap();
     assert!(matches!(outcome, Outcome::NeedsHuman { .. }));
@@ -515,8 +469,9 @@ impl Touchy {
 }
 
 /// Interruptions by a stop of the process have a budget of their own: a step that spent its
-/// transient retries is still resumed after crashes (level 0, kind `Interrupted`), and a step
-/// that is interrupted every time ends on the ladder (level 3) instead of looping.
+/// transient retries is still resumed after crashes (level 0, kind `Interrupted`); a step that
+/// is interrupted every time is parked for a human (level 4) instead of looping, and never
+/// rolled back; a crash loop that interrupts one step after another never stops the saga.
 #[tokio::test(start_paused = true)]
 async fn interruptions_have_a_budget_of_their_own() {
     let mut plans = transient(3);
@@ -553,8 +508,11 @@ async fn interruptions_have_a_budget_of_their_own() {
         "the transient budget (3) was spent, and the interruptions did not need it"
     );
 
-    let harness = Harness::with_script(Script::new().then("run_tests", vec![Plan::Hang; 10]));
-    let (runtime, _, _) = common::runtime(&harness, Policy { interruptions: 2, ..exact_backoff() });
+    // A step that dies with its process every time is parked for a human after
+    // `interruptions` stops in a row: never rolled back (a crash it did not cause looks the
+    // same), and the page names the step.
+    let harness = Harness::with_script(Script::new().then("run_tests", vec![Plan::Hang; 3]));
+    let (runtime, incidents, _) = common::runtime(&harness, Policy { interruptions: 2, ..exact_backoff() });
     let id = SagaId::new("always-crashes");
     for _ in 0..3 {
         let cut =
@@ -562,10 +520,37 @@ async fn interruptions_have_a_budget_of_their_own() {
         assert!(cut.is_err());
     }
     let outcome = runtime.run_with_id(id.clone(), ReleasePr::new()).await.unwrap();
-    let Outcome::Compensated { failure, report, .. } = &outcome else {
-        panic!("expected Compensated, got {outcome:?}")
-    };
+    let Outcome::NeedsHuman { failure, report, .. } = &outcome else { panic!("expected NeedsHuman, got {outcome:?}") };
     assert_eq!((failure.kind, failure.step.as_str(), failure.attempt), (FailureKind::Interrupted, "run_tests", 3));
-    assert_eq!(report.levels(), [Level::Retry, Level::Retry, Level::Compensate]);
-    assert_eq!(harness.log(), strings(&["open_pr#1", "run_tests#1", "run_tests#2", "run_tests#3", "undo open_pr#1"]));
+    assert!(
+        failure.message.starts_with(
+            "the process stopped during this attempt 3 times in a row, so it may be what kills the process"
+        ),
+        "{}",
+        failure.message
+    );
+    assert_eq!(report.levels(), [Level::Retry, Level::Retry, Level::PageHuman]);
+    assert!(report.compensations.is_empty(), "nothing is rolled back");
+    assert_eq!(harness.log(), strings(&["open_pr#1", "run_tests#1", "run_tests#2", "run_tests#3"]));
+    assert_eq!(incidents.all(), [(Level::PageHuman, "run_tests".to_owned(), failure.message.clone())]);
+    // Once the cause is fixed, `resume` runs the step again with fresh budgets.
+    let outcome = runtime.resume::<ReleasePr>(&id).await.unwrap();
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(&harness.log()[4..], strings(&["run_tests#4", "comment#1", "merge#1", "announce#1"]));
+
+    // A crash loop of the whole process interrupts a healthy saga at one step after another:
+    // each attempt that ends resets the count, so it never reaches the budget.
+    let plans = [("open_pr", 2), ("run_tests", 2), ("comment", 2), ("merge", 2)];
+    let script = plans.iter().fold(Script::new(), |script, (step, n)| script.then(step, vec![Plan::Hang; *n]));
+    let harness = Harness::with_script(script);
+    let (runtime, _, _) = common::runtime(&harness, Policy { interruptions: 2, ..exact_backoff() });
+    let id = SagaId::new("crash-loop");
+    for _ in 0..8 {
+        let cut =
+            tokio::time::timeout(Duration::from_secs(100), runtime.run_with_id(id.clone(), ReleasePr::new())).await;
+        assert!(cut.is_err(), "each run is cut off while a step hangs");
+    }
+    let outcome = runtime.run_with_id(id.clone(), ReleasePr::new()).await.unwrap();
+    assert!(outcome.is_completed(), "eight kills in a row never rolled it back nor parked it: {outcome:?}");
+    assert_eq!(outcome.report().levels(), [Level::Retry; 8]);
 }

@@ -200,9 +200,9 @@ async fn a_file_of_a_newer_schema_is_refused_and_left_unchanged() {
     rusqlite::Connection::open(db(&dir)).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let bytes = std::fs::read(db(&dir)).unwrap();
     let error = SqliteStore::open(db(&dir)).await.unwrap_err();
-    assert!(matches!(error, StoreError::NewerSchema { found: 99, supported: 1, .. }), "{error}");
+    assert!(matches!(error, StoreError::NewerSchema { found: 99, supported: 2, .. }), "{error}");
     assert!(
-        error.to_string().contains("has schema version 99, newer than version 1 that this build of saga-runtime knows")
+        error.to_string().contains("has schema version 99, newer than version 2 that this build of saga-runtime knows")
     );
     assert_eq!(std::fs::read(db(&dir)).unwrap(), bytes, "nothing was changed");
 }
@@ -221,7 +221,7 @@ async fn a_file_that_is_not_a_saga_store_is_refused_and_left_unchanged() {
     let other = dir.path().join("app.db");
     rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE users (id INTEGER)").unwrap();
     let error = SqliteStore::open(&other).await.unwrap_err();
-    assert!(error.to_string().ends_with("is not a saga store (it holds another application's tables): use a separate file for sagas; nothing was changed"), "{error}");
+    assert!(error.to_string().ends_with("is not a saga store (it holds another application's tables): use a separate file or database for sagas; nothing was changed"), "{error}");
     let tables: i64 = rusqlite::Connection::open(&other)
         .unwrap()
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
@@ -229,8 +229,8 @@ async fn a_file_that_is_not_a_saga_store_is_refused_and_left_unchanged() {
     assert_eq!(tables, 1);
 }
 
-/// A corrupted journal row is a clear error naming the saga and the record; the file is left
-/// as it was, and other sagas stay readable.
+/// A corrupted journal row is a clear error naming the saga and the record (it breaks the
+/// journal's hash chain); the file is left as it was, and other sagas stay readable.
 #[tokio::test]
 async fn a_corrupted_row_is_a_clear_error_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,7 +254,7 @@ async fn a_corrupted_row_is_a_clear_error_and_changes_nothing() {
     let message = error.to_string();
     assert!(
         message.starts_with(&format!(
-            "record {seq} (step_completed) of saga `bad` cannot be read: its contents are not a journal record"
+            "record {seq} (step_completed) of saga `bad` cannot be read: it does not match the journal's hash chain: it was edited, replaced or moved, so restore the store from a backup"
         )),
         "{message}"
     );
@@ -292,7 +292,7 @@ async fn a_truncated_journal_or_an_edited_row_is_a_clear_error() {
     assert_eq!(
         error.to_string(),
         format!(
-            "the journal of saga `cut` cannot be read: it holds {} records where the saga row counts {records}: records were lost or added outside saga-runtime, so restore the file from a backup; nothing was changed",
+            "the journal of saga `cut` cannot be read: it holds {} records where the saga row counts {records}: records were lost or added outside saga-runtime, so restore the store from a backup; nothing was changed",
             records - 1
         )
     );
@@ -300,13 +300,10 @@ async fn a_truncated_journal_or_an_edited_row_is_a_clear_error() {
     let v2 = Runtime::builder().store(SqliteStore::open(db(&dir)).await.unwrap()).build();
     let error = v2.resume::<ReleasePrV2>(&SagaId::new("edited")).await.unwrap_err();
     let message = error.to_string();
-    assert!(
-        message.starts_with(
-            "the journal of saga `edited` is inconsistent (its first record was written by `release-pr` version 1"
-        ),
-        "{message}"
+    assert_eq!(
+        message,
+        "record 0 (started) of saga `edited` cannot be read: it does not follow from the saga's row (its id, name, version, fingerprint or input was edited, or the record was), so restore the store from a backup; nothing was changed"
     );
-    assert!(message.contains("but the saga row says `release-pr` version 2"), "{message}");
 }
 
 /// Secrets at rest: with a key, the input, outputs, effect results and failure messages are
@@ -315,7 +312,7 @@ async fn a_truncated_journal_or_an_edited_row_is_a_clear_error() {
 #[tokio::test]
 async fn payloads_are_ciphertext_at_rest_and_only_the_right_key_reads_them() {
     let dir = tempfile::tempdir().unwrap();
-    let key = || Keyring::new(EncryptionKey::new("2026-11", [7; 32]));
+    let key = || Keyring::new(EncryptionKey::new("2026-11", [7; 32]).unwrap());
     let store = SqliteStore::options(db(&dir)).encryption(key()).open().await.unwrap();
     let runtime = Runtime::builder().store(store).policy(fast()).build();
     let outcome = runtime.run_with_id(SagaId::new("acct-1"), Onboard::new()).await.unwrap();
@@ -349,20 +346,21 @@ async fn payloads_are_ciphertext_at_rest_and_only_the_right_key_reads_them() {
     drop(connection);
 
     let error = SqliteStore::options(db(&dir))
-        .encryption(Keyring::new(EncryptionKey::new("2026-11", [8; 32])))
+        .encryption(Keyring::new(EncryptionKey::new("2026-11", [8; 32]).unwrap()))
         .open()
         .await
         .unwrap_err();
+    assert!(matches!(error, StoreError::WrongKey { .. }), "{error}");
     assert!(
         error.to_string().ends_with(
-            "(the input of saga `acct-1`: it cannot be decrypted with key `2026-11`: the key is wrong or the row was tampered with); nothing was changed"
+            ": it cannot be decrypted with key `2026-11`: the key is wrong or the row was tampered with; nothing was changed"
         ),
         "a wrong key is refused when the store opens: {error}"
     );
     let unkeyed = Runtime::builder().store(SqliteStore::open(db(&dir)).await.unwrap()).build();
     let error = unkeyed.journal(&SagaId::new("acct-1")).await.unwrap_err();
     assert!(
-        error.to_string().contains("it is encrypted with key `2026-11` and the store was opened without a key"),
+        error.to_string().contains("it is encrypted with key `2026-11` and the store was opened without a keyring"),
         "{error}"
     );
     drop(unkeyed);
@@ -374,12 +372,13 @@ async fn payloads_are_ciphertext_at_rest_and_only_the_right_key_reads_them() {
     assert_eq!(again.report(), outcome.report());
 }
 
-/// A tampered ciphertext is an error, and rotated keys keep older sagas readable while new
-/// writes use the current key.
+/// A tampered ciphertext is an error (see `integrity.rs` for a tamperer who also rewrites the
+/// hash chain), and rotated keys keep older sagas readable while new writes use the current
+/// key.
 #[tokio::test]
 async fn tampering_is_detected_and_rotated_keys_keep_old_sagas_readable() {
     let dir = tempfile::tempdir().unwrap();
-    let old = || EncryptionKey::new("k1", [1; 32]);
+    let old = || EncryptionKey::new("k1", [1; 32]).unwrap();
     let store = SqliteStore::options(db(&dir)).encryption(Keyring::new(old())).open().await.unwrap();
     Runtime::builder()
         .store(store)
@@ -389,7 +388,7 @@ async fn tampering_is_detected_and_rotated_keys_keep_old_sagas_readable() {
         .await
         .unwrap();
 
-    let rotated = Keyring::new(EncryptionKey::new("k2", [2; 32])).with_older(old());
+    let rotated = Keyring::new(EncryptionKey::new("k2", [2; 32]).unwrap()).with_older(old());
     let store = SqliteStore::options(db(&dir)).encryption(rotated.clone()).open().await.unwrap();
     let runtime = Runtime::builder().store(store).policy(fast()).build();
     runtime.run_with_id(SagaId::new("new"), Onboard::new()).await.unwrap();
@@ -424,7 +423,7 @@ async fn tampering_is_detected_and_rotated_keys_keep_old_sagas_readable() {
     let error = runtime.journal(&SagaId::new("new")).await.unwrap_err();
     assert!(
         error.to_string().starts_with(&format!(
-            "record {seq} (effect_landed) of saga `new` cannot be read: it cannot be decrypted with key `k2`"
+            "record {seq} (effect_landed) of saga `new` cannot be read: it does not match the journal's hash chain"
         )),
         "{error}"
     );

@@ -1,13 +1,14 @@
 //! The in-memory store: the default, for tests and for runs that need no durability.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Checkpoint, CheckpointStore, Created, NewSaga, SagaSummary, StoreError, StoredSaga};
+use super::{
+    Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, Order, RecordRow, SagaKind,
+    SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga,
+};
+use crate::BoxFuture;
 use crate::id::SagaId;
-use crate::journal::Record;
-use crate::outcome::Status;
-use crate::saga::BoxFuture;
 
 /// Keeps every saga in process memory. Cloning shares the same sagas, so a test can keep a
 /// handle to inspect what the runtime wrote. Nothing survives the process.
@@ -19,7 +20,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     by_id: HashMap<SagaId, StoredSaga>,
-    order: Vec<SagaId>,
+    /// `(created_at_ms, id)`: the order of listings.
+    order: BTreeSet<(u64, SagaId)>,
 }
 
 impl MemoryStore {
@@ -29,86 +31,197 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave a half-written saga (every write is one
-        // push or one field update), so a poisoned lock is still consistent.
+        // Every write below checks first and then changes the saga in one go, so a panic while
+        // holding this lock cannot leave a half-written saga: a poisoned lock is consistent.
         self.sagas.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Edits a stored saga in place, as a person with access to the storage could: for tests
+    /// of what the runtime does with tampered, truncated or foreign data.
+    pub fn tamper(&self, id: &SagaId, edit: impl FnOnce(&mut StoredSaga)) -> bool {
+        match self.lock().by_id.get_mut(id) {
+            Some(saga) => {
+                edit(saga);
+                true
+            }
+            None => false,
+        }
     }
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").field("sagas", &self.lock().order.len()).finish()
+        f.debug_struct("MemoryStore").field("sagas", &self.lock().by_id.len()).finish()
     }
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+/// Whether nobody holds the saga, or its holder's lease ended before `now_ms`.
+fn free(summary: &SagaSummary, now_ms: u64) -> bool {
+    summary.owner.is_none() || summary.lease_until_ms.is_none_or(|until| until < now_ms)
+}
+
+fn take(summary: &mut SagaSummary, owner: &str, lease_until_ms: u64) -> Fence {
+    summary.epoch += 1;
+    summary.owner = Some(owner.to_owned());
+    summary.lease_until_ms = Some(lease_until_ms);
+    Fence::new(owner, summary.epoch)
 }
 
 impl CheckpointStore for MemoryStore {
     fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>> {
         let mut inner = self.lock();
-        let result = if let Some(existing) = inner.by_id.get(&saga.id) {
-            Created::Existing(existing.clone())
-        } else {
-            let at = saga.records.first().map_or(0, |r| r.at_ms);
-            let stored = StoredSaga {
-                summary: SagaSummary {
-                    id: saga.id.clone(),
-                    name: saga.name,
-                    version: saga.version,
-                    fingerprint: saga.fingerprint,
-                    status: Status::Running,
-                    stage: saga.stage,
-                    records: saga.records.len() as u64,
-                    created_at_ms: at,
-                    updated_at_ms: at,
-                },
-                input: saga.input,
-                records: saga.records,
-            };
-            inner.order.push(saga.id.clone());
-            inner.by_id.insert(saga.id, stored);
-            Created::New
-        };
-        Box::pin(std::future::ready(Ok(result)))
+        if let Some(existing) = inner.by_id.get(&saga.id) {
+            return ready(Ok(Created::Existing(Box::new(existing.clone()))));
+        }
+        let created_at = saga.records.first().map_or(saga.checkpoint.at_ms, |r| r.at_ms);
+        let mut summary = SagaSummary::new(saga.id.clone(), saga.name, saga.version, saga.fingerprint);
+        summary.status = saga.checkpoint.status;
+        summary.stage = saga.checkpoint.stage;
+        summary.records = saga.records.len() as u64;
+        summary.head = saga.checkpoint.head;
+        summary.created_at_ms = created_at;
+        summary.updated_at_ms = saga.checkpoint.at_ms;
+        summary.due_at_ms = saga.checkpoint.due_at_ms;
+        let fence = take(&mut summary, &saga.owner, saga.lease_until_ms);
+        inner.order.insert((created_at, saga.id.clone()));
+        inner.by_id.insert(saga.id, StoredSaga::new(summary, saga.input, saga.records));
+        ready(Ok(Created::New(fence)))
     }
 
     fn append<'a>(
         &'a self,
         id: &'a SagaId,
-        records: Vec<Record>,
+        fence: &'a Fence,
+        records: Vec<RecordRow>,
         checkpoint: Checkpoint,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let mut inner = self.lock();
-        let result = match inner.by_id.get_mut(id) {
-            None => Err(StoreError::Missing { saga_id: id.clone() }),
-            Some(saga) => {
-                let found = saga.records.len() as u64;
-                match records.first() {
-                    Some(first) if first.seq != found => {
-                        Err(StoreError::Conflict { saga_id: id.clone(), expected: first.seq, found })
-                    }
-                    _ => {
-                        if let Some(last) = records.last() {
-                            saga.summary.updated_at_ms = last.at_ms;
-                        }
-                        saga.records.extend(records);
-                        saga.summary.records = saga.records.len() as u64;
-                        saga.summary.status = checkpoint.status;
-                        saga.summary.stage = checkpoint.stage;
-                        Ok(())
-                    }
-                }
-            }
+        let Some(saga) = inner.by_id.get_mut(id) else {
+            return ready(Err(StoreError::Missing { saga_id: id.clone() }));
         };
-        Box::pin(std::future::ready(result))
+        let summary = &mut saga.summary;
+        if summary.epoch != fence.epoch {
+            return ready(Err(StoreError::Fenced { saga_id: id.clone(), epoch: fence.epoch, current: summary.epoch }));
+        }
+        let found = saga.records.len() as u64;
+        if let Some(first) = records.first()
+            && first.seq != found
+        {
+            return ready(Err(StoreError::Conflict { saga_id: id.clone(), expected: first.seq, found }));
+        }
+        saga.records.extend(records);
+        summary.records = saga.records.len() as u64;
+        summary.status = checkpoint.status;
+        summary.stage = checkpoint.stage;
+        summary.head = checkpoint.head;
+        summary.due_at_ms = checkpoint.due_at_ms;
+        summary.updated_at_ms = checkpoint.at_ms;
+        if checkpoint.due_at_ms.is_none() {
+            summary.owner = None;
+            summary.lease_until_ms = None;
+        }
+        ready(Ok(()))
     }
 
     fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>> {
-        let found = self.lock().by_id.get(id).cloned();
-        Box::pin(std::future::ready(Ok(found)))
+        ready(Ok(self.lock().by_id.get(id).cloned()))
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+    fn list<'a>(&'a self, query: &'a SagaQuery) -> BoxFuture<'a, Result<SagaPage, StoreError>> {
         let inner = self.lock();
-        let list = inner.order.iter().filter_map(|id| inner.by_id.get(id)).map(|s| s.summary.clone()).collect();
-        Box::pin(std::future::ready(Ok(list)))
+        let after = query.after.as_ref().map(|c| (c.created_at_ms, c.id.clone()));
+        let in_range = |key: &&(u64, SagaId)| match (&after, query.order) {
+            (None, _) => true,
+            (Some(after), Order::OldestFirst) => *key > after,
+            (Some(after), Order::NewestFirst) => *key < after,
+        };
+        let matching = |key: &&(u64, SagaId)| inner.by_id.get(&key.1).is_some_and(|s| query.matches(&s.summary));
+        let keys: Vec<&(u64, SagaId)> = match query.order {
+            Order::OldestFirst => inner.order.iter().filter(in_range).filter(matching).take(query.limit).collect(),
+            Order::NewestFirst => {
+                inner.order.iter().rev().filter(in_range).filter(matching).take(query.limit).collect()
+            }
+        };
+        let sagas = keys.into_iter().filter_map(|(_, id)| inner.by_id.get(id)).map(|s| s.summary.clone()).collect();
+        ready(Ok(SagaPage::new(sagas, query.limit)))
+    }
+
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>> {
+        let mut inner = self.lock();
+        let mut due: Vec<(u64, SagaId)> = inner
+            .by_id
+            .values()
+            .map(|s| &s.summary)
+            .filter(|s| {
+                s.due_at_ms.is_some_and(|due| request.due_by_ms.is_none_or(|by| due <= by))
+                    && free(s, request.now_ms)
+                    && request.kinds.iter().any(|k| k.name == s.name && k.fingerprint == s.fingerprint)
+                    && !request.skip.contains(&s.id)
+            })
+            .map(|s| (s.due_at_ms.unwrap_or(0), s.id.clone()))
+            .collect();
+        due.sort();
+        due.truncate(request.limit);
+        let claimed = due
+            .into_iter()
+            .filter_map(|(_, id)| {
+                let summary = &mut inner.by_id.get_mut(&id)?.summary;
+                let fence = take(summary, &request.owner, request.lease_until_ms);
+                let kind = SagaKind { name: summary.name.clone(), fingerprint: summary.fingerprint.clone() };
+                Some(Claimed::new(id, kind, fence))
+            })
+            .collect();
+        ready(Ok(claimed))
+    }
+
+    fn claim_saga<'a>(
+        &'a self,
+        id: &'a SagaId,
+        owner: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        let mut inner = self.lock();
+        let claim = match inner.by_id.get_mut(id) {
+            None => Claim::Missing,
+            Some(saga) if free(&saga.summary, now_ms) || saga.summary.owner.as_deref() == Some(owner) => {
+                Claim::Acquired(take(&mut saga.summary, owner, lease_until_ms))
+            }
+            Some(saga) => Claim::Held {
+                owner: saga.summary.owner.clone().unwrap_or_default(),
+                lease_until_ms: saga.summary.lease_until_ms.unwrap_or_default(),
+            },
+        };
+        ready(Ok(claim))
+    }
+
+    fn renew<'a>(&'a self, owner: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let mut inner = self.lock();
+        let mut renewed = 0;
+        for saga in inner.by_id.values_mut() {
+            if saga.summary.owner.as_deref() == Some(owner) {
+                saga.summary.lease_until_ms = Some(lease_until_ms);
+                renewed += 1;
+            }
+        }
+        ready(Ok(renewed))
+    }
+
+    fn release<'a>(&'a self, id: &'a SagaId, fence: &'a Fence) -> BoxFuture<'a, Result<(), StoreError>> {
+        if let Some(saga) = self.lock().by_id.get_mut(id)
+            && saga.summary.epoch == fence.epoch
+        {
+            saga.summary.owner = None;
+            saga.summary.lease_until_ms = None;
+        }
+        ready(Ok(()))
+    }
+
+    fn location(&self) -> String {
+        "the in-memory store".to_owned()
     }
 }

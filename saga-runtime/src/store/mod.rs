@@ -1,24 +1,127 @@
 //! Where journals and checkpoints live: the [`CheckpointStore`] trait and its
 //! implementations.
 //!
-//! A saga is one row (name, version, fingerprint, input, status, stage) and an append-only
-//! journal. The checkpoint of a saga is its status and stage in that row together with the
-//! outputs carried by its `StepCompleted` records; the runtime hands the store each batch of
-//! records with the checkpoint they lead to, and the store writes both atomically.
+//! A saga is one row (name, version, fingerprint, sealed input, status, stage, owner) and an
+//! append-only journal of [`RecordRow`]s. The store knows nothing of the engine: it never sees
+//! a definition, never seals or opens a payload (the runtime seals every payload before it
+//! reaches a store, in one place for every store), and never decides what a saga does next. It
+//! keeps rows, answers queries, and arbitrates ownership:
+//!
+//! - **Appends are atomic and checked.** A batch of records is written with the checkpoint it
+//!   leads to (status, stage, the head of the journal's hash chain, when the saga is next due)
+//!   in one transaction, and only when its first sequence number is the journal's length
+//!   ([`StoreError::Conflict`]) and the writer's [`Fence`] holds the saga's current epoch
+//!   ([`StoreError::Fenced`]).
+//! - **Ownership is a lease with a fencing epoch.** A worker claims a saga ([`claim`] for due
+//!   sagas of the types it runs, [`claim_saga`] for one id), which sets the owner and a lease
+//!   expiry and increments the epoch; it renews its leases while it works ([`renew`]) and
+//!   releases a saga when it stops driving it ([`release`]). A claim succeeds only on a saga
+//!   that nobody holds or whose lease expired, so a worker that died is taken over, and a
+//!   worker that was paused past its lease (a zombie) is refused on its next append before any
+//!   of its steps runs again.
+//!
+//! [`claim`]: CheckpointStore::claim
+//! [`claim_saga`]: CheckpointStore::claim_saga
+//! [`renew`]: CheckpointStore::renew
+//! [`release`]: CheckpointStore::release
+//!
+//! [`MemoryStore`] keeps everything in the process; `SqliteStore` (feature `sqlite`, the
+//! default) keeps one SQLite file for one process. The conformance suite in the tests crate
+//! runs against every store.
 
+mod error;
 mod memory;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use error::{BackendError, StoreError};
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
+use crate::BoxFuture;
 use crate::id::SagaId;
-use crate::journal::{Payload, Record};
 use crate::outcome::Status;
-use crate::saga::BoxFuture;
 
-/// A new saga to create.
+/// A link of a journal's hash chain: SHA-256 over the previous link and one row.
+pub type ChainHash = [u8; 32];
+
+/// The right to write one saga's journal: the claiming worker and the epoch its claim
+/// received. Every append carries it; a store refuses an append whose epoch is not the saga's
+/// current one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Fence {
+    /// The worker that holds the claim.
+    pub owner: String,
+    /// The epoch of the claim: it grows by one with every claim of the saga.
+    pub epoch: u64,
+}
+
+impl Fence {
+    /// A fence for `owner` at `epoch`.
+    pub fn new(owner: impl Into<String>, epoch: u64) -> Self {
+        Fence { owner: owner.into(), epoch }
+    }
+}
+
+/// One journal record as a store keeps it: position, time, epoch, kind and step in the clear
+/// (so they can be queried), the body sealed, and the record's link in the hash chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordRow {
+    /// Position in the journal, from 0.
+    pub seq: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The epoch of the claim that wrote it.
+    pub epoch: u64,
+    /// The record's kind (`step_completed`).
+    pub kind: String,
+    /// The name of the step it concerns, if any.
+    pub step: Option<String>,
+    /// The sealed body (the record's JSON, encrypted under a keyring).
+    pub body: Vec<u8>,
+    /// SHA-256 over the previous record's hash and this row.
+    pub hash: ChainHash,
+}
+
+impl RecordRow {
+    /// A row as read back from storage.
+    pub fn new(
+        seq: u64,
+        at_ms: u64,
+        epoch: u64,
+        kind: impl Into<String>,
+        step: Option<String>,
+        body: Vec<u8>,
+        hash: ChainHash,
+    ) -> Self {
+        RecordRow { seq, at_ms, epoch, kind: kind.into(), step, body, hash }
+    }
+}
+
+/// The state of a saga after a batch of records, written with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Checkpoint {
+    /// The saga's status.
+    pub status: Status,
+    /// Where it stands, in words (`comment`, `compensating open_pr`, `parked at merge`).
+    pub stage: String,
+    /// The hash of the journal's last record.
+    pub head: ChainHash,
+    /// When the saga next has work to do (milliseconds since the Unix epoch), or `None` when it
+    /// waits for nothing but a human (finished, or parked and paged). A worker claims due
+    /// sagas only.
+    pub due_at_ms: Option<u64>,
+    /// The time of the batch's last record.
+    pub at_ms: u64,
+}
+
+/// A new saga, with its first records, claimed by its creator.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NewSaga {
     /// Its id.
     pub id: SagaId,
@@ -28,39 +131,50 @@ pub struct NewSaga {
     pub version: u32,
     /// The definition fingerprint.
     pub fingerprint: String,
-    /// The serialized input.
-    pub input: Payload,
-    /// The first records: `Started`, and the start of the first step's first attempt, so
-    /// that creating a saga and starting it is one write.
-    pub records: Vec<Record>,
-    /// The stage the first records lead to.
-    pub stage: String,
-    /// The definition that wrote the records (for step names).
-    pub definition: &'static crate::saga::Definition,
+    /// The sealed input.
+    pub input: Vec<u8>,
+    /// The first records (`started`, and the start of the first attempt).
+    pub records: Vec<RecordRow>,
+    /// The checkpoint they lead to.
+    pub checkpoint: Checkpoint,
+    /// The creating worker, which holds the first claim (epoch 1).
+    pub owner: String,
+    /// When that claim's lease expires.
+    pub lease_until_ms: u64,
 }
 
-/// What `create` found.
+/// What [`CheckpointStore::create`] found.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Created {
-    /// The saga was created.
-    New,
-    /// A saga with this id already existed; nothing was written.
-    Existing(StoredSaga),
+    /// The saga was created, claimed by its creator with this fence.
+    New(Fence),
+    /// A saga with this id already existed; nothing was written and nothing was claimed.
+    Existing(Box<StoredSaga>),
 }
 
-/// A saga as stored: its row and its whole journal.
+/// A saga as stored: its row, its sealed input and its whole journal.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct StoredSaga {
     /// The row.
     pub summary: SagaSummary,
-    /// The serialized input.
-    pub input: Payload,
+    /// The sealed input.
+    pub input: Vec<u8>,
     /// The journal, in order.
-    pub records: Vec<Record>,
+    pub records: Vec<RecordRow>,
+}
+
+impl StoredSaga {
+    /// A saga as read back from storage.
+    pub fn new(summary: SagaSummary, input: Vec<u8>, records: Vec<RecordRow>) -> Self {
+        StoredSaga { summary, input, records }
+    }
 }
 
 /// The queryable row of a saga.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SagaSummary {
     /// Its id.
     pub id: SagaId,
@@ -76,127 +190,309 @@ pub struct SagaSummary {
     pub stage: String,
     /// How many journal records it has.
     pub records: u64,
+    /// The hash of its last journal record.
+    pub head: ChainHash,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
     /// Time of the last write, milliseconds since the Unix epoch.
     pub updated_at_ms: u64,
+    /// When it next has work to do, if it has any without a human.
+    pub due_at_ms: Option<u64>,
+    /// The worker holding its claim, if any.
+    pub owner: Option<String>,
+    /// When that claim's lease expires.
+    pub lease_until_ms: Option<u64>,
+    /// The epoch of its latest claim (0: never claimed).
+    pub epoch: u64,
 }
 
-/// The checkpoint a batch of records leads to.
-#[derive(Clone, Debug)]
-pub struct Checkpoint {
-    /// The saga's status after the batch.
-    pub status: Status,
-    /// The saga's stage after the batch.
-    pub stage: String,
-    /// The definition that wrote the batch (for step names).
-    pub definition: &'static crate::saga::Definition,
+impl SagaSummary {
+    /// A row with these identifying fields, running, with no records yet; set the other
+    /// fields as read back from storage.
+    pub fn new(id: SagaId, name: impl Into<String>, version: u32, fingerprint: impl Into<String>) -> Self {
+        SagaSummary {
+            id,
+            name: name.into(),
+            version,
+            fingerprint: fingerprint.into(),
+            status: Status::Running,
+            stage: String::new(),
+            records: 0,
+            head: [0; 32],
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            due_at_ms: None,
+            owner: None,
+            lease_until_ms: None,
+            epoch: 0,
+        }
+    }
 }
 
-/// Errors of a checkpoint store, each saying what to do.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Another runner appended to the saga's journal first.
-    #[error(
-        "saga `{saga_id}` was advanced by another runner (expected record {expected}, the journal has {found}): let that runner finish it, or resume it again"
-    )]
-    Conflict {
-        /// The saga id.
-        saga_id: SagaId,
-        /// The sequence number this runner wrote.
-        expected: u64,
-        /// The journal length found.
-        found: u64,
-    },
-    /// Records were appended to a saga that does not exist.
-    #[error("no saga with id `{saga_id}` is stored: create it before appending to its journal")]
-    Missing {
-        /// The saga id.
-        saga_id: SagaId,
-    },
-    /// The store failed for another reason.
-    #[error("the checkpoint store failed: {0}")]
-    Backend(String),
-    /// Another process holds the embedded store.
-    #[error(
-        "`{path}` is in use by another process: one process at a time owns an embedded saga store, so stop the other one or use another file (PostgreSQL serves many workers)"
-    )]
-    Locked {
-        /// The database file.
-        path: std::path::PathBuf,
-    },
-    /// The file is not a SQLite database.
-    #[error(
-        "`{path}` is not a SQLite database: point the store at a new file or at one it created; nothing was changed"
-    )]
-    NotADatabase {
-        /// The file.
-        path: std::path::PathBuf,
-    },
-    /// The database belongs to another application.
-    #[error("`{path}` is not a saga store ({reason}): use a separate file for sagas; nothing was changed")]
-    NotASagaStore {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What was found.
-        reason: String,
-    },
-    /// The database was written by a newer version of this library.
-    #[error(
-        "`{path}` has schema version {found}, newer than version {supported} that this build of saga-runtime knows: upgrade saga-runtime to open it; nothing was changed"
-    )]
-    NewerSchema {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The schema version in the file.
-        found: i64,
-        /// The newest schema version this build knows.
-        supported: i64,
-    },
-    /// The keyring given to the store does not open what the file holds.
-    #[error("the keyring does not open `{path}` (the input of saga `{saga_id}`: {reason}); nothing was changed")]
-    WrongKey {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The saga whose input was checked.
-        saga_id: SagaId,
-        /// Why, and what to do.
-        reason: String,
-    },
-    /// A stored row cannot be read: corrupted, tampered with, or sealed with another key.
-    #[error("{what} of saga `{saga_id}` cannot be read: {reason}; nothing was changed")]
-    Unreadable {
-        /// The saga id.
-        saga_id: SagaId,
-        /// Which row (`record 3 (step_completed)`, `the input`).
-        what: String,
-        /// Why, and what to do.
-        reason: String,
-    },
+/// The order of a listing, by creation time (then id).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    /// The oldest saga first.
+    #[default]
+    OldestFirst,
+    /// The newest saga first.
+    NewestFirst,
 }
 
-/// Persists sagas and their journals. The runtime drives it; users pick one with
-/// `Runtime::builder().store(...)`.
+/// Where a page of a listing ends: the next page starts after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// The creation time of the last saga of the page.
+    pub created_at_ms: u64,
+    /// Its id.
+    pub id: SagaId,
+}
+
+/// Which sagas to list, and one page of them.
 ///
-/// Implementations must make `append` atomic (all records and the checkpoint, or nothing) and
-/// must reject a batch whose first sequence number is not the journal's length
-/// ([`StoreError::Conflict`]), so that two runners can never interleave one journal.
+/// ```
+/// use saga_runtime::store::{Order, SagaQuery};
+/// use saga_runtime::Status;
+///
+/// let parked = SagaQuery::new().status(Status::NeedsHuman).name("release-pr").order(Order::NewestFirst).limit(20);
+/// assert_eq!(parked.limit, 20);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SagaQuery {
+    /// Only sagas with this status.
+    pub status: Option<Status>,
+    /// Only sagas with this name.
+    pub name: Option<String>,
+    /// Only sagas created at or after this time (milliseconds since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// The page after this cursor (from the previous page's [`SagaPage::next`]).
+    pub after: Option<Cursor>,
+    /// The most sagas in a page (at least 1).
+    pub limit: usize,
+    /// The order.
+    pub order: Order,
+}
+
+impl Default for SagaQuery {
+    fn default() -> Self {
+        SagaQuery { status: None, name: None, since_ms: None, after: None, limit: 100, order: Order::OldestFirst }
+    }
+}
+
+impl SagaQuery {
+    /// Every saga, oldest first, 100 to a page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only sagas with this status.
+    pub fn status(mut self, status: Status) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only sagas with this name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Only sagas created at or after this time (milliseconds since the Unix epoch).
+    pub fn since_ms(mut self, since_ms: u64) -> Self {
+        self.since_ms = Some(since_ms);
+        self
+    }
+
+    /// The page after `cursor`.
+    pub fn after(mut self, cursor: Cursor) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// The most sagas in a page.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit.max(1);
+        self
+    }
+
+    /// The order of the listing.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Whether a summary passes the filters (not the cursor): what every store's query does.
+    pub fn matches(&self, summary: &SagaSummary) -> bool {
+        self.status.is_none_or(|s| s == summary.status)
+            && self.name.as_ref().is_none_or(|n| *n == summary.name)
+            && self.since_ms.is_none_or(|t| summary.created_at_ms >= t)
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SagaPage {
+    /// The sagas, in the query's order.
+    pub sagas: Vec<SagaSummary>,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<Cursor>,
+}
+
+impl SagaPage {
+    /// A page of `sagas`; `limit` is the query's, to tell whether another page may follow.
+    pub fn new(sagas: Vec<SagaSummary>, limit: usize) -> Self {
+        let next = (sagas.len() >= limit.max(1))
+            .then(|| sagas.last().map(|s| Cursor { created_at_ms: s.created_at_ms, id: s.id.clone() }))
+            .flatten();
+        SagaPage { sagas, next }
+    }
+}
+
+/// A saga type a worker can drive: its name and the fingerprint of its definition.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SagaKind {
+    /// The saga name.
+    pub name: String,
+    /// The definition fingerprint.
+    pub fingerprint: String,
+}
+
+/// Which sagas a worker claims with [`CheckpointStore::claim`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClaimRequest {
+    /// The claiming worker.
+    pub owner: String,
+    /// The types it runs (name and fingerprint): it claims no other saga.
+    pub kinds: Vec<SagaKind>,
+    /// The most sagas to claim.
+    pub limit: usize,
+    /// The current time (milliseconds since the Unix epoch): leases that end before it have
+    /// expired.
+    pub now_ms: u64,
+    /// When the new leases expire.
+    pub lease_until_ms: u64,
+    /// Only sagas due by this time; `None`: every saga with work to do, however far off.
+    pub due_by_ms: Option<u64>,
+    /// Sagas not to claim (the ones this worker just gave up on).
+    pub skip: Vec<SagaId>,
+}
+
+impl ClaimRequest {
+    /// A request for `owner`, for sagas of `kinds` due by `now_ms`, with a lease until
+    /// `lease_until_ms`.
+    pub fn new(owner: impl Into<String>, kinds: Vec<SagaKind>, now_ms: u64, lease_until_ms: u64) -> Self {
+        ClaimRequest {
+            owner: owner.into(),
+            kinds,
+            limit: 64,
+            now_ms,
+            lease_until_ms,
+            due_by_ms: Some(now_ms),
+            skip: Vec::new(),
+        }
+    }
+}
+
+/// A saga claimed by [`CheckpointStore::claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Claimed {
+    /// Its id.
+    pub id: SagaId,
+    /// Its type.
+    pub kind: SagaKind,
+    /// The claim.
+    pub fence: Fence,
+}
+
+impl Claimed {
+    /// A claimed saga.
+    pub fn new(id: SagaId, kind: SagaKind, fence: Fence) -> Self {
+        Claimed { id, kind, fence }
+    }
+}
+
+/// What [`CheckpointStore::claim_saga`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// The saga is now held by the caller.
+    Acquired(Fence),
+    /// Another worker (or another task of the caller) holds it until its lease expires.
+    Held {
+        /// The holder.
+        owner: String,
+        /// When its lease expires.
+        lease_until_ms: u64,
+    },
+    /// No saga has this id.
+    Missing,
+}
+
+/// Persists sagas and their journals, and arbitrates who drives each. The runtime drives it;
+/// users pick one with `Runtime::builder().store(...)`.
+///
+/// Every method may be called from many tasks at once. New methods will come with default
+/// implementations, so that a store written today keeps compiling.
 pub trait CheckpointStore: Send + Sync + 'static {
-    /// Creates the saga, or returns the stored one when the id exists (writing nothing).
+    /// Creates the saga with its first records, claimed by `saga.owner` at epoch 1, or returns
+    /// the stored one when the id exists (writing and claiming nothing).
     fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>>;
 
-    /// Appends records and writes the checkpoint they lead to, atomically.
+    /// Appends records and writes the checkpoint they lead to, atomically, if `fence` holds
+    /// the saga's current epoch ([`StoreError::Fenced`] otherwise) and the first record's
+    /// sequence number is the journal's length ([`StoreError::Conflict`] otherwise). A
+    /// checkpoint with no due time (the saga waits for nothing but a human) also ends the
+    /// claim: such a saga is held by nobody, and its last write needs no release after it.
     fn append<'a>(
         &'a self,
         id: &'a SagaId,
-        records: Vec<Record>,
+        fence: &'a Fence,
+        records: Vec<RecordRow>,
         checkpoint: Checkpoint,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Loads a saga with its whole journal.
     fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>>;
 
-    /// Lists every saga, oldest first.
-    fn list(&self) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;
+    /// One page of the sagas that pass the query's filters, in its order, without loading
+    /// their inputs or journals.
+    fn list<'a>(&'a self, query: &'a SagaQuery) -> BoxFuture<'a, Result<SagaPage, StoreError>>;
+
+    /// Claims up to `request.limit` sagas of the requested kinds that have work to do (due by
+    /// `request.due_by_ms`) and that nobody holds (or whose lease expired), earliest due first;
+    /// each claim increments the saga's epoch.
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>>;
+
+    /// Claims one saga, whatever it is due, unless another owner's lease is live. A saga its
+    /// own owner holds is claimed again (with a new epoch): an owner keeps its own tasks apart.
+    fn claim_saga<'a>(
+        &'a self,
+        id: &'a SagaId,
+        owner: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>>;
+
+    /// Extends the leases of every saga `owner` holds to `lease_until_ms`; returns how many.
+    fn renew<'a>(&'a self, owner: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Gives up a claim (when `fence` still holds it; otherwise does nothing).
+    fn release<'a>(&'a self, id: &'a SagaId, fence: &'a Fence) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The keys the store was opened with: the runtime seals every payload with them before it
+    /// reaches the store, and opens what the store returns.
+    #[cfg(feature = "encryption")]
+    fn keyring(&self) -> Option<&crate::seal::Keyring> {
+        None
+    }
+
+    /// Where the store keeps its data, for messages (a file path, a database URL without its
+    /// password).
+    fn location(&self) -> String {
+        "the checkpoint store".to_owned()
+    }
 }

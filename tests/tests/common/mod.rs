@@ -282,3 +282,82 @@ pub fn tiers(report: &Report, step: &str) -> Vec<u32> {
 pub fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
+
+/// Every saga a store holds, oldest first.
+pub async fn listed(store: &impl CheckpointStore) -> Vec<saga_runtime::store::SagaSummary> {
+    let mut all = Vec::new();
+    let mut query = saga_runtime::store::SagaQuery::new();
+    loop {
+        let page = store.list(&query).await.unwrap();
+        all.extend(page.sagas);
+        match page.next {
+            Some(cursor) => query = query.after(cursor),
+            None => return all,
+        }
+    }
+}
+
+/// A store that refuses its `fail_at`-th append (counting from 1) with a backend error, as a
+/// crash between two writes would leave it; everything else goes to a [`MemoryStore`].
+#[derive(Clone)]
+pub struct FlakyStore {
+    pub inner: MemoryStore,
+    appends: Arc<Mutex<u32>>,
+    fail_at: u32,
+}
+
+impl FlakyStore {
+    pub fn failing_append(fail_at: u32) -> Self {
+        FlakyStore { inner: MemoryStore::new(), appends: Arc::default(), fail_at }
+    }
+}
+
+use saga_runtime::BoxFuture;
+use saga_runtime::store::{
+    Checkpoint, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow, SagaPage, SagaQuery, StoreError,
+    StoredSaga,
+};
+
+impl CheckpointStore for FlakyStore {
+    fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>> {
+        self.inner.create(saga)
+    }
+    fn append<'a>(
+        &'a self,
+        id: &'a SagaId,
+        fence: &'a Fence,
+        records: Vec<RecordRow>,
+        checkpoint: Checkpoint,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut appends = self.appends.lock().unwrap();
+        *appends += 1;
+        if *appends == self.fail_at {
+            return Box::pin(std::future::ready(Err(StoreError::backend("disk full"))));
+        }
+        self.inner.append(id, fence, records, checkpoint)
+    }
+    fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>> {
+        self.inner.load(id)
+    }
+    fn list<'a>(&'a self, query: &'a SagaQuery) -> BoxFuture<'a, Result<SagaPage, StoreError>> {
+        self.inner.list(query)
+    }
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>> {
+        self.inner.claim(request)
+    }
+    fn claim_saga<'a>(
+        &'a self,
+        id: &'a SagaId,
+        owner: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.inner.claim_saga(id, owner, now_ms, lease_until_ms)
+    }
+    fn renew<'a>(&'a self, owner: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner.renew(owner, lease_until_ms)
+    }
+    fn release<'a>(&'a self, id: &'a SagaId, fence: &'a Fence) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.release(id, fence)
+    }
+}

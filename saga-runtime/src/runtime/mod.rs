@@ -1,19 +1,30 @@
 //! The [`Runtime`]: starts, drives, resumes and recovers sagas.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+mod claims;
+mod error;
+mod recovery;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::RuntimeError;
+pub use recovery::Recovery;
+
+use self::claims::{Claims, Held};
+use crate::BoxFuture;
+use crate::codec::{self, Codec, OpenedSaga};
 use crate::context::Resources;
-use crate::driver::Driver;
-use crate::error::RuntimeError;
+use crate::driver::{Driver, Engine};
 use crate::hooks::crash_point;
 use crate::id::SagaId;
-use crate::journal::{Event, Parked, Payload, Phase, Record};
+use crate::journal::{Event, JournalError, Parked, Payload, Phase, Record};
 use crate::notify::{LogNotifier, LogPager, Notifier, Observer, Pager};
 use crate::outcome::{Outcome, Status};
 use crate::policy::Policy;
-use crate::saga::{BoxFuture, Saga};
-use crate::store::{CheckpointStore, Created, MemoryStore, NewSaga, SagaSummary, StoredSaga};
+use crate::saga::Saga;
+use crate::store::{
+    Checkpoint, CheckpointStore, Created, MemoryStore, NewSaga, SagaKind, SagaPage, SagaQuery, SagaSummary,
+};
 use crate::writer::now_ms;
 
 /// Starts, drives, resumes and recovers sagas. A cheap `Clone` handle: clones share the
@@ -34,13 +45,9 @@ pub struct Runtime {
 }
 
 pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn CheckpointStore>,
-    pub(crate) policy: Policy,
-    pub(crate) notifier: Box<dyn Notifier>,
-    pub(crate) pager: Box<dyn Pager>,
-    pub(crate) observers: Arc<[Box<dyn Observer>]>,
-    pub(crate) resources: Arc<Resources>,
+    engine: Engine,
     registrations: Vec<Registration>,
+    claims: Claims,
 }
 
 type Erased = fn(Runtime, SagaId, Option<String>) -> BoxFuture<'static, Result<Status, RuntimeError>>;
@@ -85,6 +92,7 @@ pub struct RuntimeBuilder {
     observers: Vec<Box<dyn Observer>>,
     resources: Resources,
     registrations: Vec<Registration>,
+    lease: Duration,
 }
 
 impl RuntimeBuilder {
@@ -148,17 +156,34 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long this runtime's claim on a saga lasts without renewal (default 30 s): a worker
+    /// that dies is taken over this long after its last heartbeat, and a worker paused longer
+    /// than this (a zombie) loses its sagas. It renews every third of it while it drives.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        #[cfg(feature = "encryption")]
+        let codec = Codec::new(store.keyring().cloned());
+        #[cfg(not(feature = "encryption"))]
+        let codec = Codec::new(None);
         Runtime {
             inner: Arc::new(Inner {
-                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
-                policy: self.policy,
-                notifier: self.notifier,
-                pager: self.pager,
-                observers: self.observers.into(),
-                resources: Arc::new(self.resources),
+                engine: Engine {
+                    store,
+                    codec,
+                    policy: self.policy,
+                    notifier: self.notifier,
+                    pager: self.pager,
+                    observers: self.observers.into(),
+                    resources: Arc::new(self.resources),
+                },
                 registrations: self.registrations,
+                claims: Claims::new(self.lease),
             }),
         }
     }
@@ -168,20 +193,6 @@ impl Default for Runtime {
     fn default() -> Self {
         Runtime::builder().build()
     }
-}
-
-/// What [`Runtime::recover`] did.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct Recovery {
-    /// Sagas that were running (interrupted) and were driven to their outcome, with it.
-    pub resumed: Vec<(SagaId, Status)>,
-    /// Sagas parked for a human, left parked (and paged, if a stop had prevented it).
-    pub parked: Vec<SagaId>,
-    /// Sagas that could not be driven, with the reason (a definition mismatch, a store error).
-    pub failed: Vec<(SagaId, RuntimeError)>,
-    /// Unfinished sagas of types this runtime did not register.
-    pub unregistered: Vec<SagaSummary>,
 }
 
 impl Runtime {
@@ -195,17 +206,23 @@ impl Runtime {
             observers: Vec::new(),
             resources: Resources::default(),
             registrations: Vec::new(),
+            lease: Duration::from_secs(30),
         }
     }
 
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
-        &self.inner.policy
+        &self.inner.engine.policy
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<dyn CheckpointStore> {
-        &self.inner.store
+        &self.inner.engine.store
+    }
+
+    /// This runtime's name as the owner of its claims in the store.
+    pub fn owner(&self) -> &str {
+        &self.inner.claims.owner
     }
 
     /// Runs a new saga under a fresh id (a UUIDv7) until it completes, is compensated, or
@@ -220,15 +237,16 @@ impl Runtime {
     /// Runs a saga under the caller's id, idempotently.
     ///
     /// An id that already exists never starts a second saga: a saga that is running or was
-    /// interrupted by a crash is resumed (when a task of this process is driving it, this
-    /// waits for that task and returns its outcome); a finished or parked one (`Completed`,
-    /// `Compensated`, `NeedsHuman`) returns its stored outcome, and only
+    /// interrupted by a crash is resumed (when another task, runtime or worker is driving it,
+    /// this waits for it to finish and returns the outcome); a finished or parked one
+    /// (`Completed`, `Compensated`, `NeedsHuman`) returns its stored outcome, and only
     /// [`resume`](Self::resume) un-parks a parked one. The same id with a different input is
     /// [`RuntimeError::InputMismatch`].
     pub async fn run_with_id<S: Saga>(&self, saga_id: SagaId, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
         let definition = S::definition();
         let input = encode_input(&saga_id, &saga)?;
-        let _claim = Claim::acquire(&saga_id).await;
+        let local = self.inner.lock_locally(&saga_id).await;
+        let engine = &self.inner.engine;
         let at_ms = now_ms();
         let records = vec![
             Record {
@@ -242,49 +260,101 @@ impl Runtime {
             },
             Record { seq: 1, at_ms, event: Event::AttemptStarted { step: 0, attempt: 1, tier: 0 } },
         ];
+        let sealed_input = engine.codec.seal_input(&saga_id, &input);
+        let mut head =
+            codec::genesis(&saga_id, definition.name(), definition.version(), definition.fingerprint(), &sealed_input);
+        let first_step = definition.steps()[0].name();
+        let mut rows = Vec::with_capacity(records.len());
+        for record in &records {
+            let step = record.event.step().map(|_| first_step);
+            let row = engine
+                .codec
+                .seal_record(&saga_id, &head, 1, record, step)
+                .map_err(|e| RuntimeError::store(&saga_id, e))?;
+            head = row.hash;
+            rows.push(row);
+        }
         let new = NewSaga {
             id: saga_id.clone(),
             name: definition.name().to_owned(),
             version: definition.version(),
             fingerprint: definition.fingerprint().to_owned(),
-            input: input.clone(),
-            records: records.clone(),
-            stage: definition.steps()[0].name().to_owned(),
-            definition,
+            input: sealed_input,
+            records: rows,
+            checkpoint: Checkpoint {
+                status: Status::Running,
+                stage: first_step.to_owned(),
+                head,
+                due_at_ms: Some(0),
+                at_ms,
+            },
+            owner: self.inner.claims.owner.clone(),
+            lease_until_ms: self.inner.claims.lease_until(),
         };
         crash_point("before creating a saga");
-        let created = self.inner.store.create(new).await?;
+        let created = engine.store.create(new).await.map_err(|e| RuntimeError::store(&saga_id, e))?;
         crash_point("after creating a saga");
         match created {
-            Created::New => Driver::start(&self.inner, saga, saga_id, &input, &records)?.drive().await,
+            Created::New(fence) => {
+                let held = self.inner.hold(&saga_id, fence, local);
+                let mut driver = Driver::start(engine, saga, saga_id, held.fence.clone(), &input, &records, head)?;
+                let outcome = driver.drive().await;
+                held.release(driver.released_by_last_write()).await;
+                outcome
+            }
             Created::Existing(stored) => {
+                drop(local);
+                let stored = engine.codec.open(*stored).map_err(|e| RuntimeError::store(&saga_id, e))?;
                 check_definition::<S>(&saga_id, &stored.summary)?;
                 if stored.input != input {
                     return Err(RuntimeError::InputMismatch { saga_id });
                 }
-                Driver::restore(&self.inner, saga, saga_id, stored)?.drive().await
+                if let Some(outcome) = self.settled_outcome::<S>(saga, stored)? {
+                    return Ok(outcome);
+                }
+                let (held, mut driver) = self.claim_and_load::<S>(&saga_id).await?;
+                let outcome = driver.drive().await;
+                held.release(driver.released_by_last_write()).await;
+                outcome
             }
         }
     }
 
+    /// The outcome of a stored saga that waits for nothing but a human (finished, or parked
+    /// and paged): read without claiming it.
+    fn settled_outcome<S: Saga>(
+        &self,
+        saga: S,
+        stored: OpenedSaga,
+    ) -> Result<Option<Outcome<S::Output>>, RuntimeError> {
+        if stored.summary.due_at_ms.is_some() {
+            return Ok(None);
+        }
+        let fence = crate::store::Fence::new("", 0);
+        let mut driver = Driver::restore(&self.inner.engine, saga, fence, stored)?;
+        driver.settled_outcome()
+    }
+
     /// Resumes a saga after a crash, or un-parks one that needs a human: a parked saga
     /// continues from where it stopped with fresh budgets (the failed compensation is tried
-    /// again, or the step after the commit point runs again). A finished saga returns its
-    /// stored outcome.
+    /// again, or the parked step runs again). A finished saga returns its stored outcome.
     pub async fn resume<S: Saga>(&self, saga_id: &SagaId) -> Result<Outcome<S::Output>, RuntimeError> {
-        let _claim = Claim::acquire(saga_id).await;
-        let mut driver = self.load::<S>(saga_id).await?;
+        let (held, mut driver) = self.claim_and_load::<S>(saga_id).await?;
         if driver.progress.status() == Status::NeedsHuman {
             driver.record(Event::Resumed)?;
         }
-        driver.drive().await
+        let outcome = driver.drive().await;
+        held.release(driver.released_by_last_write()).await;
+        outcome
     }
 
     /// Drives a stored saga as it stands: continues a running one, pages for a parked one
     /// if nobody was paged yet, returns the outcome of a finished one.
     async fn attach<S: Saga>(&self, saga_id: &SagaId) -> Result<Outcome<S::Output>, RuntimeError> {
-        let _claim = Claim::acquire(saga_id).await;
-        self.load::<S>(saga_id).await?.drive().await
+        let (held, mut driver) = self.claim_and_load::<S>(saga_id).await?;
+        let outcome = driver.drive().await;
+        held.release(driver.released_by_last_write()).await;
+        outcome
     }
 
     /// Marks the compensation a parked saga waits on as done by a human (`note` says what
@@ -297,16 +367,23 @@ impl Runtime {
     }
 
     async fn resolve_as<S: Saga>(&self, saga_id: &SagaId, note: String) -> Result<Outcome<S::Output>, RuntimeError> {
-        let _claim = Claim::acquire(saga_id).await;
-        let mut driver = self.load::<S>(saga_id).await?;
+        let (held, mut driver) = self.claim_and_load::<S>(saga_id).await?;
         let step = match &driver.progress.phase {
-            Phase::Parked(Parked::Compensation { queue, .. }) => *queue.last().expect("a parked compensation"),
-            Phase::Parked(Parked::AfterCommit { step, .. }) => {
+            Phase::Parked(Parked::Compensation { queue, .. }) => match queue.last() {
+                Some(&step) => step,
+                None => {
+                    return Err(RuntimeError::Journal {
+                        saga_id: saga_id.clone(),
+                        error: JournalError::new("a parked compensation with nothing to compensate"),
+                    });
+                }
+            },
+            Phase::Parked(Parked::Step { step, .. }) => {
                 let step = S::definition().steps()[*step].name();
                 return Err(RuntimeError::CannotResolve {
                     saga_id: saga_id.clone(),
                     reason: format!(
-                        "it is parked at step `{step}` after the commit point, not on a compensation: fix the cause and `resume` it to run `{step}` again"
+                        "it is parked at step `{step}`, not on a compensation: fix the cause and `resume` it to run `{step}` again"
                     ),
                 });
             }
@@ -318,37 +395,9 @@ impl Runtime {
             }
         };
         driver.record(Event::Resolved { step: step as u32, note })?;
-        driver.drive().await
-    }
-
-    /// What a restarted worker calls first: resumes every unfinished saga of the registered
-    /// types (concurrently) and pages for parked ones whose page a stop prevented. Parked
-    /// sagas stay parked until [`resume`](Self::resume) or [`resolve`](Self::resolve).
-    pub async fn recover(&self) -> Result<Recovery, RuntimeError> {
-        let mut recovery = Recovery::default();
-        let mut jobs = Vec::new();
-        for summary in self.inner.store.list().await? {
-            if matches!(summary.status, Status::Completed | Status::Compensated) {
-                continue;
-            }
-            let id = summary.id.clone();
-            match self.registration(&id, &summary) {
-                Ok(registration) => {
-                    let job = (registration.attach)(self.clone(), id.clone(), None);
-                    jobs.push(async move { (id, job.await) });
-                }
-                Err(RuntimeError::Unregistered { .. }) => recovery.unregistered.push(summary),
-                Err(error) => recovery.failed.push((id, error)),
-            }
-        }
-        for (id, result) in futures::future::join_all(jobs).await {
-            match result {
-                Ok(Status::NeedsHuman) => recovery.parked.push(id),
-                Ok(status) => recovery.resumed.push((id, status)),
-                Err(error) => recovery.failed.push((id, error)),
-            }
-        }
-        Ok(recovery)
+        let outcome = driver.drive().await;
+        held.release(driver.released_by_last_write()).await;
+        outcome
     }
 
     fn registration(&self, saga_id: &SagaId, summary: &SagaSummary) -> Result<&Registration, RuntimeError> {
@@ -371,74 +420,70 @@ impl Runtime {
         })
     }
 
-    async fn summary(&self, saga_id: &SagaId) -> Result<SagaSummary, RuntimeError> {
-        let stored = self.inner.store.load(saga_id).await?;
-        Ok(stored.ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?.summary)
+    /// The kinds of saga this runtime drives: what it claims.
+    fn kinds(&self) -> Vec<SagaKind> {
+        self.inner
+            .registrations
+            .iter()
+            .map(|r| SagaKind { name: r.name.to_owned(), fingerprint: r.fingerprint.to_owned() })
+            .collect()
     }
 
-    async fn load<S: Saga>(&self, saga_id: &SagaId) -> Result<Driver<'_, S>, RuntimeError> {
-        let stored: StoredSaga = self
-            .inner
+    async fn summary(&self, saga_id: &SagaId) -> Result<SagaSummary, RuntimeError> {
+        Ok(self.load(saga_id).await?.summary)
+    }
+
+    /// Loads, checks and opens a stored saga.
+    async fn load(&self, saga_id: &SagaId) -> Result<OpenedSaga, RuntimeError> {
+        let engine = &self.inner.engine;
+        let stored = engine
             .store
             .load(saga_id)
-            .await?
+            .await
+            .map_err(|e| RuntimeError::store(saga_id, e))?
             .ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?;
+        engine.codec.open(stored).map_err(|e| RuntimeError::store(saga_id, e))
+    }
+
+    /// Claims a stored saga (waiting while another runtime or worker holds it), then loads it
+    /// as it is now and rebuilds its driver.
+    async fn claim_and_load<S: Saga>(&self, saga_id: &SagaId) -> Result<(Held, Driver<'_, S>), RuntimeError> {
+        let held = self.inner.claim(saga_id).await?;
+        let stored = self.load(saga_id).await?;
         check_definition::<S>(saga_id, &stored.summary)?;
         let saga: S = serde_json::from_slice(&stored.input).map_err(|e| RuntimeError::Checkpoint {
             saga_id: saga_id.clone(),
             step: "input".to_owned(),
-            source: e.into(),
+            error: e.into(),
         })?;
-        Driver::restore(&self.inner, saga, saga_id.clone(), stored)
+        let driver = Driver::restore(&self.inner.engine, saga, held.fence.clone(), stored)?;
+        Ok((held, driver))
     }
 
-    /// The journal of a saga, oldest record first.
+    /// The journal of a saga, oldest record first, checked against its hash chain.
     pub async fn journal(&self, saga_id: &SagaId) -> Result<Vec<Record>, RuntimeError> {
-        let stored = self.inner.store.load(saga_id).await?;
-        Ok(stored.ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?.records)
+        Ok(self.load(saga_id).await?.records)
     }
 
-    /// Every stored saga, oldest first.
+    /// Every stored saga, oldest first. This reads every row: prefer
+    /// [`list_page`](Self::list_page) on a store that keeps history.
     pub async fn list(&self) -> Result<Vec<SagaSummary>, RuntimeError> {
-        Ok(self.inner.store.list().await?)
-    }
-}
-
-type Claims = Mutex<HashMap<SagaId, Arc<tokio::sync::Mutex<()>>>>;
-
-/// The sagas driven by this process, one lock per id: a saga is never driven by two tasks of
-/// one process at once, whichever `Runtime` they use. (Processes are kept apart by the
-/// store: `SqliteStore` admits one writer process per file.)
-static CLAIMS: LazyLock<Claims> = LazyLock::new(Claims::default);
-
-fn lock_claims() -> std::sync::MutexGuard<'static, HashMap<SagaId, Arc<tokio::sync::Mutex<()>>>> {
-    CLAIMS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The claim of this process on one saga id; released on drop.
-struct Claim {
-    saga_id: SagaId,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Claim {
-    /// Waits until no other task of this process drives `saga_id`, then holds it.
-    async fn acquire(saga_id: &SagaId) -> Claim {
-        let lock = lock_claims().entry(saga_id.clone()).or_default().clone();
-        let guard = lock.lock_owned().await;
-        Claim { saga_id: saga_id.clone(), guard: Some(guard) }
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut claims = lock_claims();
-        // Clones of the lock are only made under the map's mutex, so a count of one means no
-        // task is waiting for it.
-        if claims.get(&self.saga_id).is_some_and(|l| Arc::strong_count(l) == 1) {
-            claims.remove(&self.saga_id);
+        let mut all = Vec::new();
+        let mut query = SagaQuery::new().limit(1_000);
+        loop {
+            let page = self.inner.engine.store.list(&query).await?;
+            all.extend(page.sagas);
+            match page.next {
+                Some(cursor) => query = query.after(cursor),
+                None => return Ok(all),
+            }
         }
+    }
+
+    /// One page of the stored sagas that pass `query`'s filters (status, name, creation time),
+    /// in its order; pass [`SagaPage::next`] to [`SagaQuery::after`] for the next page.
+    pub async fn list_page(&self, query: &SagaQuery) -> Result<SagaPage, RuntimeError> {
+        Ok(self.inner.engine.store.list(query).await?)
     }
 }
 
@@ -471,7 +516,7 @@ fn encode_input<S: Saga>(saga_id: &SagaId, saga: &S) -> Result<Payload, RuntimeE
     let encode_error = |e: serde_json::Error| RuntimeError::Encode {
         saga_id: saga_id.clone(),
         step: "input".to_owned(),
-        source: e.into(),
+        error: e.into(),
     };
     let value = canonical(serde_json::to_value(saga).map_err(encode_error)?);
     Ok(serde_json::to_vec(&value).map_err(encode_error)?.into())

@@ -1,0 +1,183 @@
+//! The inspectable [`Definition`] of a saga, as `#[saga]` generated it: its name, version,
+//! fingerprint and ordered steps.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The definition of a saga, as `#[saga]` generated it.
+///
+/// ```
+/// # use saga_runtime::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] struct Greet;
+/// # #[saga] impl Greet {
+/// #     #[step(idempotent)] async fn hello(&self, _cx: &StepContext) -> StepResult<String> { Ok("hi".into()) }
+/// # }
+/// let definition = Greet::definition();
+/// assert_eq!(definition.name(), "greet");
+/// assert_eq!(definition.steps()[0].name(), "hello");
+/// ```
+#[derive(Debug)]
+pub struct Definition {
+    name: &'static str,
+    version: u32,
+    fingerprint: &'static str,
+    steps: &'static [StepDef],
+}
+
+impl Definition {
+    #[doc(hidden)]
+    pub const fn __new(name: &'static str, version: u32, fingerprint: &'static str, steps: &'static [StepDef]) -> Self {
+        Definition { name, version, fingerprint, steps }
+    }
+
+    /// The saga name (the type's name in kebab case unless `#[saga(name = "...")]`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The version (`#[saga(version = N)]`, default 1).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// A hash of the name, version, step names, kinds, order, inputs and output types: a
+    /// checkpoint is resumed only by a definition with the same fingerprint.
+    pub fn fingerprint(&self) -> &'static str {
+        self.fingerprint
+    }
+
+    /// The steps, in the order they run.
+    pub fn steps(&self) -> &'static [StepDef] {
+        self.steps
+    }
+
+    /// The step with this name.
+    pub fn step(&self, name: &str) -> Option<&'static StepDef> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The index of the step with this name.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// The index of the commit point, if the saga has one.
+    pub fn commit_index(&self) -> Option<usize> {
+        self.steps.iter().position(|s| s.kind == StepKind::Commit)
+    }
+}
+
+impl fmt::Display for Definition {
+    /// One line per step: `open_pr  compensate = close_pr`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} v{} ({})", self.name, self.version, self.fingerprint)?;
+        for (i, step) in self.steps.iter().enumerate() {
+            write!(f, "  {}. {} -> {}: ", i + 1, step.name, step.output_type)?;
+            match (step.kind, step.compensation) {
+                (StepKind::Compensable, Some(c)) => write!(f, "compensate = {c}")?,
+                (kind, _) => write!(f, "{kind}")?,
+            }
+            if let Some(v) = step.validate {
+                write!(f, ", validate = {v}")?;
+            }
+            if let Some(t) = step.timeout {
+                write!(f, ", timeout = {t:?}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// How a step is undone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    /// Undone by its compensation.
+    Compensable,
+    /// The commit point: once it succeeds the saga never rolls back.
+    Commit,
+    /// Nothing to undo; safe to run again.
+    Idempotent,
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StepKind::Compensable => "compensable",
+            StepKind::Commit => "commit",
+            StepKind::Idempotent => "idempotent",
+        })
+    }
+}
+
+/// One step of a [`Definition`].
+#[derive(Debug)]
+pub struct StepDef {
+    name: &'static str,
+    kind: StepKind,
+    compensation: Option<&'static str>,
+    validate: Option<&'static str>,
+    timeout: Option<Duration>,
+    inputs: &'static [usize],
+    output_type: &'static str,
+    undoes_failed_attempts: bool,
+}
+
+impl StepDef {
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub const fn __new(
+        name: &'static str,
+        kind: StepKind,
+        compensation: Option<&'static str>,
+        validate: Option<&'static str>,
+        timeout: Option<Duration>,
+        inputs: &'static [usize],
+        output_type: &'static str,
+        undoes_failed_attempts: bool,
+    ) -> Self {
+        StepDef { name, kind, compensation, validate, timeout, inputs, output_type, undoes_failed_attempts }
+    }
+
+    /// Whether the compensation takes `Option<&T>`, and so also undoes the landed effects of
+    /// an attempt that failed without an output (half-success).
+    pub fn undoes_failed_attempts(&self) -> bool {
+        self.undoes_failed_attempts
+    }
+
+    /// The step (method) name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// How it is undone.
+    pub fn kind(&self) -> StepKind {
+        self.kind
+    }
+
+    /// The compensation method, for a compensable step.
+    pub fn compensation(&self) -> Option<&'static str> {
+        self.compensation
+    }
+
+    /// The validator method, if any.
+    pub fn validate(&self) -> Option<&'static str> {
+        self.validate
+    }
+
+    /// The step's own timeout (`#[step(timeout = "...")]`).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The indices of the earlier steps whose outputs it reads.
+    pub fn inputs(&self) -> &'static [usize] {
+        self.inputs
+    }
+
+    /// The output type, as written.
+    pub fn output_type(&self) -> &'static str {
+        self.output_type
+    }
+}

@@ -1,0 +1,310 @@
+//! The records of a journal: what happened, as the runtime writes it and the stores keep it.
+//!
+//! The JSON of each [`Event`] is the body of a journal row (sealed when the store has a
+//! keyring). Its format is pinned by a golden test: a journal written today must load
+//! tomorrow, so fields are only ever added, with `#[serde(default)]`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Failure;
+use crate::outcome::{Level, Status};
+
+/// Serialized bytes (a step output or the saga input, as JSON), shared without copying.
+pub type Payload = Arc<[u8]>;
+
+/// Serializes a [`Payload`] (JSON text) as raw JSON inside a record, not as an array of bytes.
+mod raw_json {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    use super::Payload;
+
+    pub(super) fn serialize<S: Serializer>(payload: &Payload, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = std::str::from_utf8(payload).map_err(serde::ser::Error::custom)?;
+        let raw: &RawValue = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer).map_err(D::Error::custom)?;
+        Ok(Payload::from(raw.get().as_bytes()))
+    }
+
+    pub(super) mod option {
+        use super::*;
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            payload: &Option<Payload>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match payload {
+                Some(payload) => super::serialize(payload, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Payload>, D::Error> {
+            let raw = Option::<Box<RawValue>>::deserialize(deserializer)?;
+            Ok(raw.map(|raw| Payload::from(raw.get().as_bytes())))
+        }
+    }
+}
+
+/// One entry of the journal, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// Position in the saga's journal, from 0.
+    pub seq: u64,
+    /// Wall-clock time of the entry, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// What happened. Steps are referred to by their index in the [`Definition`] (the
+/// fingerprint guarantees that the definition reading a journal is the one that wrote it).
+// Externally tagged (`{"step_completed": {...}}`): serde buffers internally tagged enums,
+// which cannot carry the raw JSON of outputs and effect results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The saga was created.
+    Started {
+        /// Saga name.
+        saga: String,
+        /// Definition version.
+        version: u32,
+        /// Definition fingerprint.
+        fingerprint: String,
+    },
+    /// An attempt of a step began.
+    AttemptStarted {
+        /// Step index.
+        step: u32,
+        /// Attempt number (1-based).
+        attempt: u32,
+        /// Model tier.
+        tier: u32,
+    },
+    /// A side effect inside a step landed (`StepContext::effect`); its result is returned
+    /// instead of running it again on a retry or a resume.
+    EffectLanded {
+        /// Step index.
+        step: u32,
+        /// The attempt that ran it.
+        attempt: u32,
+        /// The effect's name.
+        name: String,
+        /// The effect's own idempotency key.
+        key: String,
+        /// The serialized result.
+        #[serde(with = "raw_json")]
+        result: Payload,
+    },
+    /// A prompt and the model's response, recorded with `StepContext::record_llm`, with
+    /// common credential patterns scrubbed.
+    LlmExchange {
+        /// Step index.
+        step: u32,
+        /// The attempt.
+        attempt: u32,
+        /// The prompt, scrubbed.
+        prompt: String,
+        /// The response, scrubbed.
+        response: String,
+    },
+    /// A step completed; its output is checkpointed.
+    StepCompleted {
+        /// Step index.
+        step: u32,
+        /// The attempt that completed it.
+        attempt: u32,
+        /// The serialized output.
+        #[serde(with = "raw_json")]
+        output: Payload,
+    },
+    /// A step attempt failed; `next` is what the ladder decided.
+    StepFailed {
+        /// Step index.
+        step: u32,
+        /// The failure.
+        failure: Failure,
+        /// The output its validator rejected, which is compensated before anything else.
+        #[serde(with = "raw_json::option", default)]
+        rejected_output: Option<Payload>,
+        /// The ladder's decision.
+        next: Next,
+    },
+    /// An attempt of a compensation began.
+    CompensationStarted {
+        /// Index of the step undone.
+        step: u32,
+        /// Compensation attempt (1-based).
+        attempt: u32,
+    },
+    /// A compensation succeeded.
+    CompensationDone {
+        /// Index of the step undone.
+        step: u32,
+        /// The attempt that succeeded.
+        attempt: u32,
+    },
+    /// A compensation attempt failed.
+    CompensationFailed {
+        /// Index of the step being undone.
+        step: u32,
+        /// The failure.
+        failure: Failure,
+        /// Retry, or page a human.
+        next: CompensationNext,
+    },
+    /// The notifier was called (level 3).
+    Notified,
+    /// The pager was called (level 4).
+    Paged,
+    /// The saga finished (`Completed` or `Compensated`).
+    Finished {
+        /// The final status.
+        status: Status,
+    },
+    /// A parked saga was resumed by `Runtime::resume`.
+    Resumed,
+    /// A human finished the parked compensation by hand (`Runtime::resolve`); the remaining
+    /// compensations continue.
+    Resolved {
+        /// Index of the step whose compensation the human did.
+        step: u32,
+        /// What the human said they did.
+        note: String,
+    },
+}
+
+impl Event {
+    /// The event's kind, as stored in the queryable `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Started { .. } => "started",
+            Event::AttemptStarted { .. } => "attempt_started",
+            Event::EffectLanded { .. } => "effect_landed",
+            Event::LlmExchange { .. } => "llm_exchange",
+            Event::StepCompleted { .. } => "step_completed",
+            Event::StepFailed { .. } => "step_failed",
+            Event::CompensationStarted { .. } => "compensation_started",
+            Event::CompensationDone { .. } => "compensation_done",
+            Event::CompensationFailed { .. } => "compensation_failed",
+            Event::Notified => "notified",
+            Event::Paged => "paged",
+            Event::Finished { .. } => "finished",
+            Event::Resumed => "resumed",
+            Event::Resolved { .. } => "resolved",
+        }
+    }
+
+    /// The index of the step the event concerns, if any.
+    pub fn step(&self) -> Option<u32> {
+        match self {
+            Event::AttemptStarted { step, .. }
+            | Event::EffectLanded { step, .. }
+            | Event::LlmExchange { step, .. }
+            | Event::StepCompleted { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::CompensationStarted { step, .. }
+            | Event::CompensationDone { step, .. }
+            | Event::CompensationFailed { step, .. }
+            | Event::Resolved { step, .. } => Some(*step),
+            Event::Started { .. } | Event::Notified | Event::Paged | Event::Finished { .. } | Event::Resumed => None,
+        }
+    }
+}
+
+/// The ladder's decision after a step failure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "then", rename_all = "snake_case")]
+pub enum Next {
+    /// Level 0: sleep, then run the step again with the same inputs.
+    Retry {
+        /// The backoff delay.
+        delay: Duration,
+    },
+    /// Level 1: run again with `previous_error()` set.
+    Reprompt,
+    /// Level 2: run once on a stronger model tier.
+    SwitchModel {
+        /// The new tier.
+        tier: u32,
+    },
+    /// Level 0 (environmental): compensate from `from` on, then run again from `from`.
+    Restart {
+        /// Index of the step to restart from.
+        from: u32,
+        /// The step the failure asked for, if any.
+        requested: Option<String>,
+        /// Why the request was not followed, when it was not.
+        note: Option<String>,
+        /// The new state, visible to every later step.
+        observation: Option<Arc<serde_json::Value>>,
+    },
+    /// Level 3: notify, compensate everything, finish `Compensated`.
+    RollBack,
+    /// Level 4 after the commit point: page a human and park.
+    Park,
+}
+
+impl Next {
+    /// The level of the ladder this decision is.
+    pub fn level(&self) -> Level {
+        match self {
+            Next::Retry { .. } | Next::Restart { .. } => Level::Retry,
+            Next::Reprompt => Level::Reprompt,
+            Next::SwitchModel { .. } => Level::SwitchModel,
+            Next::RollBack => Level::Compensate,
+            Next::Park => Level::PageHuman,
+        }
+    }
+}
+
+/// What follows a failed compensation attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "then", rename_all = "snake_case")]
+pub enum CompensationNext {
+    /// Sleep, then try the compensation again.
+    Retry {
+        /// The backoff delay.
+        delay: Duration,
+    },
+    /// Level 4: page a human and park; the remaining compensations wait.
+    Park,
+}
+
+/// A side effect of a step that landed: what `StepContext::effects` shows a compensation,
+/// so that it can undo exactly what happened, even when the step failed half-way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LandedEffect {
+    /// The effect's name.
+    pub name: String,
+    /// The effect's own idempotency key.
+    pub key: String,
+    /// The attempt of the step that ran it.
+    pub attempt: u32,
+    /// The serialized result.
+    pub(crate) result: Payload,
+}
+
+impl LandedEffect {
+    /// The effect's result, deserialized.
+    pub fn result<R: serde::de::DeserializeOwned>(&self) -> Result<R, crate::CodecError> {
+        Ok(serde_json::from_slice(&self.result)?)
+    }
+
+    /// The effect's result as JSON text.
+    pub fn result_json(&self) -> &str {
+        std::str::from_utf8(&self.result).unwrap_or("<not utf-8>")
+    }
+}

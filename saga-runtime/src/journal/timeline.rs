@@ -1,0 +1,117 @@
+//! Reading a journal: a record as one line of a timeline, and the summary a journal leads to.
+
+use std::fmt;
+
+use super::JournalError;
+use super::fold::Progress;
+use super::record::{CompensationNext, Event, Next, Record};
+use crate::definition::Definition;
+use crate::error::Failure;
+use crate::outcome::{Level, Report, Status};
+
+/// A journal record, displayed as one line of a timeline with the definition's step names.
+pub struct Timeline<'a> {
+    /// The definition that wrote the record.
+    pub definition: &'static Definition,
+    /// The record.
+    pub record: &'a Record,
+}
+
+impl fmt::Display for Timeline<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let steps = self.definition.steps();
+        let name = |i: &u32| steps.get(*i as usize).map_or("?", |s| s.name());
+        let compensation = |i: &u32| steps.get(*i as usize).and_then(|s| s.compensation()).unwrap_or("?");
+        match &self.record.event {
+            Event::Started { saga, version, fingerprint } => {
+                write!(f, "started {saga} v{version} ({fingerprint})")
+            }
+            Event::AttemptStarted { step, attempt, tier } => {
+                write!(f, "{}: attempt {attempt}", name(step))?;
+                if *tier > 0 {
+                    write!(f, " on model tier {tier}")?;
+                }
+                Ok(())
+            }
+            Event::EffectLanded { step, name: effect, key, .. } => {
+                write!(f, "{}: effect `{effect}` landed (key {})", name(step), &key[..key.len().min(8)])
+            }
+            Event::LlmExchange { step, prompt, response, .. } => {
+                let clip = |text: &str| -> String {
+                    let mut clipped: String = text.chars().take(60).collect();
+                    if clipped.len() < text.len() {
+                        clipped.push('…');
+                    }
+                    clipped
+                };
+                write!(f, "{}: model exchange: {:?} -> {:?}", name(step), clip(prompt), clip(response))
+            }
+            Event::StepCompleted { step, attempt, .. } => {
+                write!(f, "{}: completed on attempt {attempt}", name(step))
+            }
+            Event::StepFailed { failure, next, .. } => {
+                write!(f, "{}: {failure}\n    -> {}: ", failure.step, next.level())?;
+                match next {
+                    Next::Retry { delay } => write!(f, "retry in {delay:?}"),
+                    Next::Reprompt => write!(f, "re-prompt with the error"),
+                    Next::SwitchModel { tier } => write!(f, "retry on model tier {tier}"),
+                    Next::Restart { from, note, observation, .. } => {
+                        write!(f, "environment changed: restart from `{}`", name(from))?;
+                        if let Some(observation) = observation {
+                            write!(f, " with observation {observation}")?;
+                        }
+                        if let Some(note) = note {
+                            write!(f, " ({note})")?;
+                        }
+                        Ok(())
+                    }
+                    Next::RollBack => write!(f, "roll back: compensate every completed step"),
+                    Next::Park => write!(f, "after the commit point: page a human and park"),
+                }
+            }
+            Event::CompensationStarted { step, attempt } => {
+                write!(f, "{}: compensating with `{}` (attempt {attempt})", name(step), compensation(step))
+            }
+            Event::CompensationDone { step, .. } => write!(f, "{}: compensated", name(step)),
+            Event::CompensationFailed { failure, next, .. } => {
+                write!(f, "{}: {failure}\n    -> ", failure.step)?;
+                match next {
+                    CompensationNext::Retry { delay } => {
+                        write!(f, "retry the compensation in {delay:?}")
+                    }
+                    CompensationNext::Park => {
+                        write!(f, "{}: page a human and park", Level::PageHuman)
+                    }
+                }
+            }
+            Event::Notified => write!(f, "notifier called: {}", Level::Compensate),
+            Event::Paged => write!(f, "pager called: {}", Level::PageHuman),
+            Event::Finished { status } => write!(f, "finished: {status}"),
+            Event::Resumed => write!(f, "resumed by an operator"),
+            Event::Resolved { step, note } => {
+                write!(f, "{}: compensated by hand ({note:?}); the rollback continues", name(step))
+            }
+        }
+    }
+}
+
+/// What a journal says about a saga, rebuilt by replaying it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Where the saga stands.
+    pub status: Status,
+    /// The failure behind a rollback (`Compensated`) or a park (`NeedsHuman`).
+    pub failure: Option<Failure>,
+    /// The report: escalations, compensations, attempts, restarts.
+    pub report: Report,
+}
+
+/// Replays a journal written under `definition`: what the runtime would conclude from it.
+///
+/// An error says how the journal contradicts itself (records out of order, a record that
+/// does not follow from the ones before it).
+pub fn summarize(definition: &'static Definition, records: &[Record]) -> Result<Summary, JournalError> {
+    let progress = Progress::replay(definition, records)?;
+    Ok(Summary { status: progress.status(), failure: progress.outcome_failure().cloned(), report: progress.report })
+}

@@ -1,0 +1,175 @@
+//! The errors of the runtime's own boundary (not of a saga's steps, which become an
+//! [`Outcome`](crate::Outcome)).
+
+use crate::error::CodecError;
+use crate::id::SagaId;
+use crate::journal::JournalError;
+use crate::store::StoreError;
+
+/// Errors of the runtime itself (not of a saga's steps, which become an [`Outcome`]).
+///
+/// [`Outcome`]: crate::Outcome
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The checkpoint store failed; the inner error says what to do. `saga_id` is the saga
+    /// being written or read, when there was one.
+    #[error("{}", store_message(saga_id.as_ref(), error))]
+    Store {
+        /// The saga the runtime was writing or reading.
+        saga_id: Option<SagaId>,
+        /// What the store said (its message is part of this one).
+        error: StoreError,
+    },
+    /// `run_with_id` was given an id that already names a saga with another input.
+    #[error(
+        "saga `{saga_id}` already exists with a different input: the same id never starts a second saga, so use a new SagaId for new input"
+    )]
+    InputMismatch {
+        /// The saga id.
+        saga_id: SagaId,
+    },
+    /// No saga with this id is stored.
+    #[error("no saga with id `{saga_id}` is stored: check the id, or start it with `run_with_id`")]
+    UnknownSaga {
+        /// The saga id.
+        saga_id: SagaId,
+    },
+    /// The id names a saga of another type.
+    #[error("saga `{saga_id}` is a `{stored}` saga, not a `{requested}` one: resume it with its own type")]
+    WrongSaga {
+        /// The saga id.
+        saga_id: SagaId,
+        /// The name stored with the saga.
+        stored: String,
+        /// The name of the type it was resumed as.
+        requested: String,
+    },
+    /// The saga was checkpointed under another definition of its type.
+    #[error(
+        "saga `{saga_id}` was checkpointed by `{name}` version {stored_version} (fingerprint {stored_fingerprint}) but this binary defines version {current_version} (fingerprint {current_fingerprint}): finish it with the binary that started it, or keep the old definition as its own type; nothing was changed"
+    )]
+    DefinitionMismatch {
+        /// The saga id.
+        saga_id: SagaId,
+        /// The saga name.
+        name: String,
+        /// The version stored with the saga.
+        stored_version: u32,
+        /// The fingerprint stored with the saga.
+        stored_fingerprint: String,
+        /// The version of the running binary.
+        current_version: u32,
+        /// The fingerprint of the running binary.
+        current_fingerprint: String,
+    },
+    /// A stored checkpoint could not be decoded into this definition's types.
+    #[error(
+        "the checkpoint of step `{step}` of saga `{saga_id}` cannot be decoded ({error}): the stored data does not fit the step's output type; nothing was changed"
+    )]
+    Checkpoint {
+        /// The saga id.
+        saga_id: SagaId,
+        /// The step whose checkpoint is unreadable.
+        step: String,
+        /// The decoding error.
+        error: CodecError,
+    },
+    /// A step output or the saga input could not be encoded for the checkpoint.
+    #[error(
+        "the output of step `{step}` of saga `{saga_id}` cannot be serialized for its checkpoint ({error}): make its Serialize impl infallible (JSON map keys must be strings)"
+    )]
+    Encode {
+        /// The saga id.
+        saga_id: SagaId,
+        /// The step (or `input`).
+        step: String,
+        /// The encoding error.
+        error: CodecError,
+    },
+    /// `resolve` was called on a saga with no compensation waiting for a human.
+    #[error("saga `{saga_id}` cannot be resolved: {reason}")]
+    CannotResolve {
+        /// The saga id.
+        saga_id: SagaId,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
+    /// `resolve` or `recover` met a saga whose definition no registered type has.
+    #[error(
+        "saga `{saga_id}` was checkpointed by `{name}` version {stored_version} (fingerprint {stored_fingerprint}), and this runtime registers only {registered}: register the type that started it (keep the old definition as its own type); nothing was changed"
+    )]
+    NoMatchingVersion {
+        /// The saga id.
+        saga_id: SagaId,
+        /// The saga name.
+        name: String,
+        /// The version stored with the saga.
+        stored_version: u32,
+        /// The fingerprint stored with the saga.
+        stored_fingerprint: String,
+        /// The registered versions and fingerprints of that name.
+        registered: String,
+    },
+    /// `resolve` or `recover` met a saga whose type was not registered.
+    #[error(
+        "saga `{saga_id}` is a `{name}` saga, which this runtime does not know: add `.register::<T>()` for its type to `Runtime::builder()`"
+    )]
+    Unregistered {
+        /// The saga id.
+        saga_id: SagaId,
+        /// The stored saga name.
+        name: String,
+    },
+    /// The stored journal contradicts itself (it was edited or written by a buggy version).
+    #[error("the journal of saga `{saga_id}` is inconsistent ({error}): inspect it; nothing was changed")]
+    Journal {
+        /// The saga id.
+        saga_id: SagaId,
+        /// What is wrong.
+        error: JournalError,
+    },
+}
+
+impl RuntimeError {
+    /// The saga the error concerns, when there is one.
+    pub fn saga_id(&self) -> Option<&SagaId> {
+        match self {
+            RuntimeError::Store { saga_id, error } => saga_id.as_ref().or_else(|| error.saga_id()),
+            RuntimeError::InputMismatch { saga_id }
+            | RuntimeError::UnknownSaga { saga_id }
+            | RuntimeError::WrongSaga { saga_id, .. }
+            | RuntimeError::DefinitionMismatch { saga_id, .. }
+            | RuntimeError::Checkpoint { saga_id, .. }
+            | RuntimeError::Encode { saga_id, .. }
+            | RuntimeError::CannotResolve { saga_id, .. }
+            | RuntimeError::NoMatchingVersion { saga_id, .. }
+            | RuntimeError::Unregistered { saga_id, .. }
+            | RuntimeError::Journal { saga_id, .. } => Some(saga_id),
+        }
+    }
+
+    /// Whether the store failed for a reason that may pass (a full disk, an I/O error, a lost
+    /// connection): trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RuntimeError::Store { error, .. } if error.is_retryable())
+    }
+
+    pub(crate) fn store(saga_id: &SagaId, error: StoreError) -> Self {
+        RuntimeError::Store { saga_id: Some(saga_id.clone()), error }
+    }
+}
+
+impl From<StoreError> for RuntimeError {
+    fn from(error: StoreError) -> Self {
+        RuntimeError::Store { saga_id: None, error }
+    }
+}
+
+/// The store's message, prefixed with the saga it concerns unless it names it already.
+fn store_message(saga_id: Option<&SagaId>, error: &StoreError) -> String {
+    match saga_id {
+        Some(id) if error.saga_id().is_none() => format!("saga `{id}`: {error}"),
+        _ => error.to_string(),
+    }
+}

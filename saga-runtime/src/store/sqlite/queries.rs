@@ -1,0 +1,304 @@
+//! The SQL of the store, one function per operation, each run by the writer thread inside the
+//! transaction (or for reads, on the connection) it is given.
+
+use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
+
+use crate::id::SagaId;
+use crate::outcome::Status;
+use crate::store::{
+    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewSaga, Order, RecordRow, SagaKind, SagaQuery, SagaSummary,
+    StoreError, StoredSaga,
+};
+
+const SAGA_COLUMNS: &str = "id, name, version, fingerprint, status, stage, records, head, created_at, updated_at, due_at, owner, lease_until, epoch";
+
+/// A failure of a query: SQLite's own error, or a verdict of the store (a conflict).
+pub(super) enum QueryError {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for QueryError {
+    fn from(error: rusqlite::Error) -> Self {
+        QueryError::Sql(error)
+    }
+}
+
+type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+fn parse_status(text: &str) -> Option<Status> {
+    [Status::Running, Status::Completed, Status::Compensated, Status::NeedsHuman]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+}
+
+fn hash(bytes: &[u8]) -> [u8; 32] {
+    // A missing or malformed hash reads as zeros, which no chain produces: the codec reports it.
+    bytes.try_into().unwrap_or([0; 32])
+}
+
+fn blob(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Vec<u8>> {
+    // Whatever type an edit of the file left in a payload column, as bytes.
+    Ok(row.get_ref(index)?.as_bytes_or_null()?.unwrap_or_default().to_vec())
+}
+
+/// A saga row, or `Err` when its status is not one this build knows.
+fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<std::result::Result<SagaSummary, StoreError>> {
+    let id = SagaId::new(row.get::<_, String>(0)?);
+    let status: String = row.get(4)?;
+    let Some(status) = parse_status(&status) else {
+        return Ok(Err(StoreError::Unreadable {
+            saga_id: id,
+            what: "the saga row".to_owned(),
+            reason: format!("its status `{status}` is unknown: the row was edited outside saga-runtime"),
+        }));
+    };
+    let mut summary = SagaSummary::new(id, row.get::<_, String>(1)?, row.get(2)?, row.get::<_, String>(3)?);
+    summary.status = status;
+    summary.stage = row.get(5)?;
+    summary.records = row.get::<_, i64>(6)? as u64;
+    summary.head = hash(&blob(row, 7)?);
+    summary.created_at_ms = row.get::<_, i64>(8)? as u64;
+    summary.updated_at_ms = row.get::<_, i64>(9)? as u64;
+    summary.due_at_ms = row.get::<_, Option<i64>>(10)?.map(|t| t as u64);
+    summary.owner = row.get(11)?;
+    summary.lease_until_ms = row.get::<_, Option<i64>>(12)?.map(|t| t as u64);
+    summary.epoch = row.get::<_, i64>(13)? as u64;
+    Ok(Ok(summary))
+}
+
+pub(super) fn create(connection: &Connection, new: &NewSaga) -> Result<Option<StoredSaga>> {
+    if let Some(existing) = load(connection, &new.id)? {
+        return Ok(Some(existing));
+    }
+    let created_at = new.records.first().map_or(new.checkpoint.at_ms, |r| r.at_ms) as i64;
+    connection
+        .prepare_cached(
+            "INSERT INTO sagas (id, name, version, fingerprint, status, stage, input, records, head, created_at, updated_at, due_at, owner, lease_until, epoch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1)",
+        )?
+        .execute(params![
+            new.id.as_str(),
+            new.name,
+            new.version,
+            new.fingerprint,
+            new.checkpoint.status.as_str(),
+            new.checkpoint.stage,
+            new.input,
+            new.records.len() as i64,
+            &new.checkpoint.head[..],
+            created_at,
+            new.checkpoint.at_ms as i64,
+            new.checkpoint.due_at_ms.map(|t| t as i64),
+            new.owner,
+            new.lease_until_ms as i64,
+        ])?;
+    for row in &new.records {
+        insert_record(connection, new.id.as_str(), row)?;
+    }
+    Ok(None)
+}
+
+fn insert_record(connection: &Connection, id: &str, row: &RecordRow) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached(
+            "INSERT INTO journal (saga_id, seq, at, epoch, kind, step, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![id, row.seq as i64, row.at_ms as i64, row.epoch as i64, row.kind, row.step, row.body, &row.hash[..]])?;
+    Ok(())
+}
+
+pub(super) fn append(
+    connection: &Connection,
+    id: &SagaId,
+    fence: &Fence,
+    rows: &[RecordRow],
+    checkpoint: &Checkpoint,
+) -> Result<()> {
+    let Some(first) = rows.first() else { return Ok(()) };
+    let changed = connection
+        .prepare_cached(
+            "UPDATE sagas SET records = records + ?1, stage = ?2, updated_at = ?3, head = ?4
+             WHERE id = ?5 AND records = ?6 AND epoch = ?7",
+        )?
+        .execute(params![
+            rows.len() as i64,
+            checkpoint.stage,
+            checkpoint.at_ms as i64,
+            &checkpoint.head[..],
+            id.as_str(),
+            first.seq as i64,
+            fence.epoch as i64,
+        ])?;
+    if changed == 0 {
+        let found: Option<(i64, i64)> = connection
+            .prepare_cached("SELECT records, epoch FROM sagas WHERE id = ?1")?
+            .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let saga_id = id.clone();
+        return Err(QueryError::Store(match found {
+            None => StoreError::Missing { saga_id },
+            Some((_, current)) if current as u64 != fence.epoch => {
+                StoreError::Fenced { saga_id, epoch: fence.epoch, current: current as u64 }
+            }
+            Some((found, _)) => StoreError::Conflict { saga_id, expected: first.seq, found: found as u64 },
+        }));
+    }
+    // A statement of its own, so that the indexed columns are written only when they change
+    // (a handful of times per saga), not on every checkpoint. A saga that waits for nothing but
+    // a human is held by nobody.
+    connection
+        .prepare_cached(
+            "UPDATE sagas SET status = ?1, due_at = ?2,
+                 owner = CASE WHEN ?2 IS NULL THEN NULL ELSE owner END,
+                 lease_until = CASE WHEN ?2 IS NULL THEN NULL ELSE lease_until END
+             WHERE id = ?3 AND (status <> ?1 OR due_at IS NOT ?2)",
+        )?
+        .execute(params![checkpoint.status.as_str(), checkpoint.due_at_ms.map(|t| t as i64), id.as_str()])?;
+    for row in rows {
+        insert_record(connection, id.as_str(), row)?;
+    }
+    Ok(())
+}
+
+pub(super) fn load(connection: &Connection, id: &SagaId) -> Result<Option<StoredSaga>> {
+    let found = connection
+        .prepare_cached(&format!("SELECT {SAGA_COLUMNS}, input FROM sagas WHERE id = ?1"))?
+        .query_row([id.as_str()], |row| Ok((summary(row)?, blob(row, 14)?)))
+        .optional()?;
+    let Some((summary, input)) = found else { return Ok(None) };
+    let summary = summary.map_err(QueryError::Store)?;
+    let mut statement = connection
+        .prepare_cached("SELECT seq, at, epoch, kind, step, body, hash FROM journal WHERE saga_id = ?1 ORDER BY seq")?;
+    let rows = statement.query_map([id.as_str()], |row| {
+        Ok(RecordRow::new(
+            row.get::<_, i64>(0)? as u64,
+            row.get::<_, i64>(1)? as u64,
+            row.get::<_, i64>(2)? as u64,
+            row.get::<_, String>(3)?,
+            row.get(4)?,
+            blob(row, 5)?,
+            hash(&blob(row, 6)?),
+        ))
+    })?;
+    let records = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(Some(StoredSaga::new(summary, input, records)))
+}
+
+pub(super) fn list(connection: &Connection, query: &SagaQuery) -> Result<Vec<SagaSummary>> {
+    let mut sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE 1 = 1");
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(status) = query.status {
+        sql.push_str(" AND status = ?");
+        args.push(Box::new(status.as_str()));
+    }
+    if let Some(name) = &query.name {
+        sql.push_str(" AND name = ?");
+        args.push(Box::new(name.clone()));
+    }
+    if let Some(since) = query.since_ms {
+        sql.push_str(" AND created_at >= ?");
+        args.push(Box::new(since as i64));
+    }
+    let (compare, direction) = match query.order {
+        Order::OldestFirst => (">", "ASC"),
+        Order::NewestFirst => ("<", "DESC"),
+    };
+    if let Some(after) = &query.after {
+        sql.push_str(&format!(" AND (created_at, id) {compare} (?, ?)"));
+        args.push(Box::new(after.created_at_ms as i64));
+        args.push(Box::new(after.id.as_str().to_owned()));
+    }
+    sql.push_str(&format!(" ORDER BY created_at {direction}, id {direction} LIMIT ?"));
+    args.push(Box::new(query.limit as i64));
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(args.iter()), summary)?;
+    let mut sagas = Vec::new();
+    for row in rows {
+        sagas.push(row?.map_err(QueryError::Store)?);
+    }
+    Ok(sagas)
+}
+
+/// Takes the claim of one saga row: a new owner, lease and epoch.
+fn take(connection: &Connection, id: &str, owner: &str, lease_until_ms: u64) -> rusqlite::Result<u64> {
+    let epoch: i64 = connection
+        .prepare_cached(
+            "UPDATE sagas SET owner = ?1, lease_until = ?2, epoch = epoch + 1 WHERE id = ?3 RETURNING epoch",
+        )?
+        .query_row(params![owner, lease_until_ms as i64, id], |r| r.get(0))?;
+    Ok(epoch as u64)
+}
+
+pub(super) fn claim(connection: &Connection, request: &ClaimRequest) -> Result<Vec<Claimed>> {
+    if request.kinds.is_empty() || request.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut sql = "SELECT id, name, fingerprint FROM sagas WHERE due_at IS NOT NULL".to_owned();
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(by) = request.due_by_ms {
+        sql.push_str(" AND due_at <= ?");
+        args.push(Box::new(by as i64));
+    }
+    sql.push_str(" AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?)");
+    args.push(Box::new(request.now_ms as i64));
+    let kinds = vec!["(?, ?)"; request.kinds.len()].join(", ");
+    sql.push_str(&format!(" AND (name, fingerprint) IN (VALUES {kinds})"));
+    for kind in &request.kinds {
+        args.push(Box::new(kind.name.clone()));
+        args.push(Box::new(kind.fingerprint.clone()));
+    }
+    if !request.skip.is_empty() {
+        sql.push_str(&format!(" AND id NOT IN ({})", vec!["?"; request.skip.len()].join(", ")));
+        for id in &request.skip {
+            args.push(Box::new(id.as_str().to_owned()));
+        }
+    }
+    sql.push_str(" ORDER BY due_at LIMIT ?");
+    args.push(Box::new(request.limit as i64));
+    let due: Vec<(String, String, String)> = {
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut claimed = Vec::with_capacity(due.len());
+    for (id, name, fingerprint) in due {
+        let epoch = take(connection, &id, &request.owner, request.lease_until_ms)?;
+        claimed.push(Claimed::new(SagaId::new(id), SagaKind { name, fingerprint }, Fence::new(&request.owner, epoch)));
+    }
+    Ok(claimed)
+}
+
+pub(super) fn claim_saga(
+    connection: &Connection,
+    id: &SagaId,
+    owner: &str,
+    now_ms: u64,
+    lease_until_ms: u64,
+) -> Result<Claim> {
+    let holder: Option<(Option<String>, Option<i64>)> = connection
+        .prepare_cached("SELECT owner, lease_until FROM sagas WHERE id = ?1")?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match holder {
+        None => Claim::Missing,
+        Some((Some(holder), Some(until))) if until as u64 >= now_ms && holder != owner => {
+            Claim::Held { owner: holder, lease_until_ms: until as u64 }
+        }
+        Some(_) => Claim::Acquired(Fence::new(owner, take(connection, id.as_str(), owner, lease_until_ms)?)),
+    })
+}
+
+pub(super) fn renew(connection: &Connection, owner: &str, lease_until_ms: u64) -> Result<u64> {
+    let renewed = connection
+        .prepare_cached("UPDATE sagas SET lease_until = ?1 WHERE owner = ?2")?
+        .execute(params![lease_until_ms as i64, owner])?;
+    Ok(renewed as u64)
+}
+
+pub(super) fn release(connection: &Connection, id: &SagaId, fence: &Fence) -> Result<()> {
+    connection
+        .prepare_cached("UPDATE sagas SET owner = NULL, lease_until = NULL WHERE id = ?1 AND epoch = ?2")?
+        .execute(params![id.as_str(), fence.epoch as i64])?;
+    Ok(())
+}
