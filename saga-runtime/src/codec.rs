@@ -16,13 +16,15 @@ use sha2::{Digest, Sha256};
 
 use crate::id::SagaId;
 use crate::journal::{Event, Payload, Record};
-use crate::seal::{self, Keyring, SealError};
+use crate::seal::{self, Keyring};
 use crate::store::{ChainHash, RecordRow, SagaSummary, StoreError, StoredSaga};
 
 /// The version tag of the chain's genesis: a new journal format gets a new tag.
 const GENESIS_TAG: &[u8] = b"saga-runtime/journal/v2\0";
 /// What the keyring check of a store seals and opens.
+#[cfg(feature = "sqlite")]
 const CANARY_AAD: &[u8] = b"saga-runtime/key-check";
+#[cfg(feature = "sqlite")]
 const CANARY: &[u8] = b"saga-runtime";
 
 /// Seals and opens the payloads of one store.
@@ -156,7 +158,13 @@ pub(crate) fn verify_chain(summary: &SagaSummary, input: &[u8], rows: &[RecordRo
     let mut prev = genesis(&summary.id, &summary.name, summary.version, &summary.fingerprint, input);
     for (position, row) in rows.iter().enumerate() {
         let what = || format!("record {} ({})", row.seq, row.kind);
-        if row.seq != position as u64 {
+        if row.seq > position as u64 {
+            return Err((
+                what(),
+                format!("it stands at position {position}: records before it were deleted, so {RESTORE}"),
+            ));
+        }
+        if row.seq < position as u64 {
             return Err((what(), format!("it stands at position {position}: the journal was reordered, so {RESTORE}")));
         }
         let expected = link(&prev, row.seq, row.at_ms, row.epoch, &row.kind, row.step.as_deref(), &row.body);
@@ -192,6 +200,7 @@ fn record_aad(saga_id: &SagaId, seq: u64, kind: &str, step: Option<&str>) -> Vec
 }
 
 /// What a store records about its encryption, and what it should do when opened with `keys`.
+#[cfg(feature = "sqlite")]
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyCheck {
     /// The store holds sealed sagas and was opened without a keyring: why it refuses writes.
@@ -201,6 +210,7 @@ pub(crate) struct KeyCheck {
 }
 
 /// What a store knows about its own encryption when it opens.
+#[cfg(feature = "sqlite")]
 pub(crate) struct Sealing<'a> {
     /// Whether the store was marked as holding sealed sagas.
     pub(crate) sealed: bool,
@@ -213,6 +223,7 @@ pub(crate) struct Sealing<'a> {
 /// The keyring check every store runs when it opens: a wrong key is an error before anything
 /// is read or written, a store of plaintext sagas is not silently mixed with sealed ones, and a
 /// sealed store opened without a keyring refuses to write (it can still be read).
+#[cfg(feature = "sqlite")]
 pub(crate) fn check_keys(location: &str, keys: Option<&Keyring>, sealing: Sealing<'_>) -> Result<KeyCheck, StoreError> {
     let wrong_key = |reason: String| StoreError::WrongKey { location: location.to_owned(), reason };
     match (sealing.sealed, keys) {
@@ -242,7 +253,7 @@ pub(crate) fn check_keys(location: &str, keys: Option<&Keyring>, sealing: Sealin
                     read_only: None,
                     new_canary: sealing.canary.is_none().then(|| seal::seal(Some(keys), CANARY_AAD, CANARY)),
                 }),
-                Err(SealError::Plaintext) => Err(wrong_key("its key check is stored in plaintext: it was tampered with".to_owned())),
+                Err(seal::SealError::Plaintext) => Err(wrong_key("its key check is stored in plaintext: it was tampered with".to_owned())),
                 Err(error) => Err(wrong_key(error.to_string())),
             }
         }
@@ -250,6 +261,7 @@ pub(crate) fn check_keys(location: &str, keys: Option<&Keyring>, sealing: Sealin
 }
 
 /// Whether a stored payload is sealed with a key.
+#[cfg(feature = "sqlite")]
 pub(crate) fn is_encrypted(sealed: &[u8]) -> bool {
     seal::is_encrypted(sealed)
 }

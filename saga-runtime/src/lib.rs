@@ -198,6 +198,16 @@ pub mod __private {
         pub use crate::hooks::*;
     }
 
+    /// Boxes the future of one step attempt. Its `Send` bound is what a step holding a
+    /// non-`Send` value across an `.await` fails, spanned on the step by the generated code.
+    #[inline]
+    pub fn step_future<'a, F>(future: F) -> BoxFuture<'a, Result<(), StepError>>
+    where
+        F: std::future::Future<Output = Result<(), StepError>> + Send + 'a,
+    {
+        Box::pin(future)
+    }
+
     /// Converts a step's result, whatever its error type.
     #[inline]
     pub fn step_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<T, StepError> {

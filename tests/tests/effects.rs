@@ -317,3 +317,46 @@ async fn an_effect_name_used_twice_in_one_attempt_is_a_logical_failure() {
         "effect `post comment` ran twice in one attempt with the same input: give each effect its own name, or key it on its input with `effect_with`"
     );
 }
+
+/// A step that talks to a model for a long time, with a gate the test opens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LongThought;
+
+#[saga]
+impl LongThought {
+    #[step(idempotent)]
+    async fn think(&self, cx: &StepContext) -> StepResult<String> {
+        cx.record_llm("Plan the migration", "Step 1: back up the database");
+        if cx.attempt() == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok("done".into())
+    }
+}
+
+/// A model exchange is journaled when it is recorded, not with the step's next write: a
+/// process killed while the step still runs keeps the prompt and the response the seed says to
+/// keep for post-incident analysis.
+#[tokio::test(start_paused = true)]
+async fn a_model_exchange_is_durable_before_its_step_ends() {
+    let store = MemoryStore::new();
+    let runtime = Runtime::builder().store(store.clone()).build();
+    let id = SagaId::new("thinker");
+    let cut =
+        tokio::time::timeout(std::time::Duration::from_secs(60), runtime.run_with_id(id.clone(), LongThought)).await;
+    assert!(cut.is_err(), "the step is still running when the process \"dies\"");
+    let kinds: Vec<String> = store.load(&id).await.unwrap().unwrap().records.iter().map(|r| r.kind.clone()).collect();
+    assert_eq!(kinds, ["started", "attempt_started", "llm_exchange"], "the exchange is in the store");
+
+    let fresh = Runtime::builder().store(store.clone()).build();
+    let outcome = fresh.run_with_id(id.clone(), LongThought).await.unwrap();
+    assert!(outcome.is_completed());
+    let exchanges = fresh
+        .journal(&id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| matches!(&r.event, Event::LlmExchange { prompt, .. } if prompt == "Plan the migration"))
+        .count();
+    assert_eq!(exchanges, 2, "one per attempt: the interrupted one was kept");
+}

@@ -119,6 +119,13 @@ pub struct Checkpoint {
     pub at_ms: u64,
 }
 
+impl Checkpoint {
+    /// A checkpoint: where the saga stands after a batch whose last record is at `at_ms`.
+    pub fn new(status: Status, stage: impl Into<String>, head: ChainHash, due_at_ms: Option<u64>, at_ms: u64) -> Self {
+        Checkpoint { status, stage: stage.into(), head, due_at_ms, at_ms }
+    }
+}
+
 /// A new saga, with its first records, claimed by its creator.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -141,6 +148,34 @@ pub struct NewSaga {
     pub owner: String,
     /// When that claim's lease expires.
     pub lease_until_ms: u64,
+}
+
+impl NewSaga {
+    /// A new saga (for stores that wrap another, and for tests of stores).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: SagaId,
+        name: impl Into<String>,
+        version: u32,
+        fingerprint: impl Into<String>,
+        input: Vec<u8>,
+        records: Vec<RecordRow>,
+        checkpoint: Checkpoint,
+        owner: impl Into<String>,
+        lease_until_ms: u64,
+    ) -> Self {
+        NewSaga {
+            id,
+            name: name.into(),
+            version,
+            fingerprint: fingerprint.into(),
+            input,
+            records,
+            checkpoint,
+            owner: owner.into(),
+            lease_until_ms,
+        }
+    }
 }
 
 /// What [`CheckpointStore::create`] found.

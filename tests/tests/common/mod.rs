@@ -361,3 +361,86 @@ impl CheckpointStore for FlakyStore {
         self.inner.release(id, fence)
     }
 }
+
+/// The journal's hash chain as the docs define it, recomputed independently of the library:
+/// what a tamperer who knows the format could do.
+pub mod chain {
+    use sha2::{Digest, Sha256};
+
+    fn field(hasher: &mut Sha256, bytes: &[u8]) {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+
+    pub fn genesis(id: &str, name: &str, version: u32, fingerprint: &str, sealed_input: &[u8]) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(b"saga-runtime/journal/v2\0");
+        field(&mut hasher, id.as_bytes());
+        field(&mut hasher, name.as_bytes());
+        hasher.update(version.to_le_bytes());
+        field(&mut hasher, fingerprint.as_bytes());
+        field(&mut hasher, sealed_input);
+        hasher.finalize().into()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn link(
+        prev: &[u8; 32],
+        seq: u64,
+        at: u64,
+        epoch: u64,
+        kind: &str,
+        step: Option<&str>,
+        body: &[u8],
+    ) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(prev);
+        hasher.update(seq.to_le_bytes());
+        hasher.update(at.to_le_bytes());
+        hasher.update(epoch.to_le_bytes());
+        field(&mut hasher, kind.as_bytes());
+        match step {
+            Some(step) => {
+                hasher.update([1]);
+                field(&mut hasher, step.as_bytes());
+            }
+            None => hasher.update([0]),
+        }
+        field(&mut hasher, body);
+        hasher.finalize().into()
+    }
+
+    /// Recomputes every hash of a saga in a SQLite store file, and its head: a tamperer
+    /// covering their tracks.
+    pub fn rechain(connection: &rusqlite::Connection, id: &str) {
+        let (name, version, fingerprint, input): (String, u32, String, Vec<u8>) = connection
+            .query_row("SELECT name, version, fingerprint, input FROM sagas WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        let mut prev = genesis(id, &name, version, &fingerprint, &input);
+        type Row = (i64, i64, i64, String, Option<String>, Vec<u8>);
+        let rows: Vec<Row> = connection
+            .prepare("SELECT seq, at, epoch, kind, step, body FROM journal WHERE saga_id = ?1 ORDER BY seq")
+            .unwrap()
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (seq, at, epoch, kind, step, body) in &rows {
+            prev = link(&prev, *seq as u64, *at as u64, *epoch as u64, kind, step.as_deref(), body);
+            connection
+                .execute(
+                    "UPDATE journal SET hash = ?1 WHERE saga_id = ?2 AND seq = ?3",
+                    rusqlite::params![&prev[..], id, seq],
+                )
+                .unwrap();
+        }
+        connection
+            .execute(
+                "UPDATE sagas SET head = ?1, records = ?2 WHERE id = ?3",
+                rusqlite::params![&prev[..], rows.len() as i64, id],
+            )
+            .unwrap();
+    }
+}

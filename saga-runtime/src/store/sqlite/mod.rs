@@ -244,9 +244,24 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Under a keyring, refuses a payload that is not sealed: a store that wraps this one and
+    /// forgot to forward `keyring()` would otherwise write secrets in clear next to sealed rows.
+    fn check_sealed<'a>(&self, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<(), StoreError> {
+        if self.shared.keys.is_none() || payloads.into_iter().all(crate::codec::is_encrypted) {
+            return Ok(());
+        }
+        Err(StoreError::ReadOnly {
+            location: self.shared.location.clone(),
+            reason: "a plaintext payload was sent to this encrypted store and refused: a store that wraps it must forward `keyring()`".to_owned(),
+        })
+    }
+}
+
 impl CheckpointStore for SqliteStore {
     fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>> {
         Box::pin(async move {
+            self.check_sealed(std::iter::once(&saga.input[..]).chain(saga.records.iter().map(|r| &r.body[..])))?;
             let owner = saga.owner.clone();
             match self.write(move |c| queries::create(c, &saga)).await? {
                 None => Ok(Created::New(Fence::new(owner, 1))),
@@ -263,7 +278,10 @@ impl CheckpointStore for SqliteStore {
         checkpoint: Checkpoint,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let (id, fence) = (id.clone(), fence.clone());
-        Box::pin(self.write(move |c| queries::append(c, &id, &fence, &records, &checkpoint)))
+        Box::pin(async move {
+            self.check_sealed(records.iter().map(|r| &r.body[..]))?;
+            self.write(move |c| queries::append(c, &id, &fence, &records, &checkpoint)).await
+        })
     }
 
     fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>> {
