@@ -27,10 +27,10 @@ const CANARY_AAD: &[u8] = b"saga-runtime/key-check";
 #[cfg(feature = "sqlite")]
 const CANARY: &[u8] = b"saga-runtime";
 
-/// Seals and opens the payloads of one store.
+/// Seals and opens the payloads of one store. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Codec {
-    keys: Option<Keyring>,
+    keys: Option<std::sync::Arc<Keyring>>,
 }
 
 /// A saga as the runtime reads it: checked against its chain, opened, decoded.
@@ -43,11 +43,15 @@ pub(crate) struct OpenedSaga {
 
 impl Codec {
     pub(crate) fn new(keys: Option<Keyring>) -> Self {
-        Codec { keys }
+        Codec { keys: keys.map(std::sync::Arc::new) }
+    }
+
+    fn keys(&self) -> Option<&Keyring> {
+        self.keys.as_deref()
     }
 
     pub(crate) fn seal_input(&self, saga_id: &SagaId, input: &[u8]) -> Vec<u8> {
-        seal::seal(self.keys.as_ref(), &input_aad(saga_id), input)
+        seal::seal(self.keys(), &input_aad(saga_id), input)
     }
 
     /// Seals one record and links it to `prev`.
@@ -57,15 +61,26 @@ impl Codec {
         prev: &ChainHash,
         epoch: u64,
         record: &Record,
-        step: Option<&str>,
+        step: Option<&'static str>,
     ) -> Result<RecordRow, StoreError> {
         let kind = record.event.kind();
-        let json = serde_json::to_vec(&record.event).map_err(|e| {
+        let encode_error = |e: serde_json::Error| {
             StoreError::backend(format!("saga-runtime could not encode a `{kind}` record ({e}); this is a bug"))
-        })?;
-        let body = seal::seal(self.keys.as_ref(), &record_aad(saga_id, record.seq, kind, step), &json);
+        };
+        let body = match self.keys() {
+            // Plain: the JSON is written straight after the format byte, with no copy.
+            None => {
+                let mut body = seal::plain_prefix(128);
+                serde_json::to_writer(&mut body, &record.event).map_err(encode_error)?;
+                body
+            }
+            Some(keys) => {
+                let json = serde_json::to_vec(&record.event).map_err(encode_error)?;
+                seal::seal(Some(keys), &record_aad(saga_id, record.seq, kind, step), &json)
+            }
+        };
         let hash = link(prev, record.seq, record.at_ms, epoch, kind, step, &body);
-        Ok(RecordRow::new(record.seq, record.at_ms, epoch, kind, step.map(str::to_owned), body, hash))
+        Ok(RecordRow::new(record.seq, record.at_ms, epoch, kind, step, body, hash))
     }
 
     /// Checks a stored saga against its hash chain, then opens and decodes it.
@@ -75,17 +90,14 @@ impl Codec {
         let unreadable =
             |what: String, reason: String| StoreError::Unreadable { saga_id: saga_id.clone(), what, reason };
         verify_chain(&summary, &input, &rows).map_err(|(what, reason)| unreadable(what, reason))?;
-        let input = seal::open(self.keys.as_ref(), &input_aad(&saga_id), &input)
+        let input = seal::open(self.keys(), &input_aad(&saga_id), &input)
             .map_err(|e| unreadable("the input".to_owned(), e.to_string()))?;
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
             let what = || format!("record {} ({})", row.seq, row.kind);
-            let json = seal::open(
-                self.keys.as_ref(),
-                &record_aad(&saga_id, row.seq, &row.kind, row.step.as_deref()),
-                &row.body,
-            )
-            .map_err(|e| unreadable(what(), e.to_string()))?;
+            let json =
+                seal::open(self.keys(), &record_aad(&saga_id, row.seq, &row.kind, row.step.as_deref()), &row.body)
+                    .map_err(|e| unreadable(what(), e.to_string()))?;
             let event: Event = serde_json::from_slice(&json)
                 .map_err(|e| unreadable(what(), format!("its contents are not a journal record ({e})")))?;
             if event.kind() != row.kind {

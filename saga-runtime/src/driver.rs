@@ -67,6 +67,8 @@ pub(crate) struct Driver<'r, S: Saga> {
     /// The first attempt's start was written with the saga itself: it is open, not
     /// interrupted.
     started_first_attempt: bool,
+    /// Events applied to the progress and not yet handed to the writer.
+    staged: Vec<Event>,
 }
 
 impl<'r, S: Saga> Driver<'r, S> {
@@ -130,6 +132,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             step_span: None,
             resume_wait: None,
             started_first_attempt: false,
+            staged: Vec::new(),
         }
     }
 
@@ -159,11 +162,10 @@ impl<'r, S: Saga> Driver<'r, S> {
         RuntimeError::Journal { saga_id: self.saga_id.clone(), error }
     }
 
-    /// Applies an event and queues it for the next commit, with where the saga stands after it.
+    /// Applies an event and stages it for the next commit.
     pub(crate) fn record(&mut self, event: Event) -> Result<(), RuntimeError> {
         self.progress.apply(&event).map_err(|error| self.journal_error(error))?;
-        let standing = standing(&self.progress, Some(&event));
-        self.writer.push(event, standing);
+        self.staged.push(event);
         Ok(())
     }
 
@@ -179,8 +181,14 @@ impl<'r, S: Saga> Driver<'r, S> {
         }
     }
 
-    /// Writes the queued records and the checkpoint they lead to, in one store transaction.
+    /// Writes the staged records and the checkpoint they lead to, in one store transaction.
+    /// They reach the writer together with where the saga stands after them, so that a
+    /// background write (a model exchange) never carries a record with a stale checkpoint.
     async fn commit(&mut self) -> Result<(), RuntimeError> {
+        if !self.staged.is_empty() {
+            let standing = standing(&self.progress, self.staged.last());
+            self.writer.push(std::mem::take(&mut self.staged), standing);
+        }
         self.writer.commit(false).await.map_err(|error| RuntimeError::store(&self.saga_id, error))
     }
 

@@ -49,6 +49,14 @@ pub enum SealError {
     Malformed(&'static str),
 }
 
+/// An empty plain payload (its format byte), with room for `capacity` bytes: what `seal`
+/// without a key produces once the plaintext is written after it.
+pub(crate) fn plain_prefix(capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity + 1);
+    out.push(PLAIN);
+    out
+}
+
 /// Seals `plaintext` with the current key, bound to `aad`.
 pub(crate) fn seal(keys: Option<&Keyring>, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     match keys {

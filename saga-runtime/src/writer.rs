@@ -106,15 +106,21 @@ impl JournalWriter {
         }
     }
 
-    /// Numbers an event applied by the driver, with where the saga stands after it, and
-    /// queues it for the next commit.
-    pub(crate) fn push(&self, event: Event, standing: Standing) {
-        let record = {
+    /// Numbers events applied by the driver and queues them for the next commit, with where
+    /// the saga stands after them.
+    pub(crate) fn push(&self, events: Vec<Event>, standing: Standing) {
+        let observed: Vec<Record> = {
             let mut state = self.lock();
             state.standing = standing;
-            Self::queue(&mut state, event)
+            let first = state.pending.len();
+            for event in events {
+                Self::queue(&mut state, event);
+            }
+            if self.observers.is_empty() { Vec::new() } else { state.pending[first..].to_vec() }
         };
-        self.observe(&record);
+        for record in &observed {
+            self.observe(record);
+        }
     }
 
     /// Like [`push`](Self::push), for an event the driver has not applied yet (an effect's, a
@@ -123,16 +129,18 @@ impl JournalWriter {
         let record = {
             let mut state = self.lock();
             state.unfolded.push(event.clone());
-            Self::queue(&mut state, event)
+            Self::queue(&mut state, event);
+            state.pending.last().cloned()
         };
-        self.observe(&record);
+        if let Some(record) = record {
+            self.observe(&record);
+        }
     }
 
-    fn queue(state: &mut WriterState, event: Event) -> Record {
+    fn queue(state: &mut WriterState, event: Event) {
         let record = Record { seq: state.next_seq, at_ms: now_ms(), event };
         state.next_seq += 1;
-        state.pending.push(record.clone());
-        record
+        state.pending.push(record);
     }
 
     pub(crate) fn take_unfolded(&self) -> Vec<Event> {

@@ -47,8 +47,8 @@ fn row(seq: u64, epoch: u64, kind: &str) -> RecordRow {
         seq,
         NOW + seq,
         epoch,
-        kind,
-        Some("step".to_owned()),
+        kind.to_owned(),
+        Some("step"),
         vec![0, b'{', b'}', seq as u8],
         [seq as u8; 32],
     )

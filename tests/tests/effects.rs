@@ -345,7 +345,8 @@ async fn a_model_exchange_is_durable_before_its_step_ends() {
     let cut =
         tokio::time::timeout(std::time::Duration::from_secs(60), runtime.run_with_id(id.clone(), LongThought)).await;
     assert!(cut.is_err(), "the step is still running when the process \"dies\"");
-    let kinds: Vec<String> = store.load(&id).await.unwrap().unwrap().records.iter().map(|r| r.kind.clone()).collect();
+    let kinds: Vec<String> =
+        store.load(&id).await.unwrap().unwrap().records.iter().map(|r| r.kind.to_string()).collect();
     assert_eq!(kinds, ["started", "attempt_started", "llm_exchange"], "the exchange is in the store");
 
     let fresh = Runtime::builder().store(store.clone()).build();

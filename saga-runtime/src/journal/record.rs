@@ -67,7 +67,7 @@ pub struct Record {
     pub event: Event,
 }
 
-/// What happened. Steps are referred to by their index in the [`Definition`] (the
+/// What happened. Steps are referred to by their index in the [`Definition`](crate::Definition) (the
 /// fingerprint guarantees that the definition reading a journal is the one that wrote it).
 // Externally tagged (`{"step_completed": {...}}`): serde buffers internally tagged enums,
 // which cannot carry the raw JSON of outputs and effect results.

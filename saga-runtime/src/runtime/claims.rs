@@ -69,6 +69,9 @@ pub(super) struct LocalGuard {
 
 impl Drop for LocalGuard {
     fn drop(&mut self) {
+        if self.guard.is_none() {
+            return;
+        }
         drop(self.guard.take());
         if let Some(inner) = self.inner.upgrade() {
             let mut locks = inner.claims.locks();
@@ -131,6 +134,11 @@ impl Inner {
         let lock = self.claims.locks().entry(saga_id.clone()).or_default().clone();
         let guard = lock.lock_owned().await;
         LocalGuard { inner: Arc::downgrade(self), saga_id: saga_id.clone(), guard: Some(guard) }
+    }
+
+    /// No lock, for a saga id this runtime just made up: no other task can know it yet.
+    pub(super) fn unshared(self: &Arc<Self>, saga_id: &SagaId) -> LocalGuard {
+        LocalGuard { inner: Arc::downgrade(self), saga_id: saga_id.clone(), guard: None }
     }
 
     /// A saga this runtime just created (epoch 1), held from now on.

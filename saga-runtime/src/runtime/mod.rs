@@ -231,7 +231,7 @@ impl Runtime {
     /// `Err` is for failures of the runtime itself (the store, a checkpoint that cannot be
     /// encoded); failures of steps are handled by the ladder and end in the [`Outcome`].
     pub async fn run<S: Saga>(&self, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
-        self.run_with_id(SagaId::generate(), saga).await
+        self.start(SagaId::generate(), saga, true).await
     }
 
     /// Runs a saga under the caller's id, idempotently.
@@ -243,9 +243,15 @@ impl Runtime {
     /// [`resume`](Self::resume) un-parks a parked one. The same id with a different input is
     /// [`RuntimeError::InputMismatch`].
     pub async fn run_with_id<S: Saga>(&self, saga_id: SagaId, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
+        self.start(saga_id, saga, false).await
+    }
+
+    /// Creates the saga (or finds the stored one) and drives it. `fresh`: the id was just
+    /// generated, so no other task of this runtime can be driving it.
+    async fn start<S: Saga>(&self, saga_id: SagaId, saga: S, fresh: bool) -> Result<Outcome<S::Output>, RuntimeError> {
         let definition = S::definition();
         let input = encode_input(&saga_id, &saga)?;
-        let local = self.inner.lock_locally(&saga_id).await;
+        let local = if fresh { self.inner.unshared(&saga_id) } else { self.inner.lock_locally(&saga_id).await };
         let engine = &self.inner.engine;
         let at_ms = now_ms();
         let records = vec![

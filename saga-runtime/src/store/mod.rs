@@ -39,6 +39,8 @@ pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
+use std::borrow::Cow;
+
 use crate::BoxFuture;
 use crate::id::SagaId;
 use crate::outcome::Status;
@@ -77,9 +79,9 @@ pub struct RecordRow {
     /// The epoch of the claim that wrote it.
     pub epoch: u64,
     /// The record's kind (`step_completed`).
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// The name of the step it concerns, if any.
-    pub step: Option<String>,
+    pub step: Option<Cow<'static, str>>,
     /// The sealed body (the record's JSON, encrypted under a keyring).
     pub body: Vec<u8>,
     /// SHA-256 over the previous record's hash and this row.
@@ -92,12 +94,12 @@ impl RecordRow {
         seq: u64,
         at_ms: u64,
         epoch: u64,
-        kind: impl Into<String>,
-        step: Option<String>,
+        kind: impl Into<Cow<'static, str>>,
+        step: Option<impl Into<Cow<'static, str>>>,
         body: Vec<u8>,
         hash: ChainHash,
     ) -> Self {
-        RecordRow { seq, at_ms, epoch, kind: kind.into(), step, body, hash }
+        RecordRow { seq, at_ms, epoch, kind: kind.into(), step: step.map(Into::into), body, hash }
     }
 }
 

@@ -176,7 +176,7 @@ pub(super) fn load(connection: &Connection, id: &SagaId) -> Result<Option<Stored
             row.get::<_, i64>(1)? as u64,
             row.get::<_, i64>(2)? as u64,
             row.get::<_, String>(3)?,
-            row.get(4)?,
+            row.get::<_, Option<String>>(4)?,
             blob(row, 5)?,
             hash(&blob(row, 6)?),
         ))
