@@ -65,6 +65,115 @@ impl FiveSteps {
     }
 }
 
+/// A saga with one output of `bytes` bytes: the large write of the stall case.
+#[derive(Clone, Serialize, Deserialize)]
+struct BigOutput {
+    bytes: usize,
+}
+
+#[saga]
+impl BigOutput {
+    #[step(idempotent)]
+    async fn render(&self, _cx: &StepContext) -> StepResult<String> {
+        Ok("r".repeat(self.bytes))
+    }
+}
+
+/// Records how long each small append waited for its commit.
+struct Latencies {
+    inner: SqliteStore,
+    small: Arc<std::sync::Mutex<Vec<Duration>>>,
+}
+
+impl CheckpointStore for Latencies {
+    fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>> {
+        self.inner.create(saga)
+    }
+    fn append<'a>(
+        &'a self,
+        id: &'a SagaId,
+        fence: &'a Fence,
+        records: Vec<RecordRow>,
+        checkpoint: Checkpoint,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let small = records.iter().map(|r| r.body.len()).sum::<usize>() < 64 * 1024;
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.inner.append(id, fence, records, checkpoint).await;
+            if small {
+                self.small.lock().unwrap().push(started.elapsed());
+            }
+            result
+        })
+    }
+    fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>> {
+        self.inner.load(id)
+    }
+    fn list<'a>(&'a self, query: &'a SagaQuery) -> BoxFuture<'a, Result<SagaPage, StoreError>> {
+        self.inner.list(query)
+    }
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>> {
+        self.inner.claim(request)
+    }
+    fn claim_saga<'a>(
+        &'a self,
+        id: &'a SagaId,
+        owner: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.inner.claim_saga(id, owner, now_ms, lease_until_ms)
+    }
+    fn renew<'a>(&'a self, owner: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner.renew(owner, lease_until_ms)
+    }
+    fn release<'a>(&'a self, id: &'a SagaId, fence: &'a Fence) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.release(id, fence)
+    }
+}
+
+/// 16 five-step sagas in flight, `runs` in all, alongside (when `big` is given) sagas writing
+/// one output of `big` bytes each, back to back: the commit latencies of the small appends.
+async fn stall(path: &Path, runs: u64, big: Option<usize>) -> Vec<Duration> {
+    let small = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = Latencies { inner: SqliteStore::open(path).await.unwrap(), small: small.clone() };
+    let runtime = Runtime::builder().store(store).max_payload(64 * 1024 * 1024).build();
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = big.map(|bytes| {
+        let (runtime, done) = (runtime.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                assert!(runtime.run(BigOutput { bytes }).await.unwrap().is_completed());
+            }
+        })
+    });
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (runtime, next) = (runtime.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < runs {
+                    assert!(runtime.run(FiveSteps { order: 1 }).await.unwrap().is_completed());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Some(writer) = writer {
+        writer.await.unwrap();
+    }
+    let mut latencies = small.lock().unwrap().clone();
+    latencies.sort();
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// Counts the store's writes (one transaction each, before group commit merges them): creates,
 /// appends, and any claim, renewal or release.
 struct Counting {
@@ -287,6 +396,24 @@ fn main() {
             "| {in_flight} | {per_second:.0} | {:.0} | {writes:.2} | {} | {raw:.0} | {of_ceiling:.3} | {steps_ratio:.3} |",
             per_second * 5.0,
             show(fsyncs(&format!("sagas-{in_flight}"), runs.min(if quick { 100 } else { 1_000 }))),
+        );
+    }
+    let runs = if quick { 400 } else { 2_000 };
+    println!(
+        "\nstalls: the commit latency of small appends with 16 five-step sagas in flight ({runs} sagas), alone and next to sagas writing one 10 MB output each, back to back\n"
+    );
+    println!("| next to | small appends | p50 (ms) | p99 (ms) | max (ms) |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, big) in [("nothing", None), ("10 MB outputs", Some(10 * 1024 * 1024))] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let latencies = tokio.block_on(stall(&dir.path().join("stall.db"), runs, big));
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "| {label} | {} | {:.2} | {:.2} | {:.2} |",
+            latencies.len(),
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99)),
+            ms(*latencies.last().unwrap())
         );
     }
     println!(

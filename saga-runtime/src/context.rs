@@ -67,6 +67,8 @@ pub struct StepContext {
     pub(crate) key_source: KeySource,
     pub(crate) key: OnceLock<String>,
     pub(crate) resources: Arc<Resources>,
+    /// The largest effect result a checkpoint takes, in bytes.
+    pub(crate) max_payload: usize,
 }
 
 impl StepContext {
@@ -230,9 +232,18 @@ impl StepContext {
         }
         let result = run(key.clone()).await.map_err(Into::into)?;
         crash_point("an effect ran, before its journal write");
-        let bytes: Payload = serde_json::to_vec(&result)
-            .map_err(|e| StepError::logical(format!("the result of effect `{name}` cannot be serialized: {e}")))?
-            .into();
+        let bytes = serde_json::to_vec(&result)
+            .map_err(|e| StepError::logical(format!("the result of effect `{name}` cannot be serialized: {e}")))?;
+        if bytes.len() > self.max_payload {
+            // The effect ran, but its result cannot be journaled: a compensation taking
+            // `Option<&T>` does not see it, so keep effect results small.
+            return Err(crate::driver::too_large(
+                &format!("the result of effect `{name}`"),
+                bytes.len(),
+                self.max_payload,
+            ));
+        }
+        let bytes: Payload = bytes.into();
         self.writer.push_unfolded(Event::EffectLanded {
             step: self.step_index,
             attempt: self.attempt,

@@ -26,7 +26,7 @@ use crate::redact::scrub;
 use crate::runtime::RuntimeError;
 use crate::saga::Saga;
 use crate::store::{ChainHash, CheckpointStore, Fence};
-use crate::writer::{JournalWriter, Standing, now_ms};
+use crate::writer::{JournalWriter, Outages, Standing, now_ms};
 
 /// What a driver needs from the runtime that runs it.
 pub(crate) struct Engine {
@@ -34,9 +34,11 @@ pub(crate) struct Engine {
     pub(crate) codec: Codec,
     pub(crate) policy: Policy,
     pub(crate) notifier: Box<dyn Notifier>,
-    pub(crate) pager: Box<dyn Pager>,
+    pub(crate) pager: Arc<dyn Pager>,
     pub(crate) observers: Arc<[Box<dyn Observer>]>,
     pub(crate) resources: Arc<Resources>,
+    /// The largest step output or effect result a checkpoint takes, in bytes.
+    pub(crate) max_payload: usize,
 }
 
 /// What the driver does next.
@@ -115,6 +117,11 @@ impl<'r, S: Saga> Driver<'r, S> {
             fence,
             definition,
             engine.observers.clone(),
+            Outages {
+                retry: engine.policy.store_retry,
+                page_after: engine.policy.store_outage_page_after,
+                pager: engine.pager.clone(),
+            },
             progress.next_seq,
             head,
             standing,
@@ -189,7 +196,12 @@ impl<'r, S: Saga> Driver<'r, S> {
             let standing = standing(&self.progress, self.staged.last());
             self.writer.push(std::mem::take(&mut self.staged), standing);
         }
-        self.writer.commit(false).await.map_err(|error| RuntimeError::store(&self.saga_id, error))
+        self.writer.commit(false).await.map_err(|error| RuntimeError::store(&self.saga_id, error))?;
+        // What the writer itself recorded meanwhile (a store outage it waited out).
+        for event in self.writer.take_unfolded() {
+            self.progress.apply(&event).map_err(|error| self.journal_error(error))?;
+        }
+        Ok(())
     }
 
     fn next_action(&self) -> Action {
@@ -284,6 +296,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             previous_error,
             observation: self.progress.observation.clone(),
             key_source: KeySource { input_digest: self.input_digest, reads, generation: state.generation },
+            max_payload: self.engine.max_payload,
             key: OnceLock::new(),
             resources: self.engine.resources.clone(),
         }
@@ -339,13 +352,30 @@ impl<'r, S: Saga> Driver<'r, S> {
         match result {
             Ok(()) => {
                 let output = self.encode(i)?;
+                if output.len() > self.engine.max_payload {
+                    // Checkpointing it would hold every saga of the store: a logical failure of
+                    // the step, which may answer with a reference instead.
+                    S::__clear(i, &mut self.state);
+                    let what = format!("the output of step `{}`", step_def.name());
+                    let error = too_large(&what, output.len(), self.engine.max_payload);
+                    return self.step_failed(i, attempt, error, None, &span).await;
+                }
                 span.in_scope(|| tracing::debug!("step completed"));
                 self.record(Event::StepCompleted { step: i as u32, attempt, output })
             }
             Err(error) => {
-                let rejected_output = match error.kind() {
-                    FailureKind::Rejected => Some(self.encode(i)?),
-                    _ => None,
+                let (error, rejected_output) = match error.kind() {
+                    FailureKind::Rejected => {
+                        let output = self.encode(i)?;
+                        if output.len() > self.engine.max_payload {
+                            S::__clear(i, &mut self.state);
+                            let what = format!("the rejected output of step `{}`", step_def.name());
+                            (too_large(&what, output.len(), self.engine.max_payload), None)
+                        } else {
+                            (error, Some(output))
+                        }
+                    }
+                    _ => (error, None),
                 };
                 if rejected_output.is_some() && step_def.kind() != StepKind::Compensable {
                     S::__clear(i, &mut self.state);
@@ -627,6 +657,14 @@ async fn guarded(attempt: BoxFuture<'_, Result<(), StepError>>, timeout: Option<
     result.unwrap_or_else(|panic| {
         Err(StepError::logical(format!("panicked: {}", panic_message(&*panic))).with_kind(FailureKind::Panicked))
     })
+}
+
+/// The failure of a step whose output (or effect result, `what`) is over the payload limit.
+pub(crate) fn too_large(what: &str, size: usize, limit: usize) -> StepError {
+    StepError::logical(format!(
+        "{what} is {size} bytes, over the {limit}-byte limit of a checkpoint: keep large artefacts elsewhere (an object store, a file) and return a reference to them (a URL, a path, a content hash)"
+    ))
+    .with_kind(FailureKind::TooLarge)
 }
 
 /// The failure of an attempt (or a compensation) that a stop of the process cut short: the

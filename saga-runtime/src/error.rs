@@ -44,6 +44,13 @@ pub enum FailureKind {
     Panicked,
     /// The process stopped during the attempt (a crash or a shutdown); found on resume.
     Interrupted,
+    /// The checkpoint store refused the saga's writes for a while (a full disk, an I/O error):
+    /// what a page about a long store outage reports.
+    StoreUnavailable,
+    /// The step's output (or an effect's result) is larger than the runtime's payload limit
+    /// (`RuntimeBuilder::max_payload`): a logical failure, since checkpointing it would stall
+    /// every saga of the store.
+    TooLarge,
 }
 
 /// The error a step or a compensation returns, with its failure class.
@@ -195,6 +202,8 @@ impl fmt::Display for Failure {
                     FailureKind::TimedOut => "timed out",
                     FailureKind::Panicked => "panicked",
                     FailureKind::Interrupted => "was interrupted",
+                    FailureKind::StoreUnavailable => "cannot be checkpointed",
+                    FailureKind::TooLarge => "returned more than a checkpoint holds",
                     FailureKind::Error => "failed",
                 };
                 write!(f, "step `{}` {how} on attempt {} ({})", self.step, self.attempt, self.class)?

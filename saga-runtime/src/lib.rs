@@ -151,7 +151,7 @@ pub use journal::{JournalError, LandedEffect};
 pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
 pub use outcome::{
     AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, Report, RestartRecord,
-    Status,
+    Status, StoreOutage,
 };
 pub use policy::{Backoff, Jitter, Policy};
 pub use redact::{Redacted, scrub};

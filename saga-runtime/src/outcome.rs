@@ -185,6 +185,23 @@ pub struct Report {
     pub notified: u32,
     /// How many times the pager was called (level 4).
     pub paged: u32,
+    /// Every time the store refused the saga's writes for a while and the saga waited.
+    #[serde(default)]
+    pub store_outages: Vec<StoreOutage>,
+}
+
+/// A time the checkpoint store refused a saga's writes (a full disk, an I/O error) and the saga
+/// waited, retrying, until it accepted them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreOutage {
+    /// How many writes the store refused.
+    pub failures: u32,
+    /// How long the saga waited.
+    pub waited: Duration,
+    /// The store's last error.
+    pub error: String,
+    /// Whether a human was paged about it.
+    pub paged: bool,
 }
 
 impl Report {

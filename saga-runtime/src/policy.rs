@@ -38,6 +38,13 @@ pub struct Policy {
     /// Timeout of each attempt of a step and of its compensation, unless the step sets its
     /// own with `#[step(timeout = "30s")]` (default: none).
     pub step_timeout: Option<Duration>,
+    /// Delays between retries of a journal write that the store refused for a reason that may
+    /// pass (a full disk, an I/O error, a busy database): the saga waits, it is neither failed
+    /// nor stranded (default 100 ms doubling to 10 s, full jitter). No budget: it waits until
+    /// the store accepts the write, or the process stops.
+    pub store_retry: Backoff,
+    /// How long a store outage lasts before the pager is called, once per outage (default 60 s).
+    pub store_outage_page_after: Duration,
 }
 
 impl Default for Policy {
@@ -51,6 +58,13 @@ impl Default for Policy {
             compensation_retries: 3,
             interruptions: 20,
             step_timeout: None,
+            store_retry: Backoff {
+                initial: Duration::from_millis(100),
+                factor: 2.0,
+                max: Duration::from_secs(10),
+                jitter: Jitter::Full,
+            },
+            store_outage_page_after: Duration::from_secs(60),
         }
     }
 }

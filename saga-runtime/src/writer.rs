@@ -7,13 +7,17 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::time::{Duration, Instant};
+
 use crate::codec::Codec;
 use crate::definition::Definition;
+use crate::error::{Failure, FailureClass, FailureKind};
 use crate::hooks::crash_point;
 use crate::id::SagaId;
 use crate::journal::{Event, Record};
-use crate::notify::{Observed, Observer};
-use crate::outcome::Status;
+use crate::notify::{Observed, Observer, Pager};
+use crate::outcome::{Incident, Level, Report, Status};
+use crate::policy::Backoff;
 use crate::store::{ChainHash, Checkpoint, CheckpointStore, Fence, StoreError};
 
 pub(crate) fn now_ms() -> u64 {
@@ -28,6 +32,23 @@ pub(crate) struct Standing {
     pub(crate) due_at_ms: Option<u64>,
 }
 
+/// What the writer does when the store refuses a write for a reason that may pass.
+pub(crate) struct Outages {
+    /// The delays between retries.
+    pub(crate) retry: Backoff,
+    /// How long an outage lasts before the pager is called.
+    pub(crate) page_after: Duration,
+    pub(crate) pager: Arc<dyn Pager>,
+}
+
+/// One outage of the store, as the writer lives through it.
+struct Outage {
+    since: Instant,
+    failures: u32,
+    error: String,
+    paged: bool,
+}
+
 pub(crate) struct JournalWriter {
     store: Arc<dyn CheckpointStore>,
     codec: Codec,
@@ -35,6 +56,7 @@ pub(crate) struct JournalWriter {
     fence: Fence,
     definition: &'static Definition,
     observers: Arc<[Box<dyn Observer>]>,
+    outages: Outages,
     state: Mutex<WriterState>,
     /// Held across a store write, so that batches reach the store in sequence order even when
     /// several effects of one step (or a model exchange written in the background) commit at
@@ -68,6 +90,7 @@ impl JournalWriter {
         fence: Fence,
         definition: &'static Definition,
         observers: Arc<[Box<dyn Observer>]>,
+        outages: Outages,
         next_seq: u64,
         head: ChainHash,
         standing: Standing,
@@ -79,6 +102,7 @@ impl JournalWriter {
             fence,
             definition,
             observers,
+            outages,
             state: Mutex::new(WriterState {
                 next_seq,
                 pending: Vec::new(),
@@ -154,30 +178,124 @@ impl JournalWriter {
 
     /// Writes every queued record and the checkpoint, in one store transaction. `effect` says
     /// whether an effect is writing its own record (for the crash points' labels).
+    ///
+    /// A write the store refuses for a reason that may pass (a full disk, an I/O error, a busy
+    /// database) is retried with `Policy::store_retry` until the store accepts it: the saga
+    /// waits, it is neither failed nor stranded, and an effect whose result waits here is not
+    /// run again. The outage is logged, paged if it lasts, and journaled with the write that
+    /// ends it. Any other failure (a lost claim, a conflict, a corrupted file) stops the saga.
     pub(crate) async fn commit(&self, effect: bool) -> Result<(), StoreError> {
         let _ordered = self.commit_lock.lock().await;
-        let (records, standing, head) = {
-            let mut state = self.lock();
-            if state.poisoned {
-                return Err(StoreError::backend(
-                    "an earlier journal write of this saga failed, so nothing more is written: the saga stops here and is resumed from the store",
-                ));
+        let mut outage: Option<Outage> = None;
+        loop {
+            let (records, standing, head) = {
+                let mut state = self.lock();
+                if state.poisoned {
+                    return Err(StoreError::backend(
+                        "an earlier journal write of this saga failed, so nothing more is written: the saga stops here and is resumed from the store",
+                    ));
+                }
+                if state.pending.is_empty() {
+                    return Ok(());
+                }
+                (std::mem::take(&mut state.pending), state.standing.clone(), state.head)
+            };
+            match self.write(&records, standing, head, effect).await {
+                Ok(()) => {
+                    if let Some(outage) = outage {
+                        self.recovered(outage);
+                    }
+                    return Ok(());
+                }
+                Err(error) if error.is_retryable() => {
+                    {
+                        // Back in front of whatever was queued meanwhile, in order.
+                        let mut state = self.lock();
+                        let queued = std::mem::replace(&mut state.pending, records);
+                        state.pending.extend(queued);
+                    }
+                    let outage = outage.get_or_insert_with(|| Outage {
+                        since: Instant::now(),
+                        failures: 0,
+                        error: String::new(),
+                        paged: false,
+                    });
+                    outage.failures += 1;
+                    outage.error = error.to_string();
+                    let delay = self.outages.retry.delay(outage.failures, None);
+                    if outage.failures == 1 || outage.failures.is_multiple_of(10) {
+                        tracing::warn!(
+                            saga_id = %self.saga_id,
+                            failures = outage.failures,
+                            waited_ms = outage.since.elapsed().as_millis() as u64,
+                            %error,
+                            "the store refused a journal write; the saga waits and retries in {delay:?}"
+                        );
+                    }
+                    if !outage.paged && outage.since.elapsed() >= self.outages.page_after {
+                        outage.paged = true;
+                        self.page_outage(outage);
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => {
+                    self.lock().poisoned = true;
+                    return Err(error);
+                }
             }
-            if state.pending.is_empty() {
-                return Ok(());
-            }
-            (std::mem::take(&mut state.pending), state.standing.clone(), state.head)
-        };
-        let result = self.write(records, standing, head, effect).await;
-        if result.is_err() {
-            self.lock().poisoned = true;
         }
-        result
+    }
+
+    /// The store accepts writes again: say so, and journal the outage with the next write.
+    fn recovered(&self, outage: Outage) {
+        let waited = outage.since.elapsed();
+        tracing::info!(
+            saga_id = %self.saga_id,
+            failures = outage.failures,
+            waited_ms = waited.as_millis() as u64,
+            "the store accepts the saga's writes again"
+        );
+        self.push_unfolded(Event::StoreOutage {
+            failures: outage.failures,
+            waited_ms: waited.as_millis() as u64,
+            error: outage.error,
+            paged: outage.paged,
+        });
+    }
+
+    /// A store outage that lasts: a human should free the disk (or fix the database).
+    fn page_outage(&self, outage: &Outage) {
+        let step = {
+            let state = self.lock();
+            state.pending.iter().rev().find_map(|r| r.event.step())
+        };
+        let step = step.and_then(|i| self.definition.steps().get(i as usize)).map_or("", |s| s.name());
+        let incident = Incident {
+            saga_id: self.saga_id.clone(),
+            saga: self.definition.name().to_owned(),
+            level: Level::PageHuman,
+            failure: Failure {
+                step: step.to_owned(),
+                compensation: None,
+                class: FailureClass::Transient,
+                kind: FailureKind::StoreUnavailable,
+                attempt: outage.failures,
+                message: format!(
+                    "the store has refused the saga's writes for {} s ({}): the saga waits and retries; free the disk or fix the store",
+                    outage.since.elapsed().as_secs(),
+                    outage.error
+                ),
+            },
+            report: Report::default(),
+        };
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.outages.pager.page(&incident))).is_err() {
+            tracing::error!(saga_id = %self.saga_id, "the pager panicked; the saga goes on waiting for the store");
+        }
     }
 
     async fn write(
         &self,
-        records: Vec<Record>,
+        records: &[Record],
         standing: Standing,
         head: ChainHash,
         effect: bool,
@@ -185,7 +303,7 @@ impl JournalWriter {
         let steps = self.definition.steps();
         let mut rows = Vec::with_capacity(records.len());
         let mut prev = head;
-        for record in &records {
+        for record in records {
             let step = record.event.step().and_then(|i| steps.get(i as usize)).map(|s| s.name());
             let row = self.codec.seal_record(&self.saga_id, &prev, self.fence.epoch, record, step)?;
             prev = row.hash;

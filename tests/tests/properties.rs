@@ -78,6 +78,7 @@ fn case() -> impl Strategy<Value = Case> {
             interruptions: 5,
             step_timeout: Some(Duration::from_secs(5)),
             backoff: Backoff { jitter: Jitter::Full, ..Backoff::default() },
+            ..Policy::default()
         },
     })
 }

@@ -10,6 +10,7 @@ use crate::definition::{Definition, StepKind};
 use crate::error::{Failure, FailureKind};
 use crate::outcome::{
     AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, Report, RestartRecord, Status,
+    StoreOutage,
 };
 
 /// Where the saga is, derived from the journal.
@@ -266,6 +267,14 @@ impl Progress {
             Event::Finished { status } => self.finished(*status)?,
             Event::Resolved { step, note } => self.resolved(*step, note)?,
             Event::Resumed => self.resumed()?,
+            Event::StoreOutage { failures, waited_ms, error, paged } => {
+                self.report.store_outages.push(StoreOutage {
+                    failures: *failures,
+                    waited: std::time::Duration::from_millis(*waited_ms),
+                    error: error.clone(),
+                    paged: *paged,
+                });
+            }
         }
         self.next_seq += 1;
         Ok(())

@@ -176,6 +176,18 @@ pub enum Event {
     },
     /// A parked saga was resumed by `Runtime::resume`.
     Resumed,
+    /// The store refused the saga's writes for a while (a full disk, an I/O error); the saga
+    /// waited, retrying, until it accepted them. Written with the first write after the outage.
+    StoreOutage {
+        /// How many writes the store refused.
+        failures: u32,
+        /// How long the saga waited, in milliseconds.
+        waited_ms: u64,
+        /// The store's last error.
+        error: String,
+        /// Whether a human was paged about it.
+        paged: bool,
+    },
     /// A human finished the parked compensation by hand (`Runtime::resolve`); the remaining
     /// compensations continue.
     Resolved {
@@ -203,6 +215,7 @@ impl Event {
             Event::Paged => "paged",
             Event::Finished { .. } => "finished",
             Event::Resumed => "resumed",
+            Event::StoreOutage { .. } => "store_outage",
             Event::Resolved { .. } => "resolved",
         }
     }
@@ -219,7 +232,12 @@ impl Event {
             | Event::CompensationDone { step, .. }
             | Event::CompensationFailed { step, .. }
             | Event::Resolved { step, .. } => Some(*step),
-            Event::Started { .. } | Event::Notified | Event::Paged | Event::Finished { .. } | Event::Resumed => None,
+            Event::Started { .. }
+            | Event::Notified
+            | Event::Paged
+            | Event::Finished { .. }
+            | Event::Resumed
+            | Event::StoreOutage { .. } => None,
         }
     }
 }

@@ -88,6 +88,17 @@ impl fmt::Display for Timeline<'_> {
             Event::Paged => write!(f, "pager called: {}", Level::PageHuman),
             Event::Finished { status } => write!(f, "finished: {status}"),
             Event::Resumed => write!(f, "resumed by an operator"),
+            Event::StoreOutage { failures, waited_ms, error, paged } => {
+                write!(
+                    f,
+                    "the store refused {failures} write(s) over {:.1} s ({error}); the saga waited and went on",
+                    *waited_ms as f64 / 1000.0
+                )?;
+                if *paged {
+                    write!(f, " (a human was paged)")?;
+                }
+                Ok(())
+            }
             Event::Resolved { step, note } => {
                 write!(f, "{}: compensated by hand ({note:?}); the rollback continues", name(step))
             }

@@ -88,11 +88,12 @@ pub struct RuntimeBuilder {
     store: Option<Arc<dyn CheckpointStore>>,
     policy: Policy,
     notifier: Box<dyn Notifier>,
-    pager: Box<dyn Pager>,
+    pager: Arc<dyn Pager>,
     observers: Vec<Box<dyn Observer>>,
     resources: Resources,
     registrations: Vec<Registration>,
     lease: Duration,
+    max_payload: usize,
 }
 
 impl RuntimeBuilder {
@@ -122,7 +123,7 @@ impl RuntimeBuilder {
 
     /// Called once when a saga is parked for a human (level 4).
     pub fn pager(mut self, pager: impl Pager) -> Self {
-        self.pager = Box::new(pager);
+        self.pager = Arc::new(pager);
         self
     }
 
@@ -164,6 +165,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The largest step output or effect result a checkpoint takes, in bytes (default 16 MiB).
+    /// A step whose output is larger fails logically, saying to keep large artefacts elsewhere
+    /// and return a reference: a checkpoint of tens of megabytes holds every other saga's
+    /// writes while it syncs.
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
@@ -181,6 +191,7 @@ impl RuntimeBuilder {
                     pager: self.pager,
                     observers: self.observers.into(),
                     resources: Arc::new(self.resources),
+                    max_payload: self.max_payload,
                 },
                 registrations: self.registrations,
                 claims: Claims::new(self.lease),
@@ -202,11 +213,12 @@ impl Runtime {
             store: None,
             policy: Policy::default(),
             notifier: Box::new(LogNotifier),
-            pager: Box::new(LogPager),
+            pager: Arc::new(LogPager),
             observers: Vec::new(),
             resources: Resources::default(),
             registrations: Vec::new(),
             lease: Duration::from_secs(30),
+            max_payload: 16 * 1024 * 1024,
         }
     }
 

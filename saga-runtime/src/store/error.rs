@@ -111,6 +111,17 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The store's file was deleted, moved or replaced while it was open (or is missing where a
+    /// store lived): it refuses everything, so that no write is acknowledged into a file that
+    /// no longer exists.
+    #[error("`{location}` {reason}")]
+    Gone {
+        /// The file.
+        location: String,
+        /// What happened, and how to get the data back.
+        reason: String,
+    },
+
     // ---- the backend ---------------------------------------------------------------
     /// The database itself failed (I/O, a full disk, a lost connection).
     #[error(transparent)]

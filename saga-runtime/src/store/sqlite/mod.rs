@@ -18,6 +18,7 @@
 
 mod queries;
 mod schema;
+mod watch;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,7 @@ pub struct SqliteOptions {
     synchronous: Synchronous,
     keys: Option<Keyring>,
     busy_timeout: Duration,
+    max_size: Option<u64>,
 }
 
 impl SqliteOptions {
@@ -66,6 +68,7 @@ impl SqliteOptions {
             synchronous: Synchronous::Full,
             keys: None,
             busy_timeout: Duration::from_secs(5),
+            max_size: None,
         }
     }
 
@@ -80,6 +83,14 @@ impl SqliteOptions {
     #[cfg(feature = "encryption")]
     pub fn encryption(mut self, keys: Keyring) -> Self {
         self.keys = Some(keys);
+        self
+    }
+
+    /// Caps the database file at about `bytes`: a write past it is refused as on a full disk
+    /// (and the sagas writing wait, see `Policy::store_retry`) until the cap is raised with
+    /// [`SqliteStore::set_max_size`] or space is freed. Default: no cap.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
         self
     }
 
@@ -106,7 +117,15 @@ impl SqliteOptions {
                     let _ = ready.send(Ok(opened.read_only));
                     let path = options.path.clone();
                     let classify = Arc::new(move |error| sqlite_error(&path, "writing to the store", error));
-                    Writer { connection: opened.connection, _lock: opened.lock, classify }.run(queue);
+                    Writer {
+                        connection: opened.connection,
+                        watch: opened.watch,
+                        _lock: opened.lock,
+                        classify,
+                        gone: None,
+                        free_claims: opened.free_claims,
+                    }
+                    .run(queue);
                 }
                 Err(error) => {
                     let _ = ready.send(Err(error));
@@ -207,8 +226,18 @@ impl SqliteStore {
         self.shared.read_only.is_some()
     }
 
-    /// Runs `work` in the writer's next transaction.
-    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// Changes the cap on the database's size (see [`SqliteOptions::max_size`]); `None` lifts
+    /// it. Sagas waiting for space go on with their next retry.
+    pub async fn set_max_size(&self, bytes: Option<u64>) -> Result<(), StoreError> {
+        self.read(move |c| match bytes {
+            Some(bytes) => schema::set_max_size(c, bytes).map_err(QueryError::Sql),
+            None => c.pragma_update(None, "max_page_count", i64::from(u32::MAX)).map_err(QueryError::Sql),
+        })
+        .await
+    }
+
+    /// Runs `work` in the writer's next transaction; `size` is about how many bytes it writes.
+    async fn write<T, F>(&self, size: usize, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, QueryError> + Send + 'static,
@@ -219,7 +248,7 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         self.shared
             .commands
-            .send(Command::Write(Box::new(Job::new(work, reply))))
+            .send(Command::Write(Box::new(Job::new(work, reply, size))))
             .map_err(|_| stopped(&self.shared.location))?;
         answer.await.map_err(|_| stopped(&self.shared.location))?
     }
@@ -232,10 +261,12 @@ impl SqliteStore {
     {
         let (reply, answer) = oneshot::channel();
         let path = self.shared.path.clone();
-        let read = move |connection: &Connection| {
-            let result = work(connection).map_err(|error| match error {
-                QueryError::Store(error) => error,
-                QueryError::Sql(error) => sqlite_error(&path, "reading the store", error),
+        let read = move |there: Result<(), StoreError>, connection: &Connection| {
+            let result = there.and_then(|()| {
+                work(connection).map_err(|error| match error {
+                    QueryError::Store(error) => error,
+                    QueryError::Sql(error) => sqlite_error(&path, "reading the store", error),
+                })
             });
             let _ = reply.send(result);
         };
@@ -263,7 +294,8 @@ impl CheckpointStore for SqliteStore {
         Box::pin(async move {
             self.check_sealed(std::iter::once(&saga.input[..]).chain(saga.records.iter().map(|r| &r.body[..])))?;
             let owner = saga.owner.clone();
-            match self.write(move |c| queries::create(c, &saga)).await? {
+            let size = saga.input.len() + saga.records.iter().map(|r| r.body.len()).sum::<usize>();
+            match self.write(size, move |c| queries::create(c, &saga)).await? {
                 None => Ok(Created::New(Fence::new(owner, 1))),
                 Some(existing) => Ok(Created::Existing(Box::new(existing))),
             }
@@ -280,7 +312,8 @@ impl CheckpointStore for SqliteStore {
         let (id, fence) = (id.clone(), fence.clone());
         Box::pin(async move {
             self.check_sealed(records.iter().map(|r| &r.body[..]))?;
-            self.write(move |c| queries::append(c, &id, &fence, &records, &checkpoint)).await
+            let size = records.iter().map(|r| r.body.len()).sum();
+            self.write(size, move |c| queries::append(c, &id, &fence, &records, &checkpoint)).await
         })
     }
 
@@ -300,7 +333,7 @@ impl CheckpointStore for SqliteStore {
 
     fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>> {
         let request = request.clone();
-        Box::pin(self.write(move |c| queries::claim(c, &request)))
+        Box::pin(self.write(0, move |c| queries::claim(c, &request)))
     }
 
     fn claim_saga<'a>(
@@ -311,12 +344,12 @@ impl CheckpointStore for SqliteStore {
         lease_until_ms: u64,
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         let (id, owner) = (id.clone(), owner.to_owned());
-        Box::pin(self.write(move |c| queries::claim_saga(c, &id, &owner, now_ms, lease_until_ms)))
+        Box::pin(self.write(0, move |c| queries::claim_saga(c, &id, &owner, now_ms, lease_until_ms)))
     }
 
     fn renew<'a>(&'a self, owner: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
         let owner = owner.to_owned();
-        Box::pin(self.write(move |c| queries::renew(c, &owner, lease_until_ms)))
+        Box::pin(self.write(0, move |c| queries::renew(c, &owner, lease_until_ms)))
     }
 
     /// Queues the release and returns: the writer thread applies commands in order, so any
@@ -326,7 +359,7 @@ impl CheckpointStore for SqliteStore {
         let (id, fence) = (id.clone(), fence.clone());
         if self.shared.read_only.is_none() {
             let (reply, _) = oneshot::channel();
-            let job = Job::new(move |c: &Connection| queries::release(c, &id, &fence), reply);
+            let job = Job::new(move |c: &Connection| queries::release(c, &id, &fence), reply, 0);
             let _ = self.shared.commands.send(Command::Write(Box::new(job)));
         }
         Box::pin(std::future::ready(Ok(())))
@@ -342,10 +375,27 @@ impl CheckpointStore for SqliteStore {
     }
 }
 
+/// Whether the disk holding `path` is full: SQLite reports some writes that found no space as
+/// plain I/O errors, which would point the wrong way. Checked by writing a small file next to
+/// the database, on that error path only.
+fn disk_is_full(path: &Path) -> bool {
+    const ENOSPC: i32 = 28;
+    let probe = path.with_extension("space-probe");
+    let full = match std::fs::write(&probe, [0u8; 64 * 1024]) {
+        Err(error) => error.raw_os_error() == Some(ENOSPC),
+        Ok(()) => false,
+    };
+    let _ = std::fs::remove_file(&probe);
+    full
+}
+
 /// A SQLite error as the store's error: what happened, on which file, and what to do.
 pub(super) fn sqlite_error(path: &Path, action: &str, error: rusqlite::Error) -> StoreError {
     let location = path.display().to_string();
-    let backend = |error: rusqlite::Error, retryable: bool, advice: &str| {
+    // While sagas write, a failure that may pass makes them wait; anywhere else (opening the
+    // store), the caller tries again.
+    let then = if action.starts_with("writing") { "the sagas writing wait and retry" } else { "then try again" };
+    let backend = |error: rusqlite::Error, retryable: bool, advice: String| {
         let code = error.sqlite_error_code().map(|c| format!("{c:?}"));
         let mut backend =
             BackendError::new(error).location(&location).action(action).retryable(retryable).advice(advice);
@@ -357,13 +407,22 @@ pub(super) fn sqlite_error(path: &Path, action: &str, error: rusqlite::Error) ->
     match error.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked { location },
         Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { location },
-        Some(ErrorCode::DatabaseCorrupt) => backend(error, false, "the file is corrupted: restore it from a backup"),
-        Some(ErrorCode::DiskFull) => backend(error, true, "free space on the disk; the write is retried"),
-        Some(ErrorCode::SystemIoFailure) => backend(error, true, "check the disk and the file; the write is retried"),
+        Some(ErrorCode::DatabaseCorrupt) => {
+            backend(error, false, "the file is corrupted: restore it from a backup".to_owned())
+        }
+        Some(ErrorCode::DiskFull) => {
+            backend(error, true, format!("the disk is full (or the store reached its `max_size`): free space; {then}"))
+        }
+        Some(ErrorCode::SystemIoFailure) if disk_is_full(path) => {
+            backend(error, true, format!("the disk is full: free space; {then}"))
+        }
+        Some(ErrorCode::SystemIoFailure) => {
+            backend(error, true, format!("check the disk and the file (`dmesg`); {then}"))
+        }
         Some(ErrorCode::ReadOnly) => StoreError::ReadOnly {
             location,
             reason: "the file or its directory is read-only: make both writable".to_owned(),
         },
-        _ => backend(error, false, "see SQLite's message"),
+        _ => backend(error, false, "see SQLite's message".to_owned()),
     }
 }

@@ -2,10 +2,12 @@
 //! versioned migrations, the keyring check, and the claims of a process that died.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::watch::Watch;
 use super::{SqliteOptions, Synchronous, sqlite_error};
 use crate::codec::{self, Sealing};
 use crate::id::SagaId;
@@ -64,31 +66,68 @@ const SCHEMA_2: &str = "ALTER TABLE sagas ADD COLUMN head BLOB NOT NULL DEFAULT 
 pub(super) struct Opened {
     pub(super) connection: Connection,
     pub(super) lock: File,
+    pub(super) watch: Watch,
     /// Why the store refuses writes, when it does.
     pub(super) read_only: Option<String>,
+    /// The claims of the previous process could not be freed yet (the disk was full): the
+    /// writer frees them with its first write.
+    pub(super) free_claims: bool,
 }
 
-/// Opens the file: takes the process lock, checks what the file holds, sets WAL and the sync
-/// level, migrates, checks the keyring, and releases the claims of the process that held the
-/// file before (it is gone: the lock says so).
+/// Freeing the claims of the process that had the file before this one: it is gone (this
+/// process holds the lock), so its sagas can be recovered now rather than when their leases end.
+pub(super) const FREE_CLAIMS: &str = "UPDATE sagas SET owner = NULL, lease_until = NULL WHERE owner IS NOT NULL";
+
+/// Opens the file: takes the process lock, checks that the file is the store that lived here
+/// and that it can be written, checks what it holds, sets WAL and the sync level, migrates,
+/// checks the keyring, and frees the claims of the process that held the file before.
 pub(super) fn open(options: &SqliteOptions) -> Result<Opened, StoreError> {
     let path = &options.path;
     let location = path.display().to_string();
-    let io = |e: std::io::Error| {
-        StoreError::Backend(crate::store::BackendError::new(e).location(location.clone()).action("opening the store"))
+    let io = |action: &str, e: std::io::Error| {
+        StoreError::Backend(crate::store::BackendError::new(e).location(location.clone()).action(action.to_owned()))
     };
     // The lock is taken on a file of its own: closing a second descriptor of the database
-    // itself would drop the POSIX locks SQLite holds on it.
-    let lock =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lock_path(path)).map_err(io)?;
+    // itself would drop the POSIX locks SQLite holds on it. It also remembers which store
+    // lives at the path, so that a deleted or moved database is not silently replaced by an
+    // empty one.
+    let lock_file = lock_path(path);
+    let mut lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_file)
+        .map_err(|e| unwritable(&location, &lock_file, e).unwrap_or_else(|e| io("creating the lock file", e)))?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { location }),
-        Err(TryLockError::Error(e)) => return Err(io(e)),
+        Err(TryLockError::Error(e)) => return Err(io("locking the store", e)),
     }
+    let mut remembered = String::new();
+    lock.read_to_string(&mut remembered).map_err(|e| io("reading the lock file", e))?;
+    let remembered = remembered.trim().strip_prefix("saga-store ").map(str::to_owned);
+    if !path.exists()
+        && let Some(store_id) = &remembered
+    {
+        return Err(StoreError::Gone {
+            location: location.clone(),
+            reason: format!(
+                "is missing, but `{}` says a saga store lived there (store {store_id}): the file was deleted or moved, so its sagas would be lost; restore it from a backup, or delete `{}` to start an empty store there",
+                lock_file.display(),
+                lock_file.display()
+            ),
+        });
+    }
+    check_writable(path, &location)?;
+
     let sql = |e: rusqlite::Error| sqlite_error(path, "opening the store", e);
     let mut connection = Connection::open(path).map_err(sql)?;
     connection.busy_timeout(options.busy_timeout).map_err(sql)?;
+    // First of all, before any read: the process holds the file exclusively (the lock above),
+    // so SQLite keeps the log's index in memory instead of a `-shm` file (which a full disk
+    // cannot extend), and need not take and release its file locks on every transaction.
+    connection.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(sql)?;
     let application_id: i64 = connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
     let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
     let tables: i64 = connection.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(sql)?;
@@ -104,9 +143,6 @@ pub(super) fn open(options: &SqliteOptions) -> Result<Opened, StoreError> {
     if version > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema { location, found: version, supported: SCHEMA_VERSION });
     }
-    // The process holds the file exclusively (the lock above), so SQLite need not take and
-    // release its own file locks and shared-memory index locks on every transaction.
-    connection.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(sql)?;
     let mode: String = connection.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(sql)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::backend(format!("`{location}` cannot use WAL mode (it reported `{mode}`)")));
@@ -116,25 +152,146 @@ pub(super) fn open(options: &SqliteOptions) -> Result<Opened, StoreError> {
         Synchronous::Normal => "NORMAL",
     };
     connection.pragma_update(None, "synchronous", synchronous).map_err(sql)?;
+    // After a checkpoint, the log is cut back to this size instead of staying at its largest
+    // (one 100 MB output would otherwise keep a 100 MB log for good).
+    connection.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT).map_err(sql)?;
+    if let Some(max_size) = options.max_size {
+        set_max_size(&connection, max_size).map_err(sql)?;
+    }
 
-    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+    let migrate = |e: rusqlite::Error| sqlite_error(path, "migrating the store to this version of saga-runtime", e);
+    // Deferred: a store that needs no migration, no key check and no id is opened without a
+    // single write, so a worker starts (to read, and to recover once space returns) on a full
+    // disk.
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Deferred).map_err(migrate)?;
     if version < 1 {
-        tx.execute_batch(SCHEMA_1).map_err(sql)?;
+        tx.execute_batch(SCHEMA_1).map_err(migrate)?;
     }
     if version < 2 {
-        tx.execute_batch(SCHEMA_2).map_err(sql)?;
-        chain_existing_journals(&tx).map_err(sql)?;
+        tx.execute_batch(SCHEMA_2).map_err(migrate)?;
+        chain_existing_journals(&tx).map_err(migrate)?;
     }
     if version < SCHEMA_VERSION {
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql)?;
-        tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(migrate)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(migrate)?;
     }
     let read_only = check_keys(&tx, options, &location)?;
-    // Claims of the process that had the file before this one: it is gone (this process holds
-    // the lock), so its sagas are free to be recovered now rather than when its leases end.
-    tx.execute("UPDATE sagas SET owner = NULL, lease_until = NULL WHERE owner IS NOT NULL", []).map_err(sql)?;
-    tx.commit().map_err(sql)?;
-    Ok(Opened { connection, lock, read_only })
+    let store_id = store_id(&tx).map_err(sql)?;
+    tx.commit().map_err(migrate)?;
+    match &remembered {
+        Some(remembered) if *remembered != store_id => {
+            return Err(StoreError::Gone {
+                location,
+                reason: format!(
+                    "is store {store_id}, but `{}` says store {remembered} lived there: the file was replaced; if that is intended, delete `{}` and open it again",
+                    lock_file.display(),
+                    lock_file.display()
+                ),
+            });
+        }
+        Some(_) => {}
+        None => {
+            lock.set_len(0)
+                .and_then(|()| lock.write_all(format!("saga-store {store_id}\n").as_bytes()))
+                .map_err(|e| io("writing the lock file", e))?;
+        }
+    }
+    // A full disk must not keep a worker from starting (to read, and to recover once space
+    // returns): if this write fails for that reason, the writer does it with its first write.
+    let free_claims = match connection.execute(FREE_CLAIMS, []) {
+        Ok(_) => false,
+        Err(error) if is_transient(&error) => {
+            tracing::warn!(store = %location, %error, "could not free the previous process's claims yet; the first write will");
+            true
+        }
+        Err(error) => return Err(sql(error)),
+    };
+    let watch = Watch::new(path).map_err(|e| io("watching the database file", e))?;
+    Ok(Opened { connection, lock, watch, read_only, free_claims })
+}
+
+/// The most bytes the write-ahead log keeps after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
+/// Caps the database at `bytes` (rounded down to whole pages): writes past it fail as on a
+/// full disk, and wait.
+pub(super) fn set_max_size(connection: &Connection, bytes: u64) -> rusqlite::Result<()> {
+    let page_size: i64 = connection.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let pages = (bytes / page_size.max(512) as u64).max(1) as i64;
+    connection.pragma_update(None, "max_page_count", pages)
+}
+
+/// Whether an error may pass by itself (a full disk, an I/O error, a busy file).
+pub(super) fn is_transient(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::DatabaseBusy)
+    )
+}
+
+/// The store's own id, made when the file is created.
+fn store_id(tx: &Connection) -> rusqlite::Result<String> {
+    let id: Option<Vec<u8>> =
+        tx.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0)).optional()?;
+    match id.and_then(|id| String::from_utf8(id).ok()) {
+        Some(id) => Ok(id),
+        None => {
+            let id = uuid::Uuid::now_v7().to_string();
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?1)", [id.as_bytes()])?;
+            Ok(id)
+        }
+    }
+}
+
+/// Refuses a database file or directory that cannot be written, before SQLite accepts it and
+/// every saga then fails on its first write.
+fn check_writable(path: &Path, location: &str) -> Result<(), StoreError> {
+    if path.exists()
+        && let Err(error) = OpenOptions::new().read(true).write(true).open(path)
+    {
+        return Err(unwritable(location, path, error).unwrap_or_else(StoreError::backend));
+    }
+    // The directory must take the write-ahead log (`-wal`), which SQLite creates on the first
+    // write: try a file of our own there.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let probe = dir.join(format!(
+        ".{}.probe-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("saga"),
+        std::process::id()
+    ));
+    match OpenOptions::new().write(true).create(true).truncate(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(error) => Err(unwritable(location, dir, error).unwrap_or_else(StoreError::backend)),
+    }
+}
+
+/// A clear refusal when `error` says `file` cannot be written; the error back otherwise.
+fn unwritable(location: &str, file: &Path, error: std::io::Error) -> Result<StoreError, std::io::Error> {
+    const EPERM: i32 = 1;
+    const EACCES: i32 = 13;
+    const EROFS: i32 = 30;
+    // A file that could not be created names its directory.
+    let file = if file.exists() {
+        file
+    } else {
+        file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    };
+    let what = if file.is_dir() { "the directory" } else { "the file" };
+    let file = file.display();
+    let reason = match error.raw_os_error() {
+        Some(EROFS) => format!("{what} `{file}` is on a read-only file system: mount it read-write, or move the store"),
+        Some(EPERM) => format!(
+            "{what} `{file}` cannot be written even by this user (it is probably immutable: `lsattr` shows an `i`): remove the flag with `chattr -i`"
+        ),
+        Some(EACCES) => format!(
+            "{what} `{file}` is not writable by this user (the store also needs its directory for `-wal` and `.lock` files): fix its permissions"
+        ),
+        _ => return Err(error),
+    };
+    Ok(StoreError::ReadOnly { location: location.to_owned(), reason })
 }
 
 /// Runs the keyring check of `codec` against the file's marker, and marks the file.
