@@ -14,7 +14,6 @@ use crate::hooks::crash_point;
 use crate::id::SagaId;
 use crate::idempotency;
 use crate::journal::{Event, LandedEffect, Payload};
-use crate::redact::scrub;
 use crate::writer::JournalWriter;
 
 /// Values registered with `Runtime::builder().resource(value)`, one per type.
@@ -69,6 +68,8 @@ pub struct StepContext {
     pub(crate) resources: Arc<Resources>,
     /// The largest effect result a checkpoint takes, in bytes.
     pub(crate) max_payload: usize,
+    /// The saga's scrubber, for what the step records.
+    pub(crate) scrubber: crate::redact::Scrubber,
 }
 
 impl StepContext {
@@ -279,8 +280,8 @@ impl StepContext {
         self.writer.push_unfolded(Event::LlmExchange {
             step: self.step_index,
             attempt: self.attempt,
-            prompt: scrub(prompt),
-            response: scrub(response),
+            prompt: self.scrubber.scrub(prompt).into_owned(),
+            response: self.scrubber.scrub(response).into_owned(),
         });
         self.writer.commit_soon();
     }

@@ -22,7 +22,8 @@ use crate::ladder;
 use crate::notify::{Notifier, Observer, Pager};
 use crate::outcome::{Incident, Level, Outcome, Status};
 use crate::policy::Policy;
-use crate::redact::scrub;
+use crate::redact::Scrubber;
+use crate::redact::panics::Scrubbed;
 use crate::runtime::RuntimeError;
 use crate::saga::Saga;
 use crate::store::{ChainHash, CheckpointStore, Fence};
@@ -39,6 +40,8 @@ pub(crate) struct Engine {
     pub(crate) resources: Arc<Resources>,
     /// The largest step output or effect result a checkpoint takes, in bytes.
     pub(crate) max_payload: usize,
+    /// What every text of a saga goes through before anyone sees it.
+    pub(crate) scrubber: Scrubber,
 }
 
 /// What the driver does next.
@@ -71,26 +74,35 @@ pub(crate) struct Driver<'r, S: Saga> {
     started_first_attempt: bool,
     /// Events applied to the progress and not yet handed to the writer.
     staged: Vec<Event>,
+    /// The runtime's scrubber, plus the `Redacted` values of this saga's input.
+    scrubber: Scrubber,
+}
+
+/// A saga just created: what the driver of its first run starts from.
+pub(crate) struct Created<'a> {
+    pub(crate) saga_id: SagaId,
+    /// Its first claim.
+    pub(crate) fence: Fence,
+    /// Its serialized input.
+    pub(crate) input: &'a Payload,
+    /// The values of its input's `Redacted` fields.
+    pub(crate) secrets: Vec<String>,
+    /// `Started` and the start of the first attempt, written with the saga.
+    pub(crate) records: &'a [Record],
+    /// The hash of the last of them.
+    pub(crate) head: ChainHash,
 }
 
 impl<'r, S: Saga> Driver<'r, S> {
-    /// A driver for a saga just created with its first records (`Started` and the start of
-    /// the first attempt, written with the saga), holding its first claim.
-    pub(crate) fn start(
-        engine: &'r Engine,
-        saga: S,
-        saga_id: SagaId,
-        fence: Fence,
-        input: &Payload,
-        records: &[Record],
-        head: ChainHash,
-    ) -> Result<Self, RuntimeError> {
+    /// A driver for a saga just created with its first records, holding its first claim.
+    pub(crate) fn start(engine: &'r Engine, saga: S, created: Created<'_>) -> Result<Self, RuntimeError> {
+        let Created { saga_id, fence, input, secrets, records, head } = created;
         let definition = S::definition();
         let mut progress = Progress::new(definition);
         for record in records {
             progress.apply(&record.event).map_err(|error| RuntimeError::Journal { saga_id: saga_id.clone(), error })?;
         }
-        let mut driver = Driver::new(engine, saga, saga_id, fence, input, progress, head);
+        let mut driver = Driver::new(engine, saga, saga_id, fence, input, secrets, progress, head);
         for record in records {
             driver.writer.observe(record);
         }
@@ -98,12 +110,14 @@ impl<'r, S: Saga> Driver<'r, S> {
         Ok(driver)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new(
         engine: &'r Engine,
         saga: S,
         saga_id: SagaId,
         fence: Fence,
         input: &Payload,
+        secrets: Vec<String>,
         progress: Progress,
         head: ChainHash,
     ) -> Self {
@@ -140,6 +154,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             resume_wait: None,
             started_first_attempt: false,
             staged: Vec::new(),
+            scrubber: engine.scrubber.with_literals(secrets),
         }
     }
 
@@ -151,7 +166,10 @@ impl<'r, S: Saga> Driver<'r, S> {
         check_started(&saga_id, &stored)?;
         let progress = Progress::replay(definition, &stored.records)
             .map_err(|error| RuntimeError::Journal { saga_id: saga_id.clone(), error })?;
-        let mut driver = Driver::new(engine, saga, saga_id, fence, &stored.input, progress, stored.summary.head);
+        // The secrets of the input: its `Redacted` fields, met while it is serialized again.
+        let (_, secrets) = crate::redact::collect_redacted(|| serde_json::to_value(&saga));
+        let mut driver =
+            Driver::new(engine, saga, saga_id, fence, &stored.input, secrets, progress, stored.summary.head);
         for (i, step) in driver.progress.steps.iter().enumerate() {
             if let Some(output) = &step.output {
                 S::__decode(i, &mut driver.state, output).map_err(|error| RuntimeError::Checkpoint {
@@ -297,6 +315,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             observation: self.progress.observation.clone(),
             key_source: KeySource { input_digest: self.input_digest, reads, generation: state.generation },
             max_payload: self.engine.max_payload,
+            scrubber: self.scrubber.clone(),
             key: OnceLock::new(),
             resources: self.engine.resources.clone(),
         }
@@ -345,7 +364,9 @@ impl<'r, S: Saga> Driver<'r, S> {
         let cx = self.context(i, attempt, tier, None);
         let span = self.attempt_span(i, attempt, tier);
         let timeout = self.timeout(i);
-        let result = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout).instrument(span.clone()).await;
+        let result = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout, &self.scrubber, "step")
+            .instrument(span.clone())
+            .await;
         drop(cx);
         self.fold_effects()?;
         let result = result.and_then(|()| self.validate(i));
@@ -424,7 +445,17 @@ impl<'r, S: Saga> Driver<'r, S> {
             class: error.class(),
             kind: error.kind(),
             attempt,
-            message: scrub(error.message()),
+            message: self.scrubber.scrub(error.message()).into_owned(),
+        };
+        // An observation is journaled and shown like any text: scrubbed.
+        let next = match next {
+            Next::Restart { from, requested, note, observation: Some(observation) } => Next::Restart {
+                from,
+                requested,
+                note,
+                observation: Some(Arc::new(self.scrubber.scrub_json(&observation))),
+            },
+            next => next,
         };
         span.record("class", tracing::field::display(failure.class));
         span.record("level", next.level() as u8);
@@ -481,7 +512,9 @@ impl<'r, S: Saga> Driver<'r, S> {
         self.commit().await?;
         let cx = self.context(i, attempt, 0, Some(compensation));
         let timeout = self.timeout(i);
-        let result = guarded(self.saga.__compensate(i, &cx, &self.state), timeout).instrument(span.clone()).await;
+        let result = guarded(self.saga.__compensate(i, &cx, &self.state), timeout, &self.scrubber, "compensation")
+            .instrument(span.clone())
+            .await;
         drop(cx);
         self.fold_effects()?;
         match result {
@@ -510,7 +543,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             class: error.class(),
             kind: error.kind(),
             attempt,
-            message: scrub(error.message()),
+            message: self.scrubber.scrub(error.message()).into_owned(),
         };
         span.record("class", tracing::field::display(failure.class));
         let delay = match next {
@@ -643,8 +676,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs one attempt with its timeout; a panic or a timeout becomes a logical failure.
-async fn guarded(attempt: BoxFuture<'_, Result<(), StepError>>, timeout: Option<Duration>) -> Result<(), StepError> {
-    let caught = AssertUnwindSafe(attempt).catch_unwind();
+async fn guarded(
+    attempt: BoxFuture<'_, Result<(), StepError>>,
+    timeout: Option<Duration>,
+    scrubber: &Scrubber,
+    what: &'static str,
+) -> Result<(), StepError> {
+    let caught = AssertUnwindSafe(Scrubbed::new(attempt, scrubber.clone(), what)).catch_unwind();
     let result = match timeout {
         Some(limit) => match tokio::time::timeout(limit, caught).await {
             Ok(result) => result,

@@ -133,7 +133,7 @@ pub mod ladder;
 mod notify;
 mod outcome;
 mod policy;
-mod redact;
+pub mod redact;
 mod runtime;
 mod saga;
 mod seal;
@@ -154,7 +154,7 @@ pub use outcome::{
     Status, StoreOutage,
 };
 pub use policy::{Backoff, Jitter, Policy};
-pub use redact::{Redacted, scrub};
+pub use redact::{Redacted, Scrubber, scrub};
 pub use runtime::{Recovery, Runtime, RuntimeBuilder, RuntimeError};
 pub use saga::{Saga, StepOutput};
 pub use seal::SealError;

@@ -37,14 +37,9 @@ impl fmt::Display for Timeline<'_> {
                 write!(f, "{}: effect `{effect}` landed (key {})", name(step), &key[..key.len().min(8)])
             }
             Event::LlmExchange { step, prompt, response, .. } => {
-                let clip = |text: &str| -> String {
-                    let mut clipped: String = text.chars().take(60).collect();
-                    if clipped.len() < text.len() {
-                        clipped.push('…');
-                    }
-                    clipped
-                };
-                write!(f, "{}: model exchange: {:?} -> {:?}", name(step), clip(prompt), clip(response))
+                // In full: clipping would show whatever a scrubber missed in the part shown and
+                // only make the rest look clean. (The texts were scrubbed when recorded.)
+                write!(f, "{}: model exchange: {prompt:?} -> {response:?}", name(step))
             }
             Event::StepCompleted { step, attempt, .. } => {
                 write!(f, "{}: completed on attempt {attempt}", name(step))

@@ -21,6 +21,7 @@ use crate::journal::{Event, JournalError, Parked, Payload, Phase, Record};
 use crate::notify::{LogNotifier, LogPager, Notifier, Observer, Pager};
 use crate::outcome::{Outcome, Status};
 use crate::policy::Policy;
+use crate::redact::Scrubber;
 use crate::saga::Saga;
 use crate::store::{
     Checkpoint, CheckpointStore, Created, MemoryStore, NewSaga, SagaKind, SagaPage, SagaQuery, SagaSummary,
@@ -94,6 +95,7 @@ pub struct RuntimeBuilder {
     registrations: Vec<Registration>,
     lease: Duration,
     max_payload: usize,
+    scrubber: Scrubber,
 }
 
 impl RuntimeBuilder {
@@ -174,6 +176,29 @@ impl RuntimeBuilder {
         self
     }
 
+    /// What every text of every saga goes through before it is journaled, logged, reported or
+    /// handed to the notifier or the pager (default: [`Scrubber::new`], the default rules).
+    /// Add your own patterns and the secrets your process holds:
+    ///
+    /// ```
+    /// # use saga_runtime::prelude::*;
+    /// # fn main() -> Result<(), saga_runtime::redact::PatternError> {
+    /// let scrubber = saga_runtime::Scrubber::builder()
+    ///     .pattern("employee-id", r"EMP-\d{6}")?
+    ///     .literal(std::env::var("VENDOR_KEY").unwrap_or_default())
+    ///     .build();
+    /// let runtime = Runtime::builder().scrubber(scrubber).build();
+    /// # let _ = runtime;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Each saga's scrubber also removes, exactly, the `Redacted` values of its input.
+    pub fn scrubber(mut self, scrubber: Scrubber) -> Self {
+        self.scrubber = scrubber;
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
@@ -192,6 +217,7 @@ impl RuntimeBuilder {
                     observers: self.observers.into(),
                     resources: Arc::new(self.resources),
                     max_payload: self.max_payload,
+                    scrubber: self.scrubber,
                 },
                 registrations: self.registrations,
                 claims: Claims::new(self.lease),
@@ -219,6 +245,7 @@ impl Runtime {
             registrations: Vec::new(),
             lease: Duration::from_secs(30),
             max_payload: 16 * 1024 * 1024,
+            scrubber: crate::redact::default_scrubber().clone(),
         }
     }
 
@@ -262,7 +289,7 @@ impl Runtime {
     /// generated, so no other task of this runtime can be driving it.
     async fn start<S: Saga>(&self, saga_id: SagaId, saga: S, fresh: bool) -> Result<Outcome<S::Output>, RuntimeError> {
         let definition = S::definition();
-        let input = encode_input(&saga_id, &saga)?;
+        let (input, secrets) = encode_input(&saga_id, &saga)?;
         let local = if fresh { self.inner.unshared(&saga_id) } else { self.inner.lock_locally(&saga_id).await };
         let engine = &self.inner.engine;
         let at_ms = now_ms();
@@ -315,7 +342,10 @@ impl Runtime {
         match created {
             Created::New(fence) => {
                 let held = self.inner.hold(&saga_id, fence, local);
-                let mut driver = Driver::start(engine, saga, saga_id, held.fence.clone(), &input, &records, head)?;
+                let fence = held.fence.clone();
+                let created =
+                    crate::driver::Created { saga_id, fence, input: &input, secrets, records: &records, head };
+                let mut driver = Driver::start(engine, saga, created)?;
                 let outcome = driver.drive().await;
                 held.release(driver.released_by_last_write()).await;
                 outcome
@@ -530,14 +560,17 @@ fn check_definition<S: Saga>(saga_id: &SagaId, summary: &SagaSummary) -> Result<
 /// The saga input as canonical JSON (object keys sorted at every depth), so that equal inputs
 /// give equal bytes, equal idempotency keys and a reliable same-input check in every process,
 /// whatever the order of a map's keys.
-fn encode_input<S: Saga>(saga_id: &SagaId, saga: &S) -> Result<Payload, RuntimeError> {
+/// Also returns the values of its `Redacted` fields, which the saga's scrubber removes from
+/// every text of the saga.
+fn encode_input<S: Saga>(saga_id: &SagaId, saga: &S) -> Result<(Payload, Vec<String>), RuntimeError> {
     let encode_error = |e: serde_json::Error| RuntimeError::Encode {
         saga_id: saga_id.clone(),
         step: "input".to_owned(),
         error: e.into(),
     };
-    let value = canonical(serde_json::to_value(saga).map_err(encode_error)?);
-    Ok(serde_json::to_vec(&value).map_err(encode_error)?.into())
+    let (value, secrets) = crate::redact::collect_redacted(|| serde_json::to_value(saga));
+    let value = canonical(value.map_err(encode_error)?);
+    Ok((serde_json::to_vec(&value).map_err(encode_error)?.into(), secrets))
 }
 
 fn canonical(value: serde_json::Value) -> serde_json::Value {
