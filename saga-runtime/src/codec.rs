@@ -22,9 +22,9 @@ use crate::store::{ChainHash, RecordRow, SagaSummary, StoreError, StoredSaga};
 /// The version tag of the chain's genesis: a new journal format gets a new tag.
 const GENESIS_TAG: &[u8] = b"saga-runtime/journal/v2\0";
 /// What the keyring check of a store seals and opens.
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 const CANARY_AAD: &[u8] = b"saga-runtime/key-check";
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 const CANARY: &[u8] = b"saga-runtime";
 
 /// Seals and opens the payloads of one store. Cheap to clone.
@@ -212,7 +212,7 @@ fn record_aad(saga_id: &SagaId, seq: u64, kind: &str, step: Option<&str>) -> Vec
 }
 
 /// What a store records about its encryption, and what it should do when opened with `keys`.
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyCheck {
     /// The store holds sealed sagas and was opened without a keyring: why it refuses writes.
@@ -222,7 +222,7 @@ pub(crate) struct KeyCheck {
 }
 
 /// What a store knows about its own encryption when it opens.
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) struct Sealing<'a> {
     /// Whether the store was marked as holding sealed sagas.
     pub(crate) sealed: bool,
@@ -235,7 +235,7 @@ pub(crate) struct Sealing<'a> {
 /// The keyring check every store runs when it opens: a wrong key is an error before anything
 /// is read or written, a store of plaintext sagas is not silently mixed with sealed ones, and a
 /// sealed store opened without a keyring refuses to write (it can still be read).
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn check_keys(location: &str, keys: Option<&Keyring>, sealing: Sealing<'_>) -> Result<KeyCheck, StoreError> {
     let wrong_key = |reason: String| StoreError::WrongKey { location: location.to_owned(), reason };
     match (sealing.sealed, keys) {
@@ -273,7 +273,7 @@ pub(crate) fn check_keys(location: &str, keys: Option<&Keyring>, sealing: Sealin
 }
 
 /// Whether a stored payload is sealed with a key.
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn is_encrypted(sealed: &[u8]) -> bool {
     seal::is_encrypted(sealed)
 }

@@ -94,7 +94,7 @@ pub(crate) fn open(keys: Option<&Keyring>, aad: &[u8], sealed: &[u8]) -> Result<
 }
 
 /// Whether a payload is sealed with a key (rather than stored plain).
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn is_encrypted(sealed: &[u8]) -> bool {
     sealed.first() == Some(&XCHACHA)
 }

@@ -6,10 +6,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
+#[path = "common/pg.rs"]
+mod pg;
+
 use saga_runtime::prelude::*;
 use saga_runtime::store::{
-    Checkpoint, Claim, ClaimRequest, Created, Fence, NewSaga, Order, RecordRow, SagaKind, SagaQuery, SqliteStore,
-    StoreError,
+    Checkpoint, Claim, ClaimRequest, Created, Fence, NewSaga, Order, PostgresStore, RecordRow, SagaKind, SagaQuery,
+    SqliteStore, StoreError,
 };
 
 /// Runs the suite on fresh stores made by `make`.
@@ -73,7 +76,7 @@ fn new_saga(id: &str, name: &str, created_at: u64, owner: &str) -> NewSaga {
         vec![0, b'{', b'}'],
         records,
         checkpoint(Status::Running, "first", 1, Some(0)),
-        owner,
+        Some(owner.to_owned()),
         NOW + 30_000,
     )
 }
@@ -372,6 +375,16 @@ async fn the_sqlite_store_conforms() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("conformance.db")).await.unwrap();
         (store, Box::new(dir) as Box<dyn std::any::Any>)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_conforms() {
+    conformance(|| async {
+        let db = pg::ScratchDb::new().await;
+        let store = PostgresStore::connect(db.url.clone()).await.unwrap();
+        (store, Box::new(db) as Box<dyn std::any::Any>)
     })
     .await;
 }

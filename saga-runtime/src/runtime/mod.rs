@@ -333,7 +333,7 @@ impl Runtime {
                 due_at_ms: Some(0),
                 at_ms,
             },
-            owner: self.inner.claims.owner.clone(),
+            owner: Some(self.inner.claims.owner.clone()),
             lease_until_ms: self.inner.claims.lease_until(),
         };
         crash_point("before creating a saga");

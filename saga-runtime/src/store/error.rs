@@ -152,6 +152,40 @@ impl StoreError {
         }
     }
 
+    /// A copy for another caller of a failed group write (the source becomes its message).
+    pub(crate) fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Conflict { saga_id, expected, found } => {
+                StoreError::Conflict { saga_id: saga_id.clone(), expected: *expected, found: *found }
+            }
+            StoreError::Fenced { saga_id, epoch, current } => {
+                StoreError::Fenced { saga_id: saga_id.clone(), epoch: *epoch, current: *current }
+            }
+            StoreError::Missing { saga_id } => StoreError::Missing { saga_id: saga_id.clone() },
+            StoreError::Unreadable { saga_id, what, reason } => {
+                StoreError::Unreadable { saga_id: saga_id.clone(), what: what.clone(), reason: reason.clone() }
+            }
+            StoreError::Locked { location } => StoreError::Locked { location: location.clone() },
+            StoreError::NotADatabase { location } => StoreError::NotADatabase { location: location.clone() },
+            StoreError::NotASagaStore { location, reason } => {
+                StoreError::NotASagaStore { location: location.clone(), reason: reason.clone() }
+            }
+            StoreError::NewerSchema { location, found, supported } => {
+                StoreError::NewerSchema { location: location.clone(), found: *found, supported: *supported }
+            }
+            StoreError::WrongKey { location, reason } => {
+                StoreError::WrongKey { location: location.clone(), reason: reason.clone() }
+            }
+            StoreError::ReadOnly { location, reason } => {
+                StoreError::ReadOnly { location: location.clone(), reason: reason.clone() }
+            }
+            StoreError::Gone { location, reason } => {
+                StoreError::Gone { location: location.clone(), reason: reason.clone() }
+            }
+            StoreError::Backend(backend) => StoreError::Backend(backend.duplicate()),
+        }
+    }
+
     /// Whether the writer lost the saga to another one (a take-over or a concurrent append):
     /// it must stop driving the saga at once.
     pub fn is_lost_claim(&self) -> bool {
@@ -214,6 +248,18 @@ impl BackendError {
     pub fn code(mut self, code: impl Into<String>) -> Self {
         self.0.code = Some(code.into());
         self
+    }
+
+    fn duplicate(&self) -> BackendError {
+        let b = &self.0;
+        BackendError(Box::new(Backend {
+            location: b.location.clone(),
+            action: b.action.clone(),
+            advice: b.advice.clone(),
+            retryable: b.retryable,
+            code: b.code.clone(),
+            source: b.source.to_string().into(),
+        }))
     }
 
     /// Whether trying again later may succeed.

@@ -5,16 +5,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, Order, RecordRow, SagaKind,
-    SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga,
+    SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Wakeup,
 };
 use crate::BoxFuture;
 use crate::id::SagaId;
 
 /// Keeps every saga in process memory. Cloning shares the same sagas, so a test can keep a
 /// handle to inspect what the runtime wrote. Nothing survives the process.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     sagas: Arc<Mutex<Inner>>,
+    wakeups: tokio::sync::broadcast::Sender<Wakeup>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore { sagas: Arc::default(), wakeups: tokio::sync::broadcast::channel(1024).0 }
+    }
 }
 
 #[derive(Default)]
@@ -86,9 +93,16 @@ impl CheckpointStore for MemoryStore {
         summary.created_at_ms = created_at;
         summary.updated_at_ms = saga.checkpoint.at_ms;
         summary.due_at_ms = saga.checkpoint.due_at_ms;
-        let fence = take(&mut summary, &saga.owner, saga.lease_until_ms);
+        let fence = match &saga.owner {
+            Some(owner) => take(&mut summary, owner, saga.lease_until_ms),
+            None => Fence::new("", 0),
+        };
+        let enqueued = saga.owner.is_none();
         inner.order.insert((created_at, saga.id.clone()));
         inner.by_id.insert(saga.id, StoredSaga::new(summary, saga.input, saga.records));
+        if enqueued {
+            let _ = self.wakeups.send(Wakeup::Due);
+        }
         ready(Ok(Created::New(fence)))
     }
 
@@ -123,6 +137,7 @@ impl CheckpointStore for MemoryStore {
         if checkpoint.due_at_ms.is_none() {
             summary.owner = None;
             summary.lease_until_ms = None;
+            let _ = self.wakeups.send(Wakeup::Settled(id.clone()));
         }
         ready(Ok(()))
     }
@@ -217,8 +232,13 @@ impl CheckpointStore for MemoryStore {
         {
             saga.summary.owner = None;
             saga.summary.lease_until_ms = None;
+            let _ = self.wakeups.send(Wakeup::Due);
         }
         ready(Ok(()))
+    }
+
+    fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        Some(self.wakeups.subscribe())
     }
 
     fn location(&self) -> String {

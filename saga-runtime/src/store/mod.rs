@@ -31,11 +31,15 @@
 
 mod error;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use error::{BackendError, StoreError};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -146,9 +150,10 @@ pub struct NewSaga {
     pub records: Vec<RecordRow>,
     /// The checkpoint they lead to.
     pub checkpoint: Checkpoint,
-    /// The creating worker, which holds the first claim (epoch 1).
-    pub owner: String,
-    /// When that claim's lease expires.
+    /// The creating worker, which holds the first claim (epoch 1); `None` to enqueue the saga
+    /// for any worker (epoch 0, nobody holds it).
+    pub owner: Option<String>,
+    /// When the creator's lease expires.
     pub lease_until_ms: u64,
 }
 
@@ -163,7 +168,7 @@ impl NewSaga {
         input: Vec<u8>,
         records: Vec<RecordRow>,
         checkpoint: Checkpoint,
-        owner: impl Into<String>,
+        owner: Option<String>,
         lease_until_ms: u64,
     ) -> Self {
         NewSaga {
@@ -174,7 +179,7 @@ impl NewSaga {
             input,
             records,
             checkpoint,
-            owner: owner.into(),
+            owner,
             lease_until_ms,
         }
     }
@@ -184,7 +189,8 @@ impl NewSaga {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Created {
-    /// The saga was created, claimed by its creator with this fence.
+    /// The saga was created, claimed by its creator with this fence (epoch 1), or enqueued
+    /// unclaimed (a fence with no owner and epoch 0).
     New(Fence),
     /// A saga with this id already existed; nothing was written and nothing was claimed.
     Existing(Box<StoredSaga>),
@@ -469,14 +475,27 @@ pub enum Claim {
     Missing,
 }
 
+/// What a store tells the runtimes that listen to it, so that a waiting worker or a
+/// [`Runtime::wait`](crate::Runtime::wait) wakes at once instead of at its next poll. Wake-ups
+/// may be lost (a dropped connection): listeners always poll as well, at a bounded interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wakeup {
+    /// A saga may have become due (it was enqueued, or released with work to do).
+    Due,
+    /// This saga waits for nothing but a human now (it finished, or parked and paged).
+    Settled(SagaId),
+}
+
 /// Persists sagas and their journals, and arbitrates who drives each. The runtime drives it;
 /// users pick one with `Runtime::builder().store(...)`.
 ///
 /// Every method may be called from many tasks at once. New methods will come with default
 /// implementations, so that a store written today keeps compiling.
 pub trait CheckpointStore: Send + Sync + 'static {
-    /// Creates the saga with its first records, claimed by `saga.owner` at epoch 1, or returns
-    /// the stored one when the id exists (writing and claiming nothing).
+    /// Creates the saga with its first records, claimed by `saga.owner` at epoch 1 (or
+    /// unclaimed, epoch 0, without an owner), or returns the stored one when the id exists
+    /// (writing and claiming nothing).
     fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>>;
 
     /// Appends records and writes the checkpoint they lead to, atomically, if `fence` holds
@@ -519,6 +538,12 @@ pub trait CheckpointStore: Send + Sync + 'static {
 
     /// Gives up a claim (when `fence` still holds it; otherwise does nothing).
     fn release<'a>(&'a self, id: &'a SagaId, fence: &'a Fence) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Wake-ups about sagas that became due or settled (see [`Wakeup`]), if the store gives
+    /// them; `None` (the default) means listeners only poll.
+    fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        None
+    }
 
     /// The keys the store was opened with: the runtime seals every payload with them before it
     /// reaches the store, and opens what the store returns.

@@ -32,7 +32,7 @@ use self::queries::QueryError;
 use self::writer::{Command, Job, Writer};
 use super::{
     BackendError, Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow,
-    SagaPage, SagaQuery, StoreError, StoredSaga,
+    SagaPage, SagaQuery, StoreError, StoredSaga, Wakeup,
 };
 use crate::BoxFuture;
 use crate::id::SagaId;
@@ -138,6 +138,7 @@ impl SqliteOptions {
         Ok(SqliteStore {
             shared: Arc::new(Shared {
                 commands,
+                wakeups: tokio::sync::broadcast::channel(1024).0,
                 keys: self.keys,
                 path: self.path,
                 location,
@@ -168,6 +169,7 @@ pub struct SqliteStore {
 
 struct Shared {
     commands: mpsc::Sender<Command>,
+    wakeups: tokio::sync::broadcast::Sender<Wakeup>,
     keys: Option<Keyring>,
     path: PathBuf,
     location: String,
@@ -293,10 +295,19 @@ impl CheckpointStore for SqliteStore {
     fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>> {
         Box::pin(async move {
             self.check_sealed(std::iter::once(&saga.input[..]).chain(saga.records.iter().map(|r| &r.body[..])))?;
-            let owner = saga.owner.clone();
+            let fence = match &saga.owner {
+                Some(owner) => Fence::new(owner.clone(), 1),
+                None => Fence::new("", 0),
+            };
+            let enqueued = saga.owner.is_none();
             let size = saga.input.len() + saga.records.iter().map(|r| r.body.len()).sum::<usize>();
             match self.write(size, move |c| queries::create(c, &saga)).await? {
-                None => Ok(Created::New(Fence::new(owner, 1))),
+                None => {
+                    if enqueued {
+                        let _ = self.shared.wakeups.send(Wakeup::Due);
+                    }
+                    Ok(Created::New(fence))
+                }
                 Some(existing) => Ok(Created::Existing(Box::new(existing))),
             }
         })
@@ -313,7 +324,13 @@ impl CheckpointStore for SqliteStore {
         Box::pin(async move {
             self.check_sealed(records.iter().map(|r| &r.body[..]))?;
             let size = records.iter().map(|r| r.body.len()).sum();
-            self.write(size, move |c| queries::append(c, &id, &fence, &records, &checkpoint)).await
+            let settled = checkpoint.due_at_ms.is_none();
+            let wakeup_id = id.clone();
+            self.write(size, move |c| queries::append(c, &id, &fence, &records, &checkpoint)).await?;
+            if settled {
+                let _ = self.shared.wakeups.send(Wakeup::Settled(wakeup_id));
+            }
+            Ok(())
         })
     }
 
@@ -361,8 +378,13 @@ impl CheckpointStore for SqliteStore {
             let (reply, _) = oneshot::channel();
             let job = Job::new(move |c: &Connection| queries::release(c, &id, &fence), reply, 0);
             let _ = self.shared.commands.send(Command::Write(Box::new(job)));
+            let _ = self.shared.wakeups.send(Wakeup::Due);
         }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        Some(self.shared.wakeups.subscribe())
     }
 
     #[cfg(feature = "encryption")]

@@ -75,7 +75,7 @@ pub(super) fn create(connection: &Connection, new: &NewSaga) -> Result<Option<St
     connection
         .prepare_cached(
             "INSERT INTO sagas (id, name, version, fingerprint, status, stage, input, records, head, created_at, updated_at, due_at, owner, lease_until, epoch)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?
         .execute(params![
             new.id.as_str(),
@@ -91,7 +91,8 @@ pub(super) fn create(connection: &Connection, new: &NewSaga) -> Result<Option<St
             new.checkpoint.at_ms as i64,
             new.checkpoint.due_at_ms.map(|t| t as i64),
             new.owner,
-            new.lease_until_ms as i64,
+            new.owner.as_ref().map(|_| new.lease_until_ms as i64),
+            i64::from(new.owner.is_some()),
         ])?;
     for row in &new.records {
         insert_record(connection, new.id.as_str(), row)?;

@@ -1,0 +1,393 @@
+//! The SQL of the PostgreSQL store, one function per operation. Every statement names the
+//! store's schema; values are always bound, never formatted in.
+
+use super::safe;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::id::SagaId;
+use crate::outcome::Status;
+use crate::store::{
+    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewSaga, Order, RecordRow, SagaKind, SagaQuery, SagaSummary,
+    StoreError, StoredSaga,
+};
+
+const SAGA_COLUMNS: &str = "id, name, version, fingerprint, status, stage, records, head, created_at, updated_at, due_at, owner, lease_until, epoch";
+
+fn parse_status(text: &str) -> Option<Status> {
+    [Status::Running, Status::Completed, Status::Compensated, Status::NeedsHuman]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+}
+
+fn hash(bytes: &[u8]) -> [u8; 32] {
+    bytes.try_into().unwrap_or([0; 32])
+}
+
+fn summary(row: &PgRow) -> Result<SagaSummary, StoreError> {
+    let id = SagaId::new(row.get::<String, _>(0));
+    let status: String = row.get(4);
+    let Some(status) = parse_status(&status) else {
+        return Err(StoreError::Unreadable {
+            saga_id: id,
+            what: "the saga row".to_owned(),
+            reason: format!("its status `{status}` is unknown: the row was edited outside saga-runtime"),
+        });
+    };
+    let mut summary =
+        SagaSummary::new(id, row.get::<String, _>(1), row.get::<i32, _>(2) as u32, row.get::<String, _>(3));
+    summary.status = status;
+    summary.stage = row.get(5);
+    summary.records = row.get::<i64, _>(6) as u64;
+    summary.head = hash(&row.get::<Vec<u8>, _>(7));
+    summary.created_at_ms = row.get::<i64, _>(8) as u64;
+    summary.updated_at_ms = row.get::<i64, _>(9) as u64;
+    summary.due_at_ms = row.get::<Option<i64>, _>(10).map(|t| t as u64);
+    summary.owner = row.get(11);
+    summary.lease_until_ms = row.get::<Option<i64>, _>(12).map(|t| t as u64);
+    summary.epoch = row.get::<i64, _>(13) as u64;
+    Ok(summary)
+}
+
+/// The columns of a batch of rows, for one `UNNEST`.
+struct Columns {
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    epoch: Vec<i64>,
+    kind: Vec<String>,
+    step: Vec<Option<String>>,
+    body: Vec<Vec<u8>>,
+    hash: Vec<Vec<u8>>,
+}
+
+impl Columns {
+    fn of(rows: &[RecordRow]) -> Columns {
+        Columns {
+            seq: rows.iter().map(|r| r.seq as i64).collect(),
+            at: rows.iter().map(|r| r.at_ms as i64).collect(),
+            epoch: rows.iter().map(|r| r.epoch as i64).collect(),
+            kind: rows.iter().map(|r| r.kind.to_string()).collect(),
+            step: rows.iter().map(|r| r.step.as_ref().map(|s| s.to_string())).collect(),
+            body: rows.iter().map(|r| r.body.clone()).collect(),
+            hash: rows.iter().map(|r| r.hash.to_vec()).collect(),
+        }
+    }
+}
+
+const INSERT_ROWS: &str = "INSERT INTO {s}.journal (saga_id, seq, at, epoch, kind, step, body, hash)
+    SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])";
+
+/// Creates a saga and its first records in one statement; `false` when the id exists.
+pub(super) async fn create(connection: &mut PgConnection, schema: &str, new: &NewSaga) -> sqlx::Result<bool> {
+    let created_at = new.records.first().map_or(new.checkpoint.at_ms, |r| r.at_ms) as i64;
+    let rows = Columns::of(&new.records);
+    let sql = format!(
+        "WITH created AS (
+            INSERT INTO {s}.sagas (id, name, version, fingerprint, status, stage, input, records, head, created_at, updated_at, due_at, owner, lease_until, epoch)
+            VALUES ($1, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+            ON CONFLICT (id) DO NOTHING RETURNING id
+        )
+        {}
+        WHERE EXISTS (SELECT 1 FROM created)",
+        INSERT_ROWS.replace("{s}", schema),
+        s = schema
+    );
+    let inserted = sqlx::query(safe(sql))
+        .bind(new.id.as_str())
+        .bind(&rows.seq)
+        .bind(&rows.at)
+        .bind(&rows.epoch)
+        .bind(&rows.kind)
+        .bind(&rows.step)
+        .bind(&rows.body)
+        .bind(&rows.hash)
+        .bind(&new.name)
+        .bind(new.version as i32)
+        .bind(&new.fingerprint)
+        .bind(new.checkpoint.status.as_str())
+        .bind(&new.checkpoint.stage)
+        .bind(&new.input)
+        .bind(new.records.len() as i64)
+        .bind(&new.checkpoint.head[..])
+        .bind(created_at)
+        .bind(new.checkpoint.at_ms as i64)
+        .bind(new.checkpoint.due_at_ms.map(|t| t as i64))
+        .bind(new.owner.as_deref())
+        .bind(new.owner.as_ref().map(|_| new.lease_until_ms as i64))
+        .bind(i64::from(new.owner.is_some()))
+        .execute(&mut *connection)
+        .await?;
+    Ok(inserted.rows_affected() > 0 || new.records.is_empty())
+}
+
+/// Appends records and writes the checkpoint in one statement, guarded by the sequence number
+/// and the epoch: it never fails on a conflict, it writes nothing and says why.
+pub(super) async fn append(
+    connection: &mut PgConnection,
+    schema: &str,
+    id: &SagaId,
+    fence: &Fence,
+    rows: &[RecordRow],
+    checkpoint: &Checkpoint,
+) -> sqlx::Result<Result<(), StoreError>> {
+    let Some(first) = rows.first() else { return Ok(Ok(())) };
+    let columns = Columns::of(rows);
+    // A saga that waits for nothing but a human is held by nobody.
+    let sql = format!(
+        "WITH advanced AS (
+            UPDATE {s}.sagas SET records = records + $9, stage = $10, updated_at = $11, head = $12, status = $13, due_at = $14,
+                owner = CASE WHEN $14::bigint IS NULL THEN NULL ELSE owner END,
+                lease_until = CASE WHEN $14::bigint IS NULL THEN NULL ELSE lease_until END
+            WHERE id = $1 AND records = $15 AND epoch = $16
+            RETURNING id
+        )
+        {}
+        WHERE EXISTS (SELECT 1 FROM advanced)",
+        INSERT_ROWS.replace("{s}", schema),
+        s = schema
+    );
+    let inserted = sqlx::query(safe(sql))
+        .bind(id.as_str())
+        .bind(&columns.seq)
+        .bind(&columns.at)
+        .bind(&columns.epoch)
+        .bind(&columns.kind)
+        .bind(&columns.step)
+        .bind(&columns.body)
+        .bind(&columns.hash)
+        .bind(rows.len() as i64)
+        .bind(&checkpoint.stage)
+        .bind(checkpoint.at_ms as i64)
+        .bind(&checkpoint.head[..])
+        .bind(checkpoint.status.as_str())
+        .bind(checkpoint.due_at_ms.map(|t| t as i64))
+        .bind(first.seq as i64)
+        .bind(fence.epoch as i64)
+        .execute(&mut *connection)
+        .await?;
+    if inserted.rows_affected() > 0 {
+        return Ok(Ok(()));
+    }
+    let found = sqlx::query(safe(format!("SELECT records, epoch, head FROM {schema}.sagas WHERE id = $1")))
+        .bind(id.as_str())
+        .fetch_optional(&mut *connection)
+        .await?;
+    let saga_id = id.clone();
+    Ok(Err(match found {
+        None => StoreError::Missing { saga_id },
+        Some(row) => {
+            let (records, epoch, head): (i64, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
+            if epoch as u64 != fence.epoch {
+                StoreError::Fenced { saga_id, epoch: fence.epoch, current: epoch as u64 }
+            } else if records as u64 == first.seq + rows.len() as u64
+                && head == checkpoint.head
+                && already_written(connection, schema, id, rows).await?
+            {
+                // This very write, already in: a commit whose answer was lost (a dropped
+                // connection), retried. Done.
+                return Ok(Ok(()));
+            } else {
+                StoreError::Conflict { saga_id, expected: first.seq, found: records as u64 }
+            }
+        }
+    }))
+}
+
+/// Whether the journal holds exactly these rows (kind, body, hash) at their positions.
+async fn already_written(
+    connection: &mut PgConnection,
+    schema: &str,
+    id: &SagaId,
+    rows: &[RecordRow],
+) -> sqlx::Result<bool> {
+    let first = rows.first().map_or(0, |r| r.seq) as i64;
+    let stored = sqlx::query(safe(format!(
+        "SELECT kind, body, hash FROM {schema}.journal WHERE saga_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3"
+    )))
+    .bind(id.as_str())
+    .bind(first)
+    .bind(rows.len() as i64)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(stored.len() == rows.len()
+        && stored.iter().zip(rows).all(|(stored, row)| {
+            stored.get::<String, _>(0) == row.kind
+                && stored.get::<Vec<u8>, _>(1) == row.body
+                && stored.get::<Vec<u8>, _>(2) == row.hash
+        }))
+}
+
+pub(super) async fn load(
+    pool: &PgPool,
+    schema: &str,
+    id: &SagaId,
+) -> sqlx::Result<Result<Option<StoredSaga>, StoreError>> {
+    let mut connection = pool.acquire().await?;
+    let Some(row) = sqlx::query(safe(format!("SELECT {SAGA_COLUMNS}, input FROM {schema}.sagas WHERE id = $1")))
+        .bind(id.as_str())
+        .fetch_optional(&mut *connection)
+        .await?
+    else {
+        return Ok(Ok(None));
+    };
+    let summary = match summary(&row) {
+        Ok(summary) => summary,
+        Err(error) => return Ok(Err(error)),
+    };
+    let input: Vec<u8> = row.get(14);
+    let rows = sqlx::query(safe(format!(
+        "SELECT seq, at, epoch, kind, step, body, hash FROM {schema}.journal WHERE saga_id = $1 ORDER BY seq"
+    )))
+    .bind(id.as_str())
+    .fetch_all(&mut *connection)
+    .await?;
+    let records = rows
+        .iter()
+        .map(|r| {
+            RecordRow::new(
+                r.get::<i64, _>(0) as u64,
+                r.get::<i64, _>(1) as u64,
+                r.get::<i64, _>(2) as u64,
+                r.get::<String, _>(3),
+                r.get::<Option<String>, _>(4),
+                r.get::<Vec<u8>, _>(5),
+                hash(&r.get::<Vec<u8>, _>(6)),
+            )
+        })
+        .collect();
+    Ok(Ok(Some(StoredSaga::new(summary, input, records))))
+}
+
+pub(super) async fn list(
+    pool: &PgPool,
+    schema: &str,
+    query: &SagaQuery,
+) -> sqlx::Result<Result<Vec<SagaSummary>, StoreError>> {
+    let (compare, direction) = match query.order {
+        Order::OldestFirst => (">", "ASC"),
+        Order::NewestFirst => ("<", "DESC"),
+    };
+    // Each filter is bound whatever it is (NULL when absent), so one statement serves all.
+    let sql = format!(
+        "SELECT {SAGA_COLUMNS} FROM {schema}.sagas
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR name = $2)
+           AND ($3::bigint IS NULL OR created_at >= $3)
+           AND ($4::bigint IS NULL OR (created_at, id) {compare} ($4, $5::text))
+         ORDER BY created_at {direction}, id {direction}
+         LIMIT $6"
+    );
+    let rows = sqlx::query(safe(sql))
+        .bind(query.status.map(Status::as_str))
+        .bind(query.name.as_deref())
+        .bind(query.since_ms.map(|t| t as i64))
+        .bind(query.after.as_ref().map(|c| c.created_at_ms as i64))
+        .bind(query.after.as_ref().map(|c| c.id.as_str().to_owned()))
+        .bind(query.limit as i64)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(summary).collect())
+}
+
+pub(super) async fn claim(pool: &PgPool, schema: &str, request: &ClaimRequest) -> sqlx::Result<Vec<Claimed>> {
+    if request.kinds.is_empty() || request.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = request.kinds.iter().map(|k| k.name.as_str()).collect();
+    let fingerprints: Vec<&str> = request.kinds.iter().map(|k| k.fingerprint.as_str()).collect();
+    let skip: Vec<&str> = request.skip.iter().map(SagaId::as_str).collect();
+    let sql = format!(
+        "UPDATE {schema}.sagas SET owner = $1, lease_until = $2, epoch = epoch + 1
+         WHERE id IN (
+             SELECT id FROM {schema}.sagas
+             WHERE due_at IS NOT NULL
+               AND ($3::bigint IS NULL OR due_at <= $3)
+               AND (owner IS NULL OR lease_until IS NULL OR lease_until < $4)
+               AND (name, fingerprint) IN (SELECT * FROM UNNEST($5::text[], $6::text[]))
+               AND NOT (id = ANY($7::text[]))
+             ORDER BY due_at
+             LIMIT $8
+             FOR UPDATE SKIP LOCKED
+         )
+         RETURNING id, name, fingerprint, epoch"
+    );
+    let rows = sqlx::query(safe(sql))
+        .bind(&request.owner)
+        .bind(request.lease_until_ms as i64)
+        .bind(request.due_by_ms.map(|t| t as i64))
+        .bind(request.now_ms as i64)
+        .bind(&names)
+        .bind(&fingerprints)
+        .bind(&skip)
+        .bind(request.limit as i64)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let kind = SagaKind { name: r.get(1), fingerprint: r.get(2) };
+            let fence = Fence::new(&request.owner, r.get::<i64, _>(3) as u64);
+            Claimed::new(SagaId::new(r.get::<String, _>(0)), kind, fence)
+        })
+        .collect())
+}
+
+pub(super) async fn claim_saga(
+    pool: &PgPool,
+    schema: &str,
+    id: &SagaId,
+    owner: &str,
+    now_ms: u64,
+    lease_until_ms: u64,
+) -> sqlx::Result<Claim> {
+    let taken: Option<i64> = sqlx::query_scalar(safe(format!(
+        "UPDATE {schema}.sagas SET owner = $2, lease_until = $3, epoch = epoch + 1
+         WHERE id = $1 AND (owner IS NULL OR lease_until IS NULL OR lease_until < $4 OR owner = $2)
+         RETURNING epoch"
+    )))
+    .bind(id.as_str())
+    .bind(owner)
+    .bind(lease_until_ms as i64)
+    .bind(now_ms as i64)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(epoch) = taken {
+        return Ok(Claim::Acquired(Fence::new(owner, epoch as u64)));
+    }
+    let holder = sqlx::query(safe(format!("SELECT owner, lease_until FROM {schema}.sagas WHERE id = $1")))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?;
+    Ok(match holder {
+        None => Claim::Missing,
+        Some(row) => Claim::Held {
+            owner: row.get::<Option<String>, _>(0).unwrap_or_default(),
+            lease_until_ms: row.get::<Option<i64>, _>(1).unwrap_or_default() as u64,
+        },
+    })
+}
+
+pub(super) async fn renew(pool: &PgPool, schema: &str, owner: &str, lease_until_ms: u64) -> sqlx::Result<u64> {
+    let renewed = sqlx::query(safe(format!("UPDATE {schema}.sagas SET lease_until = $2 WHERE owner = $1")))
+        .bind(owner)
+        .bind(lease_until_ms as i64)
+        .execute(pool)
+        .await?;
+    Ok(renewed.rows_affected())
+}
+
+/// Releases a claim; a saga that still has work to do is announced to the other workers.
+pub(super) async fn release(pool: &PgPool, schema: &str, id: &SagaId, fence: &Fence) -> sqlx::Result<()> {
+    sqlx::query(safe(format!(
+        "WITH released AS (
+            UPDATE {schema}.sagas SET owner = NULL, lease_until = NULL WHERE id = $1 AND epoch = $2 RETURNING due_at
+        )
+        SELECT pg_notify($3, 'due') FROM released WHERE due_at IS NOT NULL"
+    )))
+    .bind(id.as_str())
+    .bind(fence.epoch as i64)
+    .bind(super::listen::channel(schema))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
