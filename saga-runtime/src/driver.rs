@@ -76,6 +76,10 @@ pub(crate) struct Driver<'r, S: Saga> {
     staged: Vec<Event>,
     /// The runtime's scrubber, plus the `Redacted` values of this saga's input.
     scrubber: Scrubber,
+    /// Under a worker: backoffs longer than this release the saga instead of holding a slot.
+    release_over: Option<Duration>,
+    /// The drive stopped to release the saga until its backoff ends.
+    released: bool,
 }
 
 /// A saga just created: what the driver of its first run starts from.
@@ -155,6 +159,8 @@ impl<'r, S: Saga> Driver<'r, S> {
             started_first_attempt: false,
             staged: Vec::new(),
             scrubber: engine.scrubber.with_literals(secrets),
+            release_over: None,
+            released: false,
         }
     }
 
@@ -256,25 +262,42 @@ impl<'r, S: Saga> Driver<'r, S> {
     }
 
     pub(crate) async fn drive(&mut self) -> Result<Outcome<S::Output>, RuntimeError> {
+        match self.drive_until(None).await? {
+            Some(outcome) => Ok(outcome),
+            None => Err(self.journal_error(JournalError::new("a drive without a release point was released"))),
+        }
+    }
+
+    /// Drives the saga until it waits for nothing but a human, or (with `release_over`) until
+    /// it must wait longer than that for a backoff: then the wait's end is on record as the
+    /// saga's due time, and `None` lets the worker release it instead of holding a slot.
+    pub(crate) async fn drive_until(
+        &mut self,
+        release_over: Option<Duration>,
+    ) -> Result<Option<Outcome<S::Output>>, RuntimeError> {
+        self.release_over = release_over;
         let span = self.span.clone();
         async move {
             loop {
+                if self.released {
+                    return Ok(None);
+                }
                 match self.next_action() {
                     Action::Finish(status) => {
                         self.record(Event::Finished { status })?;
                         self.commit().await?;
-                        return self.outcome();
+                        return self.outcome().map(Some);
                     }
                     Action::Return => {
                         self.commit().await?;
-                        return self.outcome();
+                        return self.outcome().map(Some);
                     }
                     Action::Page => {
                         // The park is durable before anyone is paged.
                         self.commit().await?;
                         self.page()?;
                         self.commit().await?;
-                        return self.outcome();
+                        return self.outcome().map(Some);
                     }
                     Action::Notify => {
                         self.commit().await?;
@@ -480,6 +503,13 @@ impl<'r, S: Saga> Driver<'r, S> {
     async fn backoff(&mut self, delay: Option<Duration>) -> Result<(), RuntimeError> {
         if let Some(delay) = delay.filter(|d| !d.is_zero()) {
             self.commit().await?;
+            if self.release_over.is_some_and(|over| delay > over) {
+                // The commit put the wait's end on record as the saga's due time: a worker
+                // claims it again then, and the resume sleeps only what is left of it.
+                self.released = true;
+                self.resume_wait = Some(delay);
+                return Ok(());
+            }
             tokio::time::sleep(delay).await;
         }
         Ok(())

@@ -155,7 +155,7 @@ pub use outcome::{
 };
 pub use policy::{Backoff, Jitter, Policy};
 pub use redact::{Redacted, Scrubber, scrub};
-pub use runtime::{Recovery, Runtime, RuntimeBuilder, RuntimeError};
+pub use runtime::{Recovery, Runtime, RuntimeBuilder, RuntimeError, Worker, WorkerBuilder, WorkerStats};
 pub use saga::{Saga, StepOutput};
 pub use seal::SealError;
 #[cfg(feature = "encryption")]

@@ -3,12 +3,14 @@
 mod claims;
 mod error;
 mod recovery;
+mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::RuntimeError;
 pub use recovery::Recovery;
+pub use worker::{Worker, WorkerBuilder, WorkerStats};
 
 use self::claims::{Claims, Held};
 use crate::BoxFuture;
@@ -24,7 +26,7 @@ use crate::policy::Policy;
 use crate::redact::Scrubber;
 use crate::saga::Saga;
 use crate::store::{
-    Checkpoint, CheckpointStore, Created, MemoryStore, NewSaga, SagaKind, SagaPage, SagaQuery, SagaSummary,
+    Checkpoint, CheckpointStore, Created, Fence, MemoryStore, NewSaga, SagaKind, SagaPage, SagaQuery, SagaSummary,
 };
 use crate::writer::now_ms;
 
@@ -53,14 +55,25 @@ pub(crate) struct Inner {
 
 type Erased = fn(Runtime, SagaId, Option<String>) -> BoxFuture<'static, Result<Status, RuntimeError>>;
 
-/// A saga type registered with [`RuntimeBuilder::register`]: what `recover` and `resolve`
-/// need to drive a stored saga of that type.
+/// How a stored saga is driven by `recover` or a worker.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Attach {
+    /// The claim the caller already took (a worker's batch claim), if any.
+    pub(crate) fence: Option<Fence>,
+    /// Release the saga for backoffs longer than this (a worker), instead of waiting them out.
+    pub(crate) release_over: Option<Duration>,
+}
+
+type Attacher = fn(Runtime, SagaId, Attach) -> BoxFuture<'static, Result<Status, RuntimeError>>;
+
+/// A saga type registered with [`RuntimeBuilder::register`]: what `recover`, workers and
+/// `resolve` need to drive a stored saga of that type.
 struct Registration {
     name: &'static str,
     version: u32,
     fingerprint: &'static str,
-    /// Continues a stored saga as it is (`recover`).
-    attach: Erased,
+    /// Continues a stored saga as it is (`recover`, workers). `Running` means released.
+    attach: Attacher,
     /// Marks the parked compensation as done by a human, then continues (`resolve`).
     resolve: Erased,
 }
@@ -68,9 +81,9 @@ struct Registration {
 fn attach_erased<S: Saga>(
     runtime: Runtime,
     saga_id: SagaId,
-    _: Option<String>,
+    how: Attach,
 ) -> BoxFuture<'static, Result<Status, RuntimeError>> {
-    Box::pin(async move { runtime.attach::<S>(&saga_id).await.map(|outcome| outcome.status()) })
+    Box::pin(async move { runtime.attach::<S>(&saga_id, how).await })
 }
 
 fn resolve_erased<S: Saga>(
@@ -270,7 +283,7 @@ impl Runtime {
     /// `Err` is for failures of the runtime itself (the store, a checkpoint that cannot be
     /// encoded); failures of steps are handled by the ladder and end in the [`Outcome`].
     pub async fn run<S: Saga>(&self, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
-        self.start(SagaId::generate(), saga, true).await
+        self.run_new(SagaId::generate(), saga, true).await
     }
 
     /// Runs a saga under the caller's id, idempotently.
@@ -282,60 +295,22 @@ impl Runtime {
     /// [`resume`](Self::resume) un-parks a parked one. The same id with a different input is
     /// [`RuntimeError::InputMismatch`].
     pub async fn run_with_id<S: Saga>(&self, saga_id: SagaId, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
-        self.start(saga_id, saga, false).await
+        self.run_new(saga_id, saga, false).await
     }
 
     /// Creates the saga (or finds the stored one) and drives it. `fresh`: the id was just
     /// generated, so no other task of this runtime can be driving it.
-    async fn start<S: Saga>(&self, saga_id: SagaId, saga: S, fresh: bool) -> Result<Outcome<S::Output>, RuntimeError> {
-        let definition = S::definition();
+    async fn run_new<S: Saga>(
+        &self,
+        saga_id: SagaId,
+        saga: S,
+        fresh: bool,
+    ) -> Result<Outcome<S::Output>, RuntimeError> {
         let (input, secrets) = encode_input(&saga_id, &saga)?;
         let local = if fresh { self.inner.unshared(&saga_id) } else { self.inner.lock_locally(&saga_id).await };
         let engine = &self.inner.engine;
-        let at_ms = now_ms();
-        let records = vec![
-            Record {
-                seq: 0,
-                at_ms,
-                event: Event::Started {
-                    saga: definition.name().to_owned(),
-                    version: definition.version(),
-                    fingerprint: definition.fingerprint().to_owned(),
-                },
-            },
-            Record { seq: 1, at_ms, event: Event::AttemptStarted { step: 0, attempt: 1, tier: 0 } },
-        ];
-        let sealed_input = engine.codec.seal_input(&saga_id, &input);
-        let mut head =
-            codec::genesis(&saga_id, definition.name(), definition.version(), definition.fingerprint(), &sealed_input);
-        let first_step = definition.steps()[0].name();
-        let mut rows = Vec::with_capacity(records.len());
-        for record in &records {
-            let step = record.event.step().map(|_| first_step);
-            let row = engine
-                .codec
-                .seal_record(&saga_id, &head, 1, record, step)
-                .map_err(|e| RuntimeError::store(&saga_id, e))?;
-            head = row.hash;
-            rows.push(row);
-        }
-        let new = NewSaga {
-            id: saga_id.clone(),
-            name: definition.name().to_owned(),
-            version: definition.version(),
-            fingerprint: definition.fingerprint().to_owned(),
-            input: sealed_input,
-            records: rows,
-            checkpoint: Checkpoint {
-                status: Status::Running,
-                stage: first_step.to_owned(),
-                head,
-                due_at_ms: Some(0),
-                at_ms,
-            },
-            owner: Some(self.inner.claims.owner.clone()),
-            lease_until_ms: self.inner.claims.lease_until(),
-        };
+        let NewRecords { saga: new, records, head } =
+            self.new_saga::<S>(&saga_id, &input, Some(self.inner.claims.owner.clone()))?;
         crash_point("before creating a saga");
         let created = engine.store.create(new).await.map_err(|e| RuntimeError::store(&saga_id, e))?;
         crash_point("after creating a saga");
@@ -368,6 +343,57 @@ impl Runtime {
         }
     }
 
+    /// A new saga of type `S` with its first records, sealed and chained: claimed by `owner`
+    /// with the start of its first attempt (a run), or unclaimed with `Started` alone (an
+    /// enqueued saga, whose worker starts the attempt).
+    fn new_saga<S: Saga>(
+        &self,
+        saga_id: &SagaId,
+        input: &Payload,
+        owner: Option<String>,
+    ) -> Result<NewRecords, RuntimeError> {
+        let definition = S::definition();
+        let codec = &self.inner.engine.codec;
+        let at_ms = now_ms();
+        let started = Event::Started {
+            saga: definition.name().to_owned(),
+            version: definition.version(),
+            fingerprint: definition.fingerprint().to_owned(),
+        };
+        let mut records = vec![Record { seq: 0, at_ms, event: started }];
+        if owner.is_some() {
+            records.push(Record { seq: 1, at_ms, event: Event::AttemptStarted { step: 0, attempt: 1, tier: 0 } });
+        }
+        let sealed_input = codec.seal_input(saga_id, input);
+        let mut head =
+            codec::genesis(saga_id, definition.name(), definition.version(), definition.fingerprint(), &sealed_input);
+        let first_step = definition.steps()[0].name();
+        let epoch = u64::from(owner.is_some());
+        let mut rows = Vec::with_capacity(records.len());
+        for record in &records {
+            let step = record.event.step().map(|_| first_step);
+            let row =
+                codec.seal_record(saga_id, &head, epoch, record, step).map_err(|e| RuntimeError::store(saga_id, e))?;
+            head = row.hash;
+            rows.push(row);
+        }
+        let checkpoint =
+            Checkpoint { status: Status::Running, stage: first_step.to_owned(), head, due_at_ms: Some(0), at_ms };
+        let lease_until_ms = self.inner.claims.lease_until();
+        let saga = NewSaga {
+            id: saga_id.clone(),
+            name: definition.name().to_owned(),
+            version: definition.version(),
+            fingerprint: definition.fingerprint().to_owned(),
+            input: sealed_input,
+            records: rows,
+            checkpoint,
+            owner,
+            lease_until_ms,
+        };
+        Ok(NewRecords { saga, records, head })
+    }
+
     /// The outcome of a stored saga that waits for nothing but a human (finished, or parked
     /// and paged): read without claiming it.
     fn settled_outcome<S: Saga>(
@@ -398,11 +424,14 @@ impl Runtime {
 
     /// Drives a stored saga as it stands: continues a running one, pages for a parked one
     /// if nobody was paged yet, returns the outcome of a finished one.
-    async fn attach<S: Saga>(&self, saga_id: &SagaId) -> Result<Outcome<S::Output>, RuntimeError> {
-        let (held, mut driver) = self.claim_and_load::<S>(saga_id).await?;
-        let outcome = driver.drive().await;
+    async fn attach<S: Saga>(&self, saga_id: &SagaId, how: Attach) -> Result<Status, RuntimeError> {
+        let (held, mut driver) = match how.fence {
+            Some(fence) => self.adopt_and_load::<S>(saga_id, fence).await?,
+            None => self.claim_and_load::<S>(saga_id).await?,
+        };
+        let driven = driver.drive_until(how.release_over).await;
         held.release(driver.released_by_last_write()).await;
-        outcome
+        Ok(driven?.map_or(Status::Running, |outcome| outcome.status()))
     }
 
     /// Marks the compensation a parked saga waits on as done by a human (`note` says what
@@ -497,6 +526,21 @@ impl Runtime {
     /// as it is now and rebuilds its driver.
     async fn claim_and_load<S: Saga>(&self, saga_id: &SagaId) -> Result<(Held, Driver<'_, S>), RuntimeError> {
         let held = self.inner.claim(saga_id).await?;
+        self.load_held::<S>(saga_id, held).await
+    }
+
+    /// Like [`claim_and_load`](Self::claim_and_load) for a saga this runtime claimed already.
+    async fn adopt_and_load<S: Saga>(
+        &self,
+        saga_id: &SagaId,
+        fence: Fence,
+    ) -> Result<(Held, Driver<'_, S>), RuntimeError> {
+        let local = self.inner.lock_locally(saga_id).await;
+        let held = self.inner.hold(saga_id, fence, local);
+        self.load_held::<S>(saga_id, held).await
+    }
+
+    async fn load_held<S: Saga>(&self, saga_id: &SagaId, held: Held) -> Result<(Held, Driver<'_, S>), RuntimeError> {
         let stored = self.load(saga_id).await?;
         check_definition::<S>(saga_id, &stored.summary)?;
         let saga: S = serde_json::from_slice(&stored.input).map_err(|e| RuntimeError::Checkpoint {
@@ -533,6 +577,13 @@ impl Runtime {
     pub async fn list_page(&self, query: &SagaQuery) -> Result<SagaPage, RuntimeError> {
         Ok(self.inner.engine.store.list(query).await?)
     }
+}
+
+/// A new saga for the store, with the records it starts with and the head of their chain.
+struct NewRecords {
+    saga: NewSaga,
+    records: Vec<Record>,
+    head: crate::store::ChainHash,
 }
 
 fn check_definition<S: Saga>(saga_id: &SagaId, summary: &SagaSummary) -> Result<(), RuntimeError> {

@@ -5,7 +5,7 @@
 use super::{Runtime, RuntimeError};
 use crate::id::SagaId;
 use crate::outcome::Status;
-use crate::store::{ClaimRequest, SagaQuery, SagaSummary};
+use crate::store::{ClaimRequest, Claimed, SagaQuery, SagaSummary};
 use crate::writer::now_ms;
 
 /// How many sagas one round of recovery claims and drives at once.
@@ -65,36 +65,53 @@ impl Runtime {
         due_by_ms: Option<u64>,
         skip: &[SagaId],
     ) -> Result<Vec<(SagaId, Result<Status, RuntimeError>)>, RuntimeError> {
+        let claimed = self.claim_due(BATCH, due_by_ms, skip).await?;
+        let jobs = claimed.into_iter().map(|claimed| {
+            let runtime = self.clone();
+            async move { (claimed.id.clone(), runtime.drive_claimed(claimed, None).await) }
+        });
+        Ok(futures::future::join_all(jobs).await)
+    }
+
+    /// Claims up to `limit` sagas of the registered types with work to do.
+    pub(crate) async fn claim_due(
+        &self,
+        limit: usize,
+        due_by_ms: Option<u64>,
+        skip: &[SagaId],
+    ) -> Result<Vec<Claimed>, RuntimeError> {
         let kinds = self.kinds();
-        if kinds.is_empty() {
+        if kinds.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let claims = &self.inner.claims;
         let now = now_ms();
         let mut request = ClaimRequest::new(claims.owner.clone(), kinds, now, claims.lease_until());
-        request.limit = BATCH;
+        request.limit = limit;
         request.due_by_ms = due_by_ms;
         request.skip = skip.to_vec();
-        let claimed = self.inner.engine.store.claim(&request).await?;
-        let jobs = claimed.into_iter().map(|claimed| {
-            let runtime = self.clone();
-            async move {
-                let registration = runtime
-                    .inner
-                    .registrations
-                    .iter()
-                    .find(|r| r.name == claimed.kind.name && r.fingerprint == claimed.kind.fingerprint);
-                let result = match registration {
-                    // The drive claims the saga again under this runtime's lock for the id (the
-                    // store hands a saga its own owner holds back to it), so a task of this
-                    // runtime that wanted the same saga meanwhile is never overtaken.
-                    Some(registration) => (registration.attach)(runtime.clone(), claimed.id.clone(), None).await,
-                    None => Err(RuntimeError::Unregistered { saga_id: claimed.id.clone(), name: claimed.kind.name }),
-                };
-                (claimed.id, result)
+        Ok(self.inner.engine.store.claim(&request).await?)
+    }
+
+    /// Drives a saga this runtime claimed, under its registered type. `release_over`: a
+    /// backoff longer than this releases it (`Ok(Running)`) instead of holding on to it.
+    pub(crate) async fn drive_claimed(
+        &self,
+        claimed: Claimed,
+        release_over: Option<std::time::Duration>,
+    ) -> Result<Status, RuntimeError> {
+        let registration = self
+            .inner
+            .registrations
+            .iter()
+            .find(|r| r.name == claimed.kind.name && r.fingerprint == claimed.kind.fingerprint);
+        match registration {
+            Some(registration) => {
+                let how = super::Attach { fence: Some(claimed.fence), release_over };
+                (registration.attach)(self.clone(), claimed.id, how).await
             }
-        });
-        Ok(futures::future::join_all(jobs).await)
+            None => Err(RuntimeError::Unregistered { saga_id: claimed.id, name: claimed.kind.name }),
+        }
     }
 
     /// Looks at the unfinished sagas (running or parked: never the finished history): reports

@@ -146,6 +146,10 @@ impl CheckpointStore for MemoryStore {
         ready(Ok(self.lock().by_id.get(id).cloned()))
     }
 
+    fn summary<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaSummary>, StoreError>> {
+        ready(Ok(self.lock().by_id.get(id).map(|s| s.summary.clone())))
+    }
+
     fn list<'a>(&'a self, query: &'a SagaQuery) -> BoxFuture<'a, Result<SagaPage, StoreError>> {
         let inner = self.lock();
         let after = query.after.as_ref().map(|c| (c.created_at_ms, c.id.clone()));

@@ -514,6 +514,12 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// Loads a saga with its whole journal.
     fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>>;
 
+    /// The row of one saga, without its input or journal (what a waiter polls). The default
+    /// loads the whole saga; stores override it with a query of the row alone.
+    fn summary<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaSummary>, StoreError>> {
+        Box::pin(async move { Ok(self.load(id).await?.map(|saga| saga.summary)) })
+    }
+
     /// One page of the sagas that pass the query's filters, in its order, without loading
     /// their inputs or journals.
     fn list<'a>(&'a self, query: &'a SagaQuery) -> BoxFuture<'a, Result<SagaPage, StoreError>>;

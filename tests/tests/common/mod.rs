@@ -444,3 +444,4 @@ pub mod chain {
             .unwrap();
     }
 }
+pub mod pg;

@@ -26,7 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use self::writer::Writer;
 use super::{
     BackendError, Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow,
-    SagaPage, SagaQuery, StoreError, StoredSaga, Wakeup,
+    SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Wakeup,
 };
 use crate::BoxFuture;
 use crate::id::SagaId;
@@ -270,6 +270,14 @@ impl CheckpointStore for PostgresStore {
             queries::load(&self.shared.pool, &self.shared.schema, id)
                 .await
                 .map_err(|e| self.error("loading a saga", e))?
+        })
+    }
+
+    fn summary<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaSummary>, StoreError>> {
+        Box::pin(async move {
+            queries::summary_of(&self.shared.pool, &self.shared.schema, id)
+                .await
+                .map_err(|e| self.error("reading a saga", e))?
         })
     }
 

@@ -258,6 +258,18 @@ pub(super) async fn load(
     Ok(Ok(Some(StoredSaga::new(summary, input, records))))
 }
 
+pub(super) async fn summary_of(
+    pool: &PgPool,
+    schema: &str,
+    id: &SagaId,
+) -> sqlx::Result<Result<Option<SagaSummary>, StoreError>> {
+    let row = sqlx::query(safe(format!("SELECT {SAGA_COLUMNS} FROM {schema}.sagas WHERE id = $1")))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(summary).transpose())
+}
+
 pub(super) async fn list(
     pool: &PgPool,
     schema: &str,

@@ -32,7 +32,7 @@ use self::queries::QueryError;
 use self::writer::{Command, Job, Writer};
 use super::{
     BackendError, Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow,
-    SagaPage, SagaQuery, StoreError, StoredSaga, Wakeup,
+    SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Wakeup,
 };
 use crate::BoxFuture;
 use crate::id::SagaId;
@@ -337,6 +337,11 @@ impl CheckpointStore for SqliteStore {
     fn load<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<StoredSaga>, StoreError>> {
         let id = id.clone();
         Box::pin(self.read(move |c| queries::load(c, &id)))
+    }
+
+    fn summary<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaSummary>, StoreError>> {
+        let id = id.clone();
+        Box::pin(self.read(move |c| queries::summary_of(c, &id)))
     }
 
     fn list<'a>(&'a self, query: &'a SagaQuery) -> BoxFuture<'a, Result<SagaPage, StoreError>> {

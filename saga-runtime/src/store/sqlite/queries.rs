@@ -186,6 +186,17 @@ pub(super) fn load(connection: &Connection, id: &SagaId) -> Result<Option<Stored
     Ok(Some(StoredSaga::new(summary, input, records)))
 }
 
+pub(super) fn summary_of(connection: &Connection, id: &SagaId) -> Result<Option<SagaSummary>> {
+    let found = connection
+        .prepare_cached(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = ?1"))?
+        .query_row([id.as_str()], summary)
+        .optional()?;
+    match found {
+        Some(summary) => Ok(Some(summary.map_err(QueryError::Store)?)),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn list(connection: &Connection, query: &SagaQuery) -> Result<Vec<SagaSummary>> {
     let mut sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE 1 = 1");
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
