@@ -241,6 +241,96 @@ async fn a_lost_notification_only_delays() {
     worker.shutdown().await;
 }
 
+/// Kills every connection of the database but the caller's, as a server restart or an idle
+/// timeout does.
+async fn terminate_connections(url: &str) -> usize {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+        .bind(&pids)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // Termination is a signal: wait until the backends are gone, so the next write surely
+    // meets a dead connection.
+    loop {
+        let alive: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+            .bind(&pids)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        if alive == 0 {
+            return pids.len();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A saga whose step has every connection of the store terminated while it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CutOff {
+    url: String,
+}
+
+#[saga]
+impl CutOff {
+    #[step(idempotent)]
+    async fn before(&self, cx: &StepContext) -> StepResult<u32> {
+        cx.resource::<Counts>().charge.fetch_add(1, Ordering::SeqCst);
+        let killed = terminate_connections(&self.url).await;
+        Ok(killed as u32)
+    }
+    #[step(idempotent)]
+    async fn after(&self, cx: &StepContext, before: &u32) -> StepResult<u32> {
+        cx.resource::<Counts>().ship.fetch_add(1, Ordering::SeqCst);
+        Ok(*before)
+    }
+}
+
+/// Connections terminated from the server side between two writes (a restart, an idle
+/// timeout, a failover) cost no saga anything: the next write reconnects and lands, no step
+/// runs twice, and `start` right after the cut works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connections_cost_no_write() {
+    let db = ScratchDb::new().await;
+    let counts = Counts::default();
+    // One committer, so the writes after the cut surely meet its dead connection.
+    let store = PostgresStore::options(db.url.clone()).writers(1).connect().await.unwrap();
+    let runtime = Runtime::builder().store(store.clone()).resource(counts.clone()).register::<CutOff>().build();
+    let outcome = runtime.run(CutOff { url: db.url.clone() }).await.unwrap();
+    let killed = outcome.output().expect("completed").after;
+    assert!(killed >= 2, "the writer's and the pool's connections were terminated ({killed})");
+    assert_eq!(
+        (counts.charge.load(Ordering::SeqCst), counts.ship.load(Ordering::SeqCst)),
+        (1, 1),
+        "each step ran once"
+    );
+    let journal = runtime.journal(outcome.saga_id()).await.unwrap();
+    let completed =
+        journal.iter().filter(|r| matches!(r.event, saga_runtime::journal::Event::StepCompleted { .. })).count();
+    assert_eq!(completed, 2, "one completion per step");
+    assert!(
+        outcome.report().store_outages.is_empty(),
+        "the write was not even retried by the saga: {:?}",
+        outcome.report().store_outages
+    );
+
+    terminate_connections(&db.url).await;
+    let id = runtime.start(Order::new(7)).await.expect("enqueued after the cut");
+    let summary = store.summary(&id).await.unwrap().expect("stored");
+    assert_eq!(
+        (summary.status, summary.records, summary.owner.as_deref(), summary.due_at_ms.is_some()),
+        (Status::Running, 1, None, true),
+        "enqueued (its `started` record) for any worker"
+    );
+}
+
 /// Ten workers starting at once against a new database migrate it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_workers_starting_at_once_migrate_once() {

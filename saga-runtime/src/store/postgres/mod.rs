@@ -71,8 +71,9 @@ impl PostgresOptions {
         }
     }
 
-    /// The most connections the store opens (default 10; one more listens for
-    /// notifications).
+    /// The most connections the store opens for reads, claims and leases (default 10). The
+    /// [`writers`](Self::writers) and the notification listener have one each besides, so a
+    /// store holds at most `pool_size + writers + 1` connections.
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = size.max(2);
         self
@@ -93,7 +94,9 @@ impl PostgresOptions {
         self
     }
 
-    /// How many connections commit groups of writes in parallel (default 2).
+    /// How many connections commit groups of writes in parallel (default 2). One is enough
+    /// for throughput at any number of sagas in flight (a group takes every write waiting);
+    /// a second one commits while the first waits for its flush.
     pub fn writers(mut self, writers: usize) -> Self {
         self.writers = writers.max(1);
         self
@@ -126,15 +129,19 @@ impl PostgresOptions {
             )
         })?;
         let connect = connect.application_name("saga-runtime");
+        // Plans made for each execution: the store's reads and claims then follow the tables
+        // as they grow, instead of a plan cached while they were small (the writer, whose
+        // statements are the hot path, keeps cached plans on connections of its own).
+        let reads = connect.clone().options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(self.pool_size)
             .acquire_timeout(self.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(reads)
             .await
             .map_err(|e| pg_error(&location, "connecting to the database", e))?;
         let read_only = schema::migrate(&pool, &self.schema, &location, self.keys.as_ref()).await?;
         let (wakeups, listener) = listen::start(pool.clone(), &self.schema);
-        let writer = Writer::start(pool.clone(), &self.schema, &location, self.writers);
+        let writer = Writer::start(&connect, self.acquire_timeout, &self.schema, &location, self.writers);
         Ok(PostgresStore {
             shared: Arc::new(Shared {
                 pool,

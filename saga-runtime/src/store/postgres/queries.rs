@@ -49,80 +49,10 @@ fn summary(row: &PgRow) -> Result<SagaSummary, StoreError> {
     Ok(summary)
 }
 
-/// The columns of a batch of rows, for one `UNNEST`.
-struct Columns {
-    seq: Vec<i64>,
-    at: Vec<i64>,
-    epoch: Vec<i64>,
-    kind: Vec<String>,
-    step: Vec<Option<String>>,
-    body: Vec<Vec<u8>>,
-    hash: Vec<Vec<u8>>,
-}
-
-impl Columns {
-    fn of(rows: &[RecordRow]) -> Columns {
-        Columns {
-            seq: rows.iter().map(|r| r.seq as i64).collect(),
-            at: rows.iter().map(|r| r.at_ms as i64).collect(),
-            epoch: rows.iter().map(|r| r.epoch as i64).collect(),
-            kind: rows.iter().map(|r| r.kind.to_string()).collect(),
-            step: rows.iter().map(|r| r.step.as_ref().map(|s| s.to_string())).collect(),
-            body: rows.iter().map(|r| r.body.clone()).collect(),
-            hash: rows.iter().map(|r| r.hash.to_vec()).collect(),
-        }
-    }
-}
-
-const INSERT_ROWS: &str = "INSERT INTO {s}.journal (saga_id, seq, at, epoch, kind, step, body, hash)
-    SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])";
-
-/// Creates a saga and its first records in one statement; `false` when the id exists.
-pub(super) async fn create(connection: &mut PgConnection, schema: &str, new: &NewSaga) -> sqlx::Result<bool> {
-    let created_at = new.records.first().map_or(new.checkpoint.at_ms, |r| r.at_ms) as i64;
-    let rows = Columns::of(&new.records);
-    let sql = format!(
-        "WITH created AS (
-            INSERT INTO {s}.sagas (id, name, version, fingerprint, status, stage, input, records, head, created_at, updated_at, due_at, owner, lease_until, epoch)
-            VALUES ($1, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
-            ON CONFLICT (id) DO NOTHING RETURNING id
-        )
-        {}
-        WHERE EXISTS (SELECT 1 FROM created)",
-        INSERT_ROWS.replace("{s}", schema),
-        s = schema
-    );
-    let inserted = sqlx::query(safe(sql))
-        .bind(new.id.as_str())
-        .bind(&rows.seq)
-        .bind(&rows.at)
-        .bind(&rows.epoch)
-        .bind(&rows.kind)
-        .bind(&rows.step)
-        .bind(&rows.body)
-        .bind(&rows.hash)
-        .bind(&new.name)
-        .bind(new.version as i32)
-        .bind(&new.fingerprint)
-        .bind(new.checkpoint.status.as_str())
-        .bind(&new.checkpoint.stage)
-        .bind(&new.input)
-        .bind(new.records.len() as i64)
-        .bind(&new.checkpoint.head[..])
-        .bind(created_at)
-        .bind(new.checkpoint.at_ms as i64)
-        .bind(new.checkpoint.due_at_ms.map(|t| t as i64))
-        .bind(new.owner.as_deref())
-        .bind(new.owner.as_ref().map(|_| new.lease_until_ms as i64))
-        .bind(i64::from(new.owner.is_some()))
-        .execute(&mut *connection)
-        .await?;
-    Ok(inserted.rows_affected() > 0 || new.records.is_empty())
-}
-
-/// Appends records and writes the checkpoint in one statement, guarded by the sequence number
-/// and the epoch: it never fails on a conflict, it writes nothing and says why.
-pub(super) async fn append(
+/// Why an append wrote nothing: the saga is missing, was taken over (a stale epoch), or
+/// another writer appended first; or it is this very write, already in (a commit whose answer
+/// was lost to a dropped connection, retried), which is success.
+pub(super) async fn why_not_appended(
     connection: &mut PgConnection,
     schema: &str,
     id: &SagaId,
@@ -131,43 +61,6 @@ pub(super) async fn append(
     checkpoint: &Checkpoint,
 ) -> sqlx::Result<Result<(), StoreError>> {
     let Some(first) = rows.first() else { return Ok(Ok(())) };
-    let columns = Columns::of(rows);
-    // A saga that waits for nothing but a human is held by nobody.
-    let sql = format!(
-        "WITH advanced AS (
-            UPDATE {s}.sagas SET records = records + $9, stage = $10, updated_at = $11, head = $12, status = $13, due_at = $14,
-                owner = CASE WHEN $14::bigint IS NULL THEN NULL ELSE owner END,
-                lease_until = CASE WHEN $14::bigint IS NULL THEN NULL ELSE lease_until END
-            WHERE id = $1 AND records = $15 AND epoch = $16
-            RETURNING id
-        )
-        {}
-        WHERE EXISTS (SELECT 1 FROM advanced)",
-        INSERT_ROWS.replace("{s}", schema),
-        s = schema
-    );
-    let inserted = sqlx::query(safe(sql))
-        .bind(id.as_str())
-        .bind(&columns.seq)
-        .bind(&columns.at)
-        .bind(&columns.epoch)
-        .bind(&columns.kind)
-        .bind(&columns.step)
-        .bind(&columns.body)
-        .bind(&columns.hash)
-        .bind(rows.len() as i64)
-        .bind(&checkpoint.stage)
-        .bind(checkpoint.at_ms as i64)
-        .bind(&checkpoint.head[..])
-        .bind(checkpoint.status.as_str())
-        .bind(checkpoint.due_at_ms.map(|t| t as i64))
-        .bind(first.seq as i64)
-        .bind(fence.epoch as i64)
-        .execute(&mut *connection)
-        .await?;
-    if inserted.rows_affected() > 0 {
-        return Ok(Ok(()));
-    }
     let found = sqlx::query(safe(format!("SELECT records, epoch, head FROM {schema}.sagas WHERE id = $1")))
         .bind(id.as_str())
         .fetch_optional(&mut *connection)
@@ -183,14 +76,29 @@ pub(super) async fn append(
                 && head == checkpoint.head
                 && already_written(connection, schema, id, rows).await?
             {
-                // This very write, already in: a commit whose answer was lost (a dropped
-                // connection), retried. Done.
                 return Ok(Ok(()));
             } else {
                 StoreError::Conflict { saga_id, expected: first.seq, found: records as u64 }
             }
         }
     }))
+}
+
+/// Whether the stored saga `new.id` is `new` itself (the same definition, input and first
+/// records, hashes included): a creation that landed before its connection was lost.
+pub(super) async fn already_created(connection: &mut PgConnection, schema: &str, new: &NewSaga) -> sqlx::Result<bool> {
+    let found =
+        sqlx::query(safe(format!("SELECT name, version, fingerprint, input FROM {schema}.sagas WHERE id = $1")))
+            .bind(new.id.as_str())
+            .fetch_optional(&mut *connection)
+            .await?;
+    let same = found.is_some_and(|row| {
+        row.get::<String, _>(0) == new.name
+            && row.get::<i32, _>(1) as u32 == new.version
+            && row.get::<String, _>(2) == new.fingerprint
+            && row.get::<Vec<u8>, _>(3) == new.input
+    });
+    Ok(same && already_written(connection, schema, &new.id, &new.records).await?)
 }
 
 /// Whether the journal holds exactly these rows (kind, body, hash) at their positions.
