@@ -48,6 +48,7 @@ impl CodeChange {
     /// repository is rejected by `plan_stays_in_repo`, which re-prompts with the reason.
     #[step(idempotent, validate = plan_stays_in_repo, timeout = "2m")]
     async fn plan(&self, cx: &StepContext) -> StepResult<Plan> {
+        world(cx).latency().await;
         let previous = cx.previous_error().map(|f| f.message.as_str());
         let plan = world(cx).plan(&self.request, cx.model_tier(), previous, cx.observation())?;
         cx.record_llm(
@@ -69,6 +70,7 @@ impl CodeChange {
     /// deleted by `delete_files` before the step runs again (half-success).
     #[step(compensate = delete_files)]
     async fn write_files(&self, cx: &StepContext, plan: &Plan) -> StepResult<Branch> {
+        world(cx).latency().await;
         let name = format!("agent/issue-{}-{}", self.issue, &cx.idempotency_key()[..6]);
         let mut files = Vec::new();
         for file in &plan.files {
@@ -94,6 +96,7 @@ impl CodeChange {
 
     #[step(compensate = close_pr)]
     async fn open_pr(&self, cx: &StepContext, write_files: &Branch) -> StepResult<u64> {
+        world(cx).latency().await;
         world(cx).open_pr(cx.idempotency_key(), &write_files.name)
     }
     async fn close_pr(&self, cx: &StepContext, pr: &u64) -> StepResult<()> {
@@ -102,11 +105,13 @@ impl CodeChange {
 
     #[step(idempotent)]
     async fn run_tests(&self, cx: &StepContext, open_pr: &u64) -> StepResult<u32> {
+        world(cx).latency().await;
         world(cx).run_ci(*open_pr)
     }
 
     #[step(compensate = delete_comment)]
     async fn comment_on_issue(&self, cx: &StepContext, open_pr: &u64, run_tests: &u32) -> StepResult<u64> {
+        world(cx).latency().await;
         let text = format!("Opened #{open_pr}: {run_tests} tests pass.");
         world(cx).comment(cx.idempotency_key(), self.issue, &text)
     }
@@ -117,11 +122,13 @@ impl CodeChange {
     /// The commit point: once merged, the saga never rolls back.
     #[step(commit)]
     async fn merge(&self, cx: &StepContext, open_pr: &u64) -> StepResult<String> {
+        world(cx).latency().await;
         world(cx).merge(cx.idempotency_key(), *open_pr)
     }
 
     #[step(idempotent)]
     async fn announce(&self, cx: &StepContext, plan: &Plan, merge: &str) -> StepResult<()> {
+        world(cx).latency().await;
         let message = format!("{} merged as {merge} ({})", self.repo, plan.summary);
         world(cx).announce(cx.idempotency_key(), &message)
     }

@@ -1,8 +1,9 @@
 //! In-process fakes of what a code-change agent talks to: a model vendor that fails in
 //! scripted ways, a code host that dedupes on idempotency keys, a CI service and a chat.
 //! Their state (the "world") is kept in a JSON file next to the saga database, so that a
-//! resumed run finds the pull requests and files the crashed run left. Each fake prints what
-//! it does, so the timeline shows real side effects next to the ladder.
+//! resumed run finds the pull requests and files the crashed run left, and so that several
+//! worker processes share one world (each change is made under a lock on the file). Each fake
+//! prints what it does, so the timeline shows real side effects next to the ladder.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -15,9 +16,22 @@ use serde_json::Value;
 
 use crate::agent::{FileChange, Plan};
 
+/// What this process calls itself in the output (a worker's name), if anything.
+static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process in every line it prints (`[w1]`).
+pub fn name_process(name: &str) {
+    let _ = PROCESS.set(format!("[{name}] "));
+}
+
+/// The prefix of this process's lines.
+pub fn process() -> &'static str {
+    PROCESS.get().map_or("", String::as_str)
+}
+
 /// Prints a side effect of a fake, indented under the timeline.
 pub fn say(who: &str, what: impl std::fmt::Display) {
-    println!("           [{who}] {what}");
+    println!("           {}[{who}] {what}", process());
 }
 
 fn short(key: &str) -> &str {
@@ -74,6 +88,13 @@ pub struct WorldState {
     pub ci_results: VecDeque<CiResult>,
     /// Idempotency key -> announcement.
     pub announcements: BTreeMap<String, String>,
+    /// Calls the host answered from its dedupe table: an effect's code ran again (after a
+    /// crash, under the same key) and nothing happened twice.
+    #[serde(default)]
+    pub replays: u32,
+    /// How long each step waits on the services (to watch workers at work), in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
 }
 
 /// The fakes, sharing one persisted state.
@@ -93,20 +114,40 @@ impl World {
     }
 
     /// Reads or changes the state; a change is written to the file before returning, as a
-    /// real service's write would be durable.
+    /// real service's write would be durable. With a file, the change is made under an
+    /// exclusive lock on `<file>.lock` on the state read from the file, so processes sharing
+    /// the world see each other's changes.
     pub fn with<R>(&self, change: impl FnOnce(&mut WorldState) -> R) -> R {
         let mut state = self.state.lock().unwrap();
-        let result = change(&mut state);
-        if let Some(path) = &self.path {
-            let temporary = path.with_extension("json.tmp");
-            std::fs::write(&temporary, serde_json::to_vec_pretty(&*state).unwrap()).unwrap();
-            std::fs::rename(&temporary, path).unwrap();
+        let Some(path) = &self.path else { return change(&mut state) };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.with_extension("lock"))
+            .expect("the world's lock file");
+        lock.lock().expect("locking the world");
+        if let Some(current) = std::fs::read(path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
+            *state = current;
         }
+        let result = change(&mut state);
+        let temporary = path.with_extension(format!("json.{}.tmp", std::process::id()));
+        std::fs::write(&temporary, serde_json::to_vec_pretty(&*state).unwrap()).unwrap();
+        std::fs::rename(&temporary, path).unwrap();
         result
+    }
+
+    /// Waits as long as a call to the services takes in this world.
+    pub async fn latency(&self) {
+        let wait = self.with(|state| state.latency_ms);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
     }
 
     fn dedupe(state: &mut WorldState, key: &str) -> (u64, bool) {
         if let Some(id) = state.seen_keys.get(key) {
+            state.replays += 1;
             return (*id, true);
         }
         state.next_id += 1;
@@ -300,6 +341,7 @@ impl World {
     pub fn announce(&self, key: &str, message: &str) -> Result<(), StepError> {
         self.with(|state| {
             if state.announcements.contains_key(key) {
+                state.replays += 1;
                 say("chat", "announcement already posted");
             } else {
                 say("chat", format!("#releases: {message}"));

@@ -1,16 +1,21 @@
-//! The main job: a code-change agent saga, checkpointed in `sagas.db`, run against in-process
-//! fakes, printing a timeline of every step, attempt, failure class, ladder level,
-//! compensation and the outcome.
+//! The main job: a code-change agent saga, checkpointed in `sagas.db` (or in PostgreSQL with
+//! `--pg URL`), run against in-process fakes, printing a timeline of every step, attempt,
+//! failure class, ladder level, compensation and the outcome.
 //!
 //! ```text
-//! cargo run -p saga-examples -- --scenario NAME [--crash-after STEP] [--db PATH | --memory] [--fresh]
+//! cargo run -p saga-examples -- --scenario NAME [--crash-after STEP] [--db PATH | --pg URL | --memory] [--fresh]
+//! cargo run -p saga-examples -- workers-demo --pg URL [--workers N] [--sagas N]
+//! cargo run -p saga-examples -- worker --pg URL [--name NAME]
+//! cargo run -p saga-examples -- enqueue --pg URL [--sagas N]
 //! ```
 //!
-//! Every run first resumes the sagas a crashed run left unfinished in the database; only when
-//! there are none does it start a new one.
+//! Every run of the main job first resumes the sagas a crashed run left unfinished in the
+//! database; only when there are none does it start a new one. The other commands show
+//! worker processes sharing one PostgreSQL database (see `workers.rs`).
 
 mod agent;
 mod fakes;
+mod workers;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,8 +25,8 @@ use std::time::{Duration, Instant};
 use saga_runtime::journal::{Event, Record};
 use saga_runtime::prelude::*;
 use saga_runtime::store::{
-    Checkpoint, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow, SagaPage, SagaQuery, SagaSummary,
-    SqliteStore, StoreError, StoredSaga,
+    Checkpoint, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, PostgresStore, RecordRow, SagaPage, SagaQuery,
+    SagaSummary, SqliteStore, StoreError, StoredSaga,
 };
 use saga_runtime::{BoxFuture, EncryptionKey, Keyring, Redacted};
 
@@ -53,21 +58,54 @@ const SCENARIOS: [(&str, &str, Status); 6] = [
     ),
 ];
 
+/// The PostgreSQL schema of the main job (`--pg`).
+const MAIN_SCHEMA: &str = "saga_example";
+
+/// What to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Command {
+    /// The main job: resume what a crash left, or run one saga of a scenario.
+    Main,
+    /// A worker process: claims and drives sagas from PostgreSQL until stopped.
+    Worker,
+    /// Enqueues sagas for the workers and waits for their outcomes.
+    Enqueue,
+    /// Starts workers, enqueues sagas, kills one worker mid-run, checks every saga finished once.
+    WorkersDemo,
+}
+
 struct Args {
+    command: Command,
     scenario: String,
     db: Option<PathBuf>,
+    pg: Option<String>,
+    world: Option<PathBuf>,
     crash_after: Option<String>,
     fresh: bool,
+    name: String,
+    sagas: u32,
+    workers: u32,
+    latency_ms: u64,
+    stop_on_stdin_eof: bool,
 }
 
 fn usage() -> String {
     let mut text = String::from(
-        "usage: saga-examples [--scenario NAME] [--crash-after STEP] [--db PATH | --memory] [--fresh]\n\n\
-         Runs a code-change agent saga checkpointed in sagas.db (--db to choose the file, --memory for none).\n\
-         Each run first resumes the sagas a crashed run left unfinished; --crash-after STEP kills the\n\
-         process right after STEP's checkpoint lands, so that the next run shows the resume.\n\
-         --fresh deletes the database and the fakes' state first. With SAGA_KEY set to 64 hex digits,\n\
-         inputs, outputs, effect results and failure messages are encrypted at rest.\n\nscenarios:\n",
+        "usage: saga-examples [--scenario NAME] [--crash-after STEP] [--db PATH | --pg URL | --memory] [--fresh]\n\
+         \x20      saga-examples workers-demo --pg URL [--workers N] [--sagas N] [--latency-ms MS]\n\
+         \x20      saga-examples worker --pg URL [--name NAME]\n\
+         \x20      saga-examples enqueue --pg URL [--sagas N] [--latency-ms MS]\n\n\
+         Runs a code-change agent saga checkpointed in sagas.db (--db to choose the file, --pg for a\n\
+         PostgreSQL database, schema saga_example; --memory for none). Each run first resumes the sagas\n\
+         a crashed run left unfinished; --crash-after STEP kills the process right after STEP's\n\
+         checkpoint lands, so that the next run shows the resume. --fresh deletes the database (or the\n\
+         schema) and the fakes' state first. With SAGA_KEY set to 64 hex digits, inputs, outputs,\n\
+         effect results and failure messages are encrypted at rest.\n\n\
+         workers-demo starts worker processes on one PostgreSQL database (schema saga_workers), enqueues\n\
+         sagas, kills one worker with SIGKILL mid-run and checks that every saga finished exactly once.\n\
+         worker runs one worker until Ctrl-C; enqueue starts sagas for the workers and waits for them\n\
+         (run several workers in other terminals, kill one, and watch the others finish its sagas).\n\
+         Workers share the fakes' state in workers.world.json (--world to choose the file).\n\nscenarios:\n",
     );
     for (name, what, _) in SCENARIOS {
         text.push_str(&format!("  {name:<19} {what}\n"));
@@ -80,16 +118,50 @@ fn usage() -> String {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let mut parsed =
-        Args { scenario: "happy".to_owned(), db: Some(PathBuf::from("sagas.db")), crash_after: None, fresh: false };
+    let mut args = std::env::args().skip(1).peekable();
+    let command = match args.peek().map(String::as_str) {
+        Some("worker") => Command::Worker,
+        Some("enqueue") => Command::Enqueue,
+        Some("workers-demo") => Command::WorkersDemo,
+        _ => Command::Main,
+    };
+    if command != Command::Main {
+        args.next();
+    }
+    let mut parsed = Args {
+        command,
+        scenario: "happy".to_owned(),
+        db: Some(PathBuf::from("sagas.db")),
+        pg: None,
+        world: None,
+        crash_after: None,
+        fresh: false,
+        name: format!("worker-{}", std::process::id()),
+        sagas: 12,
+        workers: 2,
+        latency_ms: 250,
+        stop_on_stdin_eof: false,
+    };
+    let number = |value: Option<String>, flag: &str| -> Result<u64, String> {
+        value.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| format!("{flag} needs a number"))
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--scenario" | "-s" => parsed.scenario = args.next().ok_or("--scenario needs a name")?,
             "--db" => parsed.db = Some(PathBuf::from(args.next().ok_or("--db needs a path")?)),
+            "--pg" => {
+                parsed.pg =
+                    Some(args.next().ok_or("--pg needs a URL, like postgres://postgres@127.0.0.1:5432/postgres")?)
+            }
+            "--world" => parsed.world = Some(PathBuf::from(args.next().ok_or("--world needs a path")?)),
             "--memory" => parsed.db = None,
             "--crash-after" => parsed.crash_after = Some(args.next().ok_or("--crash-after needs a step name")?),
             "--fresh" => parsed.fresh = true,
+            "--name" => parsed.name = args.next().ok_or("--name needs a name")?,
+            "--sagas" => parsed.sagas = number(args.next(), "--sagas")?.clamp(1, 10_000) as u32,
+            "--workers" => parsed.workers = number(args.next(), "--workers")?.clamp(2, 16) as u32,
+            "--latency-ms" => parsed.latency_ms = number(args.next(), "--latency-ms")?,
+            "--stop-on-stdin-eof" => parsed.stop_on_stdin_eof = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -97,11 +169,14 @@ fn parse_args() -> Result<Args, String> {
     if !SCENARIOS.iter().any(|(name, _, _)| *name == parsed.scenario) {
         return Err(format!("unknown scenario {:?}", parsed.scenario));
     }
+    if command != Command::Main && parsed.pg.is_none() {
+        return Err("workers share a PostgreSQL database: add --pg URL (for example --pg postgres://postgres@127.0.0.1:5432/postgres)".to_owned());
+    }
     if let Some(step) = &parsed.crash_after {
         if CodeChange::definition().step(step).is_none() {
             return Err(format!("--crash-after names no step: {step:?}"));
         }
-        if parsed.db.is_none() {
+        if parsed.db.is_none() && parsed.pg.is_none() {
             return Err("--crash-after needs a database to resume from: drop --memory".to_owned());
         }
     }
@@ -149,7 +224,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args).await {
+    let result = match args.command {
+        Command::Main => run(args).await,
+        Command::Worker => workers::worker(&args).await,
+        Command::Enqueue => workers::enqueue(&args).await,
+        Command::WorkersDemo => workers::demo(&args).await,
+    };
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
@@ -159,54 +240,76 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if let (true, Some(db)) = (args.fresh, &args.db) {
-        let sidecar = |suffix: &str| {
-            let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-            name.push(suffix);
-            db.with_file_name(name)
-        };
-        for path in [db.clone(), sidecar("-wal"), sidecar("-shm"), sidecar(".lock"), world_path(db)] {
-            let _ = std::fs::remove_file(path);
+    let world_file = match (&args.world, &args.pg, &args.db) {
+        (Some(path), _, _) => Some(path.clone()),
+        (None, Some(_), _) => Some(PathBuf::from("pg.world.json")),
+        (None, None, db) => db.as_deref().map(world_path),
+    };
+    if args.fresh {
+        if let Some(url) = &args.pg {
+            workers::drop_schema(url, MAIN_SCHEMA).await?;
+        } else if let Some(db) = &args.db {
+            let sidecar = |suffix: &str| {
+                let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+                name.push(suffix);
+                db.with_file_name(name)
+            };
+            for path in [db.clone(), sidecar("-wal"), sidecar("-shm"), sidecar(".lock")] {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        if let Some(world) = &world_file {
+            let _ = std::fs::remove_file(world);
         }
     }
-    let world = Arc::new(World::open(args.db.as_deref().map(world_path).as_deref()));
+    let world = Arc::new(World::open(world_file.as_deref()));
     let started = Instant::now();
-    let mut builder = Runtime::builder()
-        .policy(Policy {
-            // Short delays keep the demo quick; the shape of the ladder is the default one.
-            backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2), ..Backoff::default() },
-            ..Policy::default()
-        })
-        .register::<CodeChange>()
-        .resource(world.clone())
-        .observer(move |event: &saga_runtime::Observed<'_>| {
-            println!("{:>7.3}s  {}", started.elapsed().as_secs_f64(), event.timeline());
-        })
-        .notifier(|incident: &Incident| println!("           [notifier] {incident}"))
-        .pager(|incident: &Incident| println!("           [pager] PAGE: {incident}"));
-    if let Some(db) = &args.db {
-        let mut options = SqliteStore::options(db);
-        if let Ok(hex) = std::env::var("SAGA_KEY") {
-            options = options.encryption(Keyring::new(EncryptionKey::from_hex("demo", &hex)?));
+    let mut builder = demo_runtime(&world, started);
+    let keyring = match std::env::var("SAGA_KEY") {
+        Ok(hex) => {
             println!("encrypting at rest with the key in SAGA_KEY (key id `demo`)");
+            Some(Keyring::new(EncryptionKey::from_hex("demo", &hex)?))
         }
-        let store = options.open().await?;
-        builder = match &args.crash_after {
-            Some(step) => builder.store(CrashAfter { inner: store, step: step.clone() }),
-            None => builder.store(store),
-        };
-    }
+        Err(_) => None,
+    };
+    let location = if let Some(url) = &args.pg {
+        let mut options = PostgresStore::options(url).schema(MAIN_SCHEMA);
+        if let Some(keyring) = keyring {
+            options = options.encryption(keyring);
+        }
+        // A short lease: after a crash, the next run takes the saga over 5 s after the last
+        // renewal of the stopped process (there is no lock file to tell it died).
+        builder = with_store(builder.lease(Duration::from_secs(5)), options.connect().await?, &args.crash_after);
+        format!("PostgreSQL (schema {MAIN_SCHEMA})")
+    } else if let Some(db) = &args.db {
+        let mut options = SqliteStore::options(db);
+        if let Some(keyring) = keyring {
+            options = options.encryption(keyring);
+        }
+        builder = with_store(builder, options.open().await?, &args.crash_after);
+        db.display().to_string()
+    } else {
+        "memory".to_owned()
+    };
     let runtime = builder.build();
     println!("{}", CodeChange::definition());
 
     // What a restarted worker does first: resume what a crash left unfinished.
     let unfinished: Vec<SagaSummary> = runtime.list_page(&SagaQuery::new().status(Status::Running)).await?.sagas;
     if !unfinished.is_empty() {
-        let db = args.db.as_deref().unwrap_or(Path::new("memory")).display().to_string();
         for saga in &unfinished {
             let journal = runtime.journal(&saga.id).await?;
-            println!("resuming saga {} from {db}: a previous run stopped at `{}`", saga.id, saga.stage);
+            println!("resuming saga {} from {location}: a previous run stopped at `{}`", saga.id, saga.stage);
             println!("  checkpointed steps (not run again): {}\n", checkpointed(&journal).join(", "));
+        }
+        // On PostgreSQL nothing tells that the stopped run died: its claim ends with its lease.
+        let held_until = unfinished.iter().filter(|s| s.owner.is_some()).filter_map(|s| s.lease_until_ms).max();
+        if let Some(until) = held_until {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+            if until > now {
+                println!("the stopped run's lease ends in {:.1} s: waiting for it\n", (until - now) as f64 / 1000.0);
+                tokio::time::sleep(Duration::from_millis(until - now + 50)).await;
+            }
         }
         let recovery = runtime.recover().await?;
         let scenario = world.with(|state| state.scenario.clone());
@@ -230,8 +333,8 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Ok(code);
     }
 
-    if let Some(db) = &args.db {
-        println!("no unfinished saga in {}: starting a new one", db.display());
+    if args.db.is_some() || args.pg.is_some() {
+        println!("no unfinished saga in {location}: starting a new one");
     }
     let scenario = args.scenario.clone();
     world.with(|state| load_scenario(state, &scenario));
@@ -248,6 +351,47 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     print_outcome(&outcome);
     print_world(&world);
     Ok(check(&scenario, &outcome, ExitCode::SUCCESS))
+}
+
+/// The runtime of the demo, without its store: short backoffs, the agent, the fakes, and a
+/// timeline printed as it happens.
+fn demo_runtime(world: &Arc<World>, started: Instant) -> saga_runtime::RuntimeBuilder {
+    Runtime::builder()
+        .policy(Policy {
+            // Short delays keep the demo quick; the shape of the ladder is the default one.
+            backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2), ..Backoff::default() },
+            ..Policy::default()
+        })
+        .register::<CodeChange>()
+        .resource(world.clone())
+        .observer(move |event: &saga_runtime::Observed<'_>| {
+            let at = started.elapsed().as_secs_f64();
+            let process = fakes::process();
+            if process.is_empty() {
+                println!("{at:>7.3}s  {}", event.timeline());
+                return;
+            }
+            // A worker runs many sagas at once: name the process and the saga on every line.
+            let id = event.saga_id.as_str();
+            let tag = format!("{process}[saga …{}] ", &id[id.len().saturating_sub(4)..]);
+            for line in event.timeline().to_string().lines() {
+                println!("{at:>7.3}s  {tag}{}", line.trim_start());
+            }
+        })
+        .notifier(|incident: &Incident| println!("           {}[notifier] {incident}", fakes::process()))
+        .pager(|incident: &Incident| println!("           {}[pager] PAGE: {incident}", fakes::process()))
+}
+
+/// Puts `store` under the runtime, through the crash simulation when asked for.
+fn with_store<S: CheckpointStore>(
+    builder: saga_runtime::RuntimeBuilder,
+    store: S,
+    crash_after: &Option<String>,
+) -> saga_runtime::RuntimeBuilder {
+    match crash_after {
+        Some(step) => builder.store(CrashAfter { inner: store, step: step.clone() }),
+        None => builder.store(store),
+    }
 }
 
 /// Exits non-zero when the scenario did not end as designed.
@@ -300,7 +444,7 @@ fn print_outcome(outcome: &Outcome<agent::CodeChangeOutput>) {
     );
 }
 
-fn print_world(world: &World) {
+pub(crate) fn print_world(world: &World) {
     world.with(|state| {
         let prs = |wanted: PrState| -> Vec<String> {
             state.prs.iter().filter(|(_, (_, s))| *s == wanted).map(|(n, _)| format!("#{n}")).collect()
@@ -320,12 +464,12 @@ fn print_world(world: &World) {
 
 /// A store that kills the process right after the checkpoint of one step landed, to show a
 /// crash and the resume (the demo's `--crash-after`).
-struct CrashAfter {
-    inner: SqliteStore,
+struct CrashAfter<S> {
+    inner: S,
     step: String,
 }
 
-impl CheckpointStore for CrashAfter {
+impl<S: CheckpointStore> CheckpointStore for CrashAfter<S> {
     fn create<'a>(&'a self, saga: NewSaga) -> BoxFuture<'a, Result<Created, StoreError>> {
         self.inner.create(saga)
     }
