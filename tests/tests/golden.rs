@@ -5,7 +5,8 @@
 //! - the hash chain of a journal, recomputed here independently of the library;
 //! - the fingerprint of a fixed definition (`golden/saga.rs`, frozen);
 //! - SQLite files written by schema 1 (the first release), migrated on open with every saga's
-//!   journal, outcome and encryption intact.
+//!   journal, outcome and encryption intact, and files written by schema 2 (hash chains,
+//!   ownership), opened as they are.
 
 #[path = "golden/saga.rs"]
 mod saga;
@@ -201,10 +202,13 @@ fn golden_key() -> Keyring {
     Keyring::new(EncryptionKey::new("golden-key", [7; 32]).unwrap())
 }
 
-/// A file written by the first release (schema 1): opening migrates it (hash chains computed,
-/// due times set, the encryption marker kept), every saga keeps its outcome and journal, and
-/// the one a crash interrupted is recovered.
-async fn a_schema_1_file_is_migrated(name: &str, keys: Option<Keyring>) {
+/// The schema the store writes today.
+const SCHEMA_NOW: i64 = 2;
+
+/// A file written by an earlier release: opening migrates it (for schema 1: hash chains
+/// computed, due times set, the encryption marker kept), every saga keeps its outcome and
+/// journal, and the one a crash interrupted is recovered.
+async fn a_stored_file_opens(name: &str, keys: Option<Keyring>) {
     let dir = tempfile::tempdir().unwrap();
     let path = fixture(name, dir.path());
     let before = rusqlite::Connection::open(&path)
@@ -267,7 +271,7 @@ async fn a_schema_1_file_is_migrated(name: &str, keys: Option<Keyring>) {
 
     let connection = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = connection.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, SCHEMA_NOW);
     let after: i64 = connection.query_row("SELECT count(*) FROM journal", [], |r| r.get(0)).unwrap();
     assert!(after > before, "the interrupted saga went on ({before} -> {after} records)");
     let unchained: i64 =
@@ -277,16 +281,30 @@ async fn a_schema_1_file_is_migrated(name: &str, keys: Option<Keyring>) {
 
 #[tokio::test]
 async fn a_schema_1_file_is_migrated_and_keeps_its_sagas() {
-    a_schema_1_file_is_migrated("v1-plain.db", None).await;
+    a_stored_file_opens("v1-plain.db", None).await;
+}
+
+#[tokio::test]
+async fn a_schema_2_file_opens_and_keeps_its_sagas() {
+    a_stored_file_opens("v2-plain.db", None).await;
 }
 
 #[tokio::test]
 async fn a_sealed_schema_1_file_is_migrated_and_stays_sealed() {
-    a_schema_1_file_is_migrated("v1-sealed.db", Some(golden_key())).await;
+    a_stored_file_opens("v1-sealed.db", Some(golden_key())).await;
+    opened_without_its_key("v1-sealed.db").await;
+}
 
-    // Opened without its key, the migrated file reads (payloads stay sealed) and writes nothing.
+#[tokio::test]
+async fn a_sealed_schema_2_file_opens_and_stays_sealed() {
+    a_stored_file_opens("v2-sealed.db", Some(golden_key())).await;
+    opened_without_its_key("v2-sealed.db").await;
+}
+
+/// Opened without its key, a sealed file reads (payloads stay sealed) and writes nothing.
+async fn opened_without_its_key(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let path = fixture("v1-sealed.db", dir.path());
+    let path = fixture(name, dir.path());
     let store = SqliteStore::open(&path).await.unwrap();
     assert!(store.is_read_only());
     let runtime = Runtime::builder().store(store).register::<Golden>().build();
