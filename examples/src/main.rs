@@ -532,4 +532,8 @@ impl<S: CheckpointStore> CheckpointStore for CrashAfter<S> {
     fn location(&self) -> String {
         self.inner.location()
     }
+
+    fn shared_limits(&self) -> Option<Arc<dyn saga_runtime::SharedLimits>> {
+        self.inner.shared_limits()
+    }
 }

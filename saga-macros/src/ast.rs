@@ -26,6 +26,8 @@ pub(crate) struct Saga {
     /// The runtime name (`release-pr` unless `#[saga(name = ...)]`).
     pub(crate) name: String,
     pub(crate) version: u32,
+    /// `#[saga(deadline = "1h")]`: how long a saga of this type may run, from its start.
+    pub(crate) deadline: Option<Duration>,
     pub(crate) steps: Vec<Step>,
     /// Every method of the impl block that is not a step.
     pub(crate) methods: Vec<Method>,
@@ -57,6 +59,8 @@ pub(crate) struct Step {
     /// `validate = method`, with the `validate` key for spans.
     pub(crate) validate: Option<(Ident, Ident)>,
     pub(crate) timeout: Option<(Duration, Span)>,
+    /// `limit = "github"`: the downstream whose rate limit the step draws from.
+    pub(crate) limit: Option<(String, Span)>,
     /// The parameters after `cx`: each names an earlier step.
     pub(crate) inputs: Vec<Input>,
     /// `T` in `StepResult<T>` / `Result<T, E>`; `None` when the return type is not of that form.
@@ -152,7 +156,8 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
     }
 
     let name = args.name.map(|(name, _)| name).unwrap_or_else(|| type_ident.to_string().to_kebab_case());
-    Some(Saga { item, type_ident, name, version: args.version.unwrap_or(1), steps, methods })
+    let deadline = args.deadline.map(|(deadline, _)| deadline);
+    Some(Saga { item, type_ident, name, version: args.version.unwrap_or(1), deadline, steps, methods })
 }
 
 fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
@@ -267,7 +272,17 @@ fn parse_step(cx: &mut Ctxt, attr: Attribute, method: &ImplItemFn) -> Step {
         }
     };
 
-    Step { ident, attr, kinds: args.kinds, validate: args.validate, timeout: args.timeout, inputs, output, output_span }
+    Step {
+        ident,
+        attr,
+        kinds: args.kinds,
+        validate: args.validate,
+        timeout: args.timeout,
+        limit: args.limit,
+        inputs,
+        output,
+        output_span,
+    }
 }
 
 /// `T` of `StepResult<T>`, `Result<T, E>` or a path ending in one of them.

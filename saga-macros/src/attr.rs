@@ -1,5 +1,5 @@
-//! Parsing of attribute arguments: `#[saga(name = "...", version = N)]` and
-//! `#[step(compensate = m, commit, idempotent, validate = m, timeout = "30s")]`.
+//! Parsing of attribute arguments: `#[saga(name = "...", version = N, deadline = "1h")]` and
+//! `#[step(compensate = m, commit, idempotent, validate = m, timeout = "30s", limit = "github")]`.
 //!
 //! Arguments are first read as a generic list of `key` / `key = value` entries, so that every
 //! problem of an attribute (an unknown key, a duplicated key, a bad value) can be reported at
@@ -60,9 +60,10 @@ impl Seen {
 pub(crate) struct SagaArgs {
     pub(crate) name: Option<(String, Span)>,
     pub(crate) version: Option<u32>,
+    pub(crate) deadline: Option<(Duration, Span)>,
 }
 
-const SAGA_KEYS: &str = "`name = \"...\"` and `version = N`";
+const SAGA_KEYS: &str = "`name = \"...\"`, `version = N` and `deadline = \"1h\"`";
 
 pub(crate) fn saga_args(cx: &mut Ctxt, tokens: TokenStream) -> SagaArgs {
     let mut args = SagaArgs::default();
@@ -118,6 +119,13 @@ pub(crate) fn saga_args(cx: &mut Ctxt, tokens: TokenStream) -> SagaArgs {
                     args.version = Some(version);
                 }
             }
+            "deadline" => {
+                if let Some((duration, span)) = duration_value(cx, &entry, "saga", "deadline", "deadline = \"1h\"")
+                    && seen.first_time(cx, &entry.key, "saga")
+                {
+                    args.deadline = Some((duration, span));
+                }
+            }
             _ => cx.error(&entry.key, format!("unknown key `{key}` in `#[saga(...)]`: the valid keys are {SAGA_KEYS}")),
         }
     }
@@ -168,13 +176,16 @@ pub(crate) struct StepArgs {
     pub(crate) kinds: Vec<(KindArg, Ident)>,
     pub(crate) validate: Option<(Ident, Ident)>,
     pub(crate) timeout: Option<(Duration, Span)>,
+    /// `limit = "github"`: the downstream whose rate limit the step and its compensation draw
+    /// from.
+    pub(crate) limit: Option<(String, Span)>,
 }
 
-pub(crate) const STEP_KEYS: &str =
-    "`compensate = <method>`, `commit`, `idempotent`, `validate = <method>` and `timeout = \"30s\"`";
+pub(crate) const STEP_KEYS: &str = "`compensate = <method>`, `commit`, `idempotent`, `validate = <method>`, \
+     `timeout = \"30s\"` and `limit = \"<downstream>\"`";
 
 pub(crate) fn step_args(cx: &mut Ctxt, tokens: TokenStream, step: &Ident) -> StepArgs {
-    let mut args = StepArgs { kinds: Vec::new(), validate: None, timeout: None };
+    let mut args = StepArgs { kinds: Vec::new(), validate: None, timeout: None, limit: None };
     let entries = match entries(tokens) {
         Ok(entries) => entries,
         Err(err) => {
@@ -212,20 +223,24 @@ pub(crate) fn step_args(cx: &mut Ctxt, tokens: TokenStream, step: &Ident) -> Ste
                 }
             }
             "timeout" => {
-                if let Some((text, span)) = string_value(cx, &entry, "step", "timeout = \"30s\"") {
-                    match parse_duration(&text) {
-                        Some(duration) => {
-                            if seen.first_time(cx, &entry.key, "step") {
-                                args.timeout = Some((duration, span));
-                            }
-                        }
-                        None => cx.error_at(
+                if let Some(timeout) = duration_value(cx, &entry, "step", "timeout", "timeout = \"30s\"")
+                    && seen.first_time(cx, &entry.key, "step")
+                {
+                    args.timeout = Some(timeout);
+                }
+            }
+            "limit" => {
+                if let Some((name, span)) = string_value(cx, &entry, "step", "limit = \"github\"") {
+                    if !valid_downstream(&name) {
+                        cx.error_at(
                             span,
                             format!(
-                                "invalid timeout \"{text}\": write a whole number above zero followed by \
-                                 `ms`, `s`, `m` or `h`, like `timeout = \"30s\"`"
+                                "invalid downstream name \"{name}\": use letters, digits, `-`, `_` or `.`, like \
+                                 `limit = \"github\"`, the name given to `Runtime::builder().limit(..)`"
                             ),
-                        ),
+                        );
+                    } else if seen.first_time(cx, &entry.key, "step") {
+                        args.limit = Some((name, span));
                     }
                 }
             }
@@ -233,6 +248,29 @@ pub(crate) fn step_args(cx: &mut Ctxt, tokens: TokenStream, step: &Ident) -> Ste
         }
     }
     args
+}
+
+/// A downstream's name: what `Runtime::builder().limit(name, ..)` accepts.
+fn valid_downstream(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A `key = "30s"` duration (a whole number above zero and `ms`, `s`, `m` or `h`).
+fn duration_value(cx: &mut Ctxt, entry: &Entry, attr: &str, what: &str, example: &str) -> Option<(Duration, Span)> {
+    let (text, span) = string_value(cx, entry, attr, example)?;
+    match parse_duration(&text) {
+        Some(duration) => Some((duration, span)),
+        None => {
+            cx.error_at(
+                span,
+                format!(
+                    "invalid {what} \"{text}\": write a whole number above zero followed by \
+                     `ms`, `s`, `m` or `h`, like `{example}`"
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn method_value(cx: &mut Ctxt, entry: &Entry, example: &str) -> Option<Ident> {

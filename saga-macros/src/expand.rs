@@ -76,6 +76,17 @@ fn with_errors(cx: Ctxt, item: TokenStream) -> TokenStream {
 }
 
 /// Whether the compensation `method` takes `Option<&T>` (see `ast::Method::takes_option`).
+/// `Some(Duration::from_millis(..))` or `None`, as a constant expression.
+fn duration_tokens(duration: Option<std::time::Duration>) -> TokenStream {
+    match duration {
+        Some(duration) => {
+            let millis = duration.as_millis() as u64;
+            quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#millis)))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
 fn takes_option(saga: &Saga, method: &syn::Ident) -> bool {
     saga.methods.iter().any(|m| m.ident == *method && m.takes_option)
 }
@@ -270,6 +281,7 @@ impl Gen<'_> {
         let (name, version) = (&saga.name, saga.version);
         let fingerprint = fingerprint::fingerprint(saga);
         let step_defs = saga.steps.iter().enumerate().map(|(index, step)| self.step_def(index, step));
+        let deadline = duration_tokens(saga.deadline);
         quote! {
             fn definition() -> &'static #rt::Definition {
                 static DEFINITION: #rt::Definition = #rt::Definition::__new(
@@ -277,6 +289,7 @@ impl Gen<'_> {
                     #version,
                     #fingerprint,
                     &[#(#step_defs),*],
+                    #deadline,
                 );
                 &DEFINITION
             }
@@ -303,11 +316,9 @@ impl Gen<'_> {
             }
             None => none.clone(),
         };
-        let timeout = match step.timeout {
-            Some((duration, _)) => {
-                let millis = duration.as_millis() as u64;
-                quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#millis)))
-            }
+        let timeout = duration_tokens(step.timeout.map(|(duration, _)| duration));
+        let limit = match &step.limit {
+            Some((name, _)) => quote!(::core::option::Option::Some(#name)),
             None => none,
         };
         let inputs = step.inputs.iter().filter_map(|input| saga.steps.iter().position(|s| s.ident == input.ident));
@@ -319,7 +330,7 @@ impl Gen<'_> {
         quote! {
             #rt::StepDef::__new(
                 #step_name, #kind, #compensation, #validate, #timeout, &[#(#inputs),*], #output_type,
-                #undoes_failed_attempts,
+                #undoes_failed_attempts, #limit,
             )
         }
     }
@@ -652,6 +663,22 @@ mod tests {
             assert_ne!(fingerprint_of(&expand(quote!(), variant.parse().unwrap())), base, "{variant}");
         }
         assert_ne!(fingerprint_of(&expand(quote!(version = 2), release_pr())), base, "the version counts");
+    }
+
+    #[test]
+    fn limits_and_deadlines_are_carried_and_leave_the_fingerprint_alone() {
+        let base = fingerprint_of(&expand(quote!(), release_pr()));
+        let limited: proc_macro2::TokenStream = release_pr()
+            .to_string()
+            .replacen("step (idempotent)", "step (idempotent , limit = \"ci\")", 1)
+            .parse()
+            .unwrap();
+        let file = expand(quote!(deadline = "1h"), limited);
+        assert!(errors(&file).is_empty(), "{:?}", errors(&file));
+        let text = prettyplease::unparse(&file);
+        assert!(text.contains("::core::option::Option::Some(\"ci\")"), "the step's limit is in its StepDef");
+        assert!(text.contains("Duration::from_millis(3600000u64)"), "the deadline is parsed at compile time");
+        assert_eq!(fingerprint_of(&file), base, "neither a limit nor a deadline changes the journal's meaning");
     }
 
     #[test]

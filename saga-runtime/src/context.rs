@@ -70,6 +70,10 @@ pub struct StepContext {
     pub(crate) max_payload: usize,
     /// The saga's scrubber, for what the step records.
     pub(crate) scrubber: crate::redact::Scrubber,
+    /// The runtime's rate limits.
+    pub(crate) limits: Arc<crate::limits::Limits>,
+    /// The downstreams this attempt drew tokens from (paused together on a `retry_after`).
+    pub(crate) used_limits: Mutex<Vec<String>>,
 }
 
 impl StepContext {
@@ -285,6 +289,57 @@ impl StepContext {
         });
         self.writer.commit_soon();
     }
+
+    /// Waits for a token of `downstream`'s rate limit (declared with
+    /// `Runtime::builder().limit(..)`) before a call to it: one bucket for every saga of the
+    /// process, and of every worker when the store shares limits. Take one per call; the
+    /// returned [`Permit`](crate::Permit) holds the call's concurrency slot, if the limit caps
+    /// concurrency, until it drops.
+    ///
+    /// The wait is not a failure and spends no retry budget: it is journaled (and shows in the
+    /// timeline and the report's `throttled`). When the attempt fails with a `retry_after`,
+    /// every downstream it drew from is paused for every saga. A downstream that was never
+    /// declared is a configuration error: the step fails at once, without climbing the ladder.
+    ///
+    /// ```
+    /// # use saga_runtime::prelude::*;
+    /// # async fn create_issue(cx: &StepContext) -> StepResult<u64> {
+    /// let _permit = cx.limit("github").await?;
+    /// // ... call the API ...
+    /// # Ok(1) }
+    /// ```
+    pub async fn limit(&self, downstream: &str) -> Result<crate::Permit, StepError> {
+        let permit = self
+            .limits
+            .acquire(downstream)
+            .await
+            .map_err(|crate::limits::LimitError::Unknown(name)| unknown_limit(&name, &self.limits.names()))?;
+        self.used_limits.lock().unwrap_or_else(|e| e.into_inner()).push(downstream.to_owned());
+        if permit.waited() >= std::time::Duration::from_millis(1) {
+            self.writer.push_unfolded(Event::Throttled {
+                step: self.step_index,
+                attempt: self.attempt,
+                compensation: self.compensation.is_some(),
+                downstream: downstream.to_owned(),
+                waited_ms: permit.waited().as_millis() as u64,
+            });
+        }
+        Ok(permit)
+    }
+}
+
+/// The failure of a call to a downstream no limit was declared for.
+pub(crate) fn unknown_limit(name: &str, declared: &[&str]) -> StepError {
+    let declared = match declared {
+        [] => "none is declared".to_owned(),
+        names => {
+            format!("the declared ones are {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
+        }
+    };
+    StepError::logical(format!(
+        "no rate limit is declared for downstream `{name}` ({declared}): add `Runtime::builder().limit(\"{name}\", Limit::per_second(..))`"
+    ))
+    .with_kind(crate::FailureKind::Misconfigured)
 }
 
 impl std::fmt::Debug for StepContext {

@@ -23,12 +23,26 @@ pub struct Definition {
     version: u32,
     fingerprint: &'static str,
     steps: &'static [StepDef],
+    deadline: Option<Duration>,
 }
 
 impl Definition {
     #[doc(hidden)]
-    pub const fn __new(name: &'static str, version: u32, fingerprint: &'static str, steps: &'static [StepDef]) -> Self {
-        Definition { name, version, fingerprint, steps }
+    pub const fn __new(
+        name: &'static str,
+        version: u32,
+        fingerprint: &'static str,
+        steps: &'static [StepDef],
+        deadline: Option<Duration>,
+    ) -> Self {
+        Definition { name, version, fingerprint, steps, deadline }
+    }
+
+    /// How long a saga of this type may run from its start (`#[saga(deadline = "1h")]`), if
+    /// bounded: past it the saga is rolled back (level 3), or parked after its commit point.
+    /// Not part of the fingerprint: changing it never refuses a saga in flight.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
     }
 
     /// The saga name (the type's name in kebab case unless `#[saga(name = "...")]`).
@@ -71,7 +85,11 @@ impl Definition {
 impl fmt::Display for Definition {
     /// One line per step: `open_pr  compensate = close_pr`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} v{} ({})", self.name, self.version, self.fingerprint)?;
+        write!(f, "{} v{} ({})", self.name, self.version, self.fingerprint)?;
+        if let Some(deadline) = self.deadline {
+            write!(f, ", deadline {deadline:?}")?;
+        }
+        writeln!(f)?;
         for (i, step) in self.steps.iter().enumerate() {
             write!(f, "  {}. {} -> {}: ", i + 1, step.name, step.output_type)?;
             match (step.kind, step.compensation) {
@@ -83,6 +101,9 @@ impl fmt::Display for Definition {
             }
             if let Some(t) = step.timeout {
                 write!(f, ", timeout = {t:?}")?;
+            }
+            if let Some(limit) = step.limit {
+                write!(f, ", limit = {limit}")?;
             }
             writeln!(f)?;
         }
@@ -122,6 +143,7 @@ pub struct StepDef {
     inputs: &'static [usize],
     output_type: &'static str,
     undoes_failed_attempts: bool,
+    limit: Option<&'static str>,
 }
 
 impl StepDef {
@@ -136,8 +158,15 @@ impl StepDef {
         inputs: &'static [usize],
         output_type: &'static str,
         undoes_failed_attempts: bool,
+        limit: Option<&'static str>,
     ) -> Self {
-        StepDef { name, kind, compensation, validate, timeout, inputs, output_type, undoes_failed_attempts }
+        StepDef { name, kind, compensation, validate, timeout, inputs, output_type, undoes_failed_attempts, limit }
+    }
+
+    /// The downstream whose rate limit each attempt of the step and of its compensation draws
+    /// a token from (`#[step(limit = "github")]`).
+    pub fn limit(&self) -> Option<&'static str> {
+        self.limit
     }
 
     /// Whether the compensation takes `Option<&T>`, and so also undoes the landed effects of

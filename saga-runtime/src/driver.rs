@@ -19,6 +19,7 @@ use crate::id::SagaId;
 use crate::idempotency;
 use crate::journal::{CompensationNext, Event, JournalError, Next, Payload, Phase, Progress, Record, Then};
 use crate::ladder;
+use crate::limits::{LimitError, Limits, Permit};
 use crate::notify::{Notifier, Observer, Pager};
 use crate::outcome::{Incident, Level, Outcome, Status};
 use crate::policy::Policy;
@@ -42,6 +43,8 @@ pub(crate) struct Engine {
     pub(crate) max_payload: usize,
     /// What every text of a saga goes through before anyone sees it.
     pub(crate) scrubber: Scrubber,
+    /// The rate limits of the downstreams.
+    pub(crate) limits: Arc<Limits>,
 }
 
 /// What the driver does next.
@@ -80,6 +83,9 @@ pub(crate) struct Driver<'r, S: Saga> {
     release_over: Option<Duration>,
     /// The drive stopped to release the saga until its backoff ends.
     released: bool,
+    /// The wall clock (ms since the epoch) and tokio's clock read together, to turn the
+    /// journal's deadline into a tokio instant (so that a paused test clock drives it).
+    clocks: (u64, tokio::time::Instant),
 }
 
 /// A saga just created: what the driver of its first run starts from.
@@ -95,12 +101,15 @@ pub(crate) struct Created<'a> {
     pub(crate) records: &'a [Record],
     /// The hash of the last of them.
     pub(crate) head: ChainHash,
+    /// The wall clock of the records and tokio's clock, read together (the deadline counts
+    /// from the records' time).
+    pub(crate) clocks: (u64, tokio::time::Instant),
 }
 
 impl<'r, S: Saga> Driver<'r, S> {
     /// A driver for a saga just created with its first records, holding its first claim.
     pub(crate) fn start(engine: &'r Engine, saga: S, created: Created<'_>) -> Result<Self, RuntimeError> {
-        let Created { saga_id, fence, input, secrets, records, head } = created;
+        let Created { saga_id, fence, input, secrets, records, head, clocks } = created;
         let definition = S::definition();
         let mut progress = Progress::new(definition);
         for record in records {
@@ -111,6 +120,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             driver.writer.observe(record);
         }
         driver.started_first_attempt = true;
+        driver.clocks = clocks;
         Ok(driver)
     }
 
@@ -161,7 +171,33 @@ impl<'r, S: Saga> Driver<'r, S> {
             scrubber: engine.scrubber.with_literals(secrets),
             release_over: None,
             released: false,
+            clocks: (now_ms(), tokio::time::Instant::now()),
         }
+    }
+
+    /// When the saga must be over, on tokio's clock.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let deadline_ms = self.progress.deadline_ms?;
+        let (wall, instant) = self.clocks;
+        Some(match deadline_ms.checked_sub(wall) {
+            Some(ahead) => instant + Duration::from_millis(ahead),
+            None => instant.checked_sub(Duration::from_millis(wall - deadline_ms)).unwrap_or(instant),
+        })
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline().is_some_and(|deadline| tokio::time::Instant::now() >= deadline)
+    }
+
+    /// Sleeps `delay` before a step's next attempt, but not past the deadline (the attempt
+    /// then finds it passed).
+    async fn sleep_forward(&self, delay: Duration) {
+        let until = tokio::time::Instant::now() + delay;
+        let until = match self.deadline() {
+            Some(deadline) if matches!(self.progress.phase, Phase::Forward(_)) => until.min(deadline),
+            _ => until,
+        };
+        tokio::time::sleep_until(until).await;
     }
 
     /// A driver for a stored saga, claimed with `fence`: its journal replayed, its outputs
@@ -341,6 +377,8 @@ impl<'r, S: Saga> Driver<'r, S> {
             scrubber: self.scrubber.clone(),
             key: OnceLock::new(),
             resources: self.engine.resources.clone(),
+            limits: self.engine.limits.clone(),
+            used_limits: Mutex::new(Vec::new()),
         }
     }
 
@@ -375,23 +413,54 @@ impl<'r, S: Saga> Driver<'r, S> {
             }
             None => {
                 if let Some(wait) = self.resume_wait.take() {
-                    tokio::time::sleep(wait).await;
+                    self.sleep_forward(wait).await;
                 }
                 let attempt = self.progress.steps[i].attempts + 1;
+                if self.past_deadline() {
+                    let span = self.attempt_span(i, attempt, tier);
+                    let error =
+                        deadline_passed(format!("before attempt {attempt} of `{}` could start", step_def.name()));
+                    return self.step_failed(i, attempt, error, None, &span).await;
+                }
                 self.record(Event::AttemptStarted { step: i as u32, attempt, tier })?;
                 self.commit().await?;
                 attempt
             }
         };
+        if self.past_deadline() {
+            let span = self.attempt_span(i, attempt, tier);
+            let error = deadline_passed(format!("before attempt {attempt} of `{}` ran", step_def.name()));
+            return self.step_failed(i, attempt, error, None, &span).await;
+        }
 
         let cx = self.context(i, attempt, tier, None);
         let span = self.attempt_span(i, attempt, tier);
         let timeout = self.timeout(i);
-        let result = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout, &self.scrubber, "step")
-            .instrument(span.clone())
-            .await;
+        let result = match self.draw_token(i, attempt, false).instrument(span.clone()).await? {
+            Ok(permit) => {
+                let deadline = self.deadline();
+                let run = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout, &self.scrubber, "step")
+                    .instrument(span.clone());
+                let result = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, run).await.unwrap_or_else(|_| {
+                        Err(deadline_passed(format!(
+                            "while attempt {attempt} of `{}` ran: it was cut off",
+                            step_def.name()
+                        )))
+                    }),
+                    None => run.await,
+                };
+                drop(permit);
+                result
+            }
+            Err(error) => Err(error),
+        };
+        let used_limits = std::mem::take(&mut *cx.used_limits.lock().unwrap_or_else(|e| e.into_inner()));
         drop(cx);
         self.fold_effects()?;
+        if let Err(error) = &result {
+            self.pause_downstreams(i, used_limits, error).await;
+        }
         let result = result.and_then(|()| self.validate(i));
         match result {
             Ok(()) => {
@@ -426,6 +495,47 @@ impl<'r, S: Saga> Driver<'r, S> {
                 }
                 self.step_failed(i, attempt, error, rejected_output, &span).await
             }
+        }
+    }
+
+    /// Before an attempt of step `i` (or of its compensation): a token of the step's
+    /// `#[step(limit = ..)]` downstream, if it has one. The wait is journaled, not failed; an
+    /// undeclared downstream fails the attempt for good (`Err` inside).
+    async fn draw_token(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        compensation: bool,
+    ) -> Result<Result<Option<Permit>, StepError>, RuntimeError> {
+        let Some(downstream) = self.definition.steps()[i].limit() else { return Ok(Ok(None)) };
+        let permit = match self.engine.limits.acquire(downstream).await {
+            Ok(permit) => permit,
+            Err(LimitError::Unknown(name)) => {
+                return Ok(Err(crate::context::unknown_limit(&name, &self.engine.limits.names())));
+            }
+        };
+        if permit.waited() >= Duration::from_millis(1) {
+            tracing::info!(downstream, waited_ms = permit.waited().as_millis() as u64, "waited for a rate-limit token");
+            self.record(Event::Throttled {
+                step: i as u32,
+                attempt,
+                compensation,
+                downstream: downstream.to_owned(),
+                waited_ms: permit.waited().as_millis() as u64,
+            })?;
+        }
+        Ok(Ok(Some(permit)))
+    }
+
+    /// A failure that asked to wait (`retry_after`, a 429) pauses every downstream the attempt
+    /// drew from, for every saga: the others wait for the pause instead of hammering.
+    async fn pause_downstreams(&self, i: usize, mut used: Vec<String>, error: &StepError) {
+        let Some(pause) = error.retry_after_delay() else { return };
+        used.extend(self.definition.steps()[i].limit().map(str::to_owned));
+        used.sort_unstable();
+        used.dedup();
+        for downstream in used {
+            self.engine.limits.pause(&downstream, pause).await;
         }
     }
 
@@ -510,7 +620,7 @@ impl<'r, S: Saga> Driver<'r, S> {
                 self.resume_wait = Some(delay);
                 return Ok(());
             }
-            tokio::time::sleep(delay).await;
+            self.sleep_forward(delay).await;
         }
         Ok(())
     }
@@ -542,11 +652,23 @@ impl<'r, S: Saga> Driver<'r, S> {
         self.commit().await?;
         let cx = self.context(i, attempt, 0, Some(compensation));
         let timeout = self.timeout(i);
-        let result = guarded(self.saga.__compensate(i, &cx, &self.state), timeout, &self.scrubber, "compensation")
-            .instrument(span.clone())
-            .await;
+        let result = match self.draw_token(i, attempt, true).instrument(span.clone()).await? {
+            Ok(permit) => {
+                let result =
+                    guarded(self.saga.__compensate(i, &cx, &self.state), timeout, &self.scrubber, "compensation")
+                        .instrument(span.clone())
+                        .await;
+                drop(permit);
+                result
+            }
+            Err(error) => Err(error),
+        };
+        let used_limits = std::mem::take(&mut *cx.used_limits.lock().unwrap_or_else(|e| e.into_inner()));
         drop(cx);
         self.fold_effects()?;
+        if let Err(error) = &result {
+            self.pause_downstreams(i, used_limits, error).await;
+        }
         match result {
             Ok(()) => {
                 span.in_scope(|| tracing::info!("compensated"));
@@ -628,6 +750,23 @@ impl<'r, S: Saga> Driver<'r, S> {
         self.record(Event::Notified)
     }
 
+    /// Writes what is staged now (for a sweep's chore outside a drive).
+    pub(crate) async fn commit_now(&mut self) -> Result<(), RuntimeError> {
+        self.commit().await
+    }
+
+    /// Pages again for a saga parked too long (a sweep's reminder; the caller records it).
+    pub(crate) fn page_again(&self) {
+        match self.incident(Level::PageHuman) {
+            Ok(incident) => {
+                if std::panic::catch_unwind(AssertUnwindSafe(|| self.engine.pager.page(&incident))).is_err() {
+                    tracing::error!(saga_id = %self.saga_id, "the pager panicked; the saga stays parked");
+                }
+            }
+            Err(error) => tracing::error!(saga_id = %self.saga_id, %error, "cannot page again"),
+        }
+    }
+
     /// Level 4: the pager is called once per park (again only if a stop lost the record).
     fn page(&mut self) -> Result<(), RuntimeError> {
         let incident = self.incident(Level::PageHuman)?;
@@ -665,12 +804,12 @@ impl<'r, S: Saga> Driver<'r, S> {
 fn check_started(saga_id: &SagaId, stored: &OpenedSaga) -> Result<(), RuntimeError> {
     let summary = &stored.summary;
     match stored.records.first().map(|r| &r.event) {
-        Some(Event::Started { saga, version, fingerprint })
+        Some(Event::Started { saga, version, fingerprint, .. })
             if *saga == summary.name && *version == summary.version && *fingerprint == summary.fingerprint =>
         {
             Ok(())
         }
-        Some(Event::Started { saga, version, fingerprint }) => Err(RuntimeError::Journal {
+        Some(Event::Started { saga, version, fingerprint, .. }) => Err(RuntimeError::Journal {
             saga_id: saga_id.clone(),
             error: JournalError::new(format!(
                 "its first record was written by `{saga}` version {version} (fingerprint {fingerprint}), but the saga row says `{}` version {} (fingerprint {}): the row was edited",
@@ -727,6 +866,13 @@ async fn guarded(
     })
 }
 
+/// The failure of a saga that ran past its deadline, `when` (before an attempt, or cutting
+/// one off): no budget is spent on it; the ladder goes to level 3 (or parks after the commit
+/// point).
+fn deadline_passed(when: String) -> StepError {
+    StepError::logical(format!("the saga ran past its deadline {when}")).with_kind(FailureKind::DeadlinePassed)
+}
+
 /// The failure of a step whose output (or effect result, `what`) is over the payload limit.
 pub(crate) fn too_large(what: &str, size: usize, limit: usize) -> StepError {
     StepError::logical(format!(
@@ -758,8 +904,16 @@ fn standing(progress: &Progress, event: Option<&Event>) -> Standing {
         | Some(Event::CompensationFailed { next: CompensationNext::Retry { delay }, .. }) => Some(*delay),
         _ => None,
     };
+    let forward = matches!(progress.phase, Phase::Forward(_));
     let due_at_ms = match status {
-        Status::Running => Some(waits.map_or(0, |delay| now_ms().saturating_add(delay.as_millis() as u64))),
+        Status::Running => Some(waits.map_or(0, |delay| {
+            let due = now_ms().saturating_add(delay.as_millis() as u64);
+            // A saga released to wait out a backoff is due again by its deadline at the latest.
+            match progress.deadline_ms {
+                Some(deadline) if forward => due.min(deadline),
+                _ => due,
+            }
+        })),
         Status::NeedsHuman if !progress.paged => Some(0),
         Status::NeedsHuman | Status::Completed | Status::Compensated => None,
     };

@@ -51,6 +51,12 @@ pub enum FailureKind {
     /// (`RuntimeBuilder::max_payload`): a logical failure, since checkpointing it would stall
     /// every saga of the store.
     TooLarge,
+    /// The runtime is configured wrong for the step (it calls a downstream whose rate limit
+    /// was never declared): retrying cannot help, so the step fails for good at once.
+    Misconfigured,
+    /// The saga ran past its deadline (`#[saga(deadline = ..)]` or a per-run deadline): it is
+    /// rolled back (level 3), or parked for a human after its commit point.
+    DeadlinePassed,
 }
 
 /// The error a step or a compensation returns, with its failure class.
@@ -204,6 +210,8 @@ impl fmt::Display for Failure {
                     FailureKind::Interrupted => "was interrupted",
                     FailureKind::StoreUnavailable => "cannot be checkpointed",
                     FailureKind::TooLarge => "returned more than a checkpoint holds",
+                    FailureKind::Misconfigured => "cannot run as the runtime is configured",
+                    FailureKind::DeadlinePassed => "ran past the saga's deadline",
                     FailureKind::Error => "failed",
                 };
                 write!(f, "step `{}` {how} on attempt {} ({})", self.step, self.attempt, self.class)?

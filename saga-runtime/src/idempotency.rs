@@ -20,6 +20,11 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The SHA-256 digest of `bytes`, in lowercase hex.
+pub(crate) fn hex_digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// The SHA-256 digest of the saga input.
 pub(crate) fn input_digest(input: &[u8]) -> [u8; 32] {
     Sha256::digest(input).into()

@@ -42,6 +42,10 @@ pub(crate) fn decide(
     let state = &progress.steps[step];
     let after_commit = definition.commit_index().is_some_and(|commit| step > commit);
     let exhausted = if after_commit { Next::Park } else { Next::RollBack };
+    if matches!(error.kind(), FailureKind::Misconfigured | FailureKind::DeadlinePassed) {
+        // Retrying cannot help: a configuration error stays, and the time is up.
+        return exhausted;
+    }
     if error.kind() == FailureKind::Interrupted {
         // The process stopped during the attempt: retried under a budget of its own, so that
         // deploys and crashes never spend the step's retries, while a step that crashes the

@@ -130,6 +130,7 @@ mod id;
 mod idempotency;
 pub mod journal;
 pub mod ladder;
+mod limits;
 mod notify;
 mod outcome;
 mod policy;
@@ -148,14 +149,18 @@ pub use definition::{Definition, StepDef, StepKind};
 pub use error::{CodecError, Failure, FailureClass, FailureKind, StepError};
 pub use id::SagaId;
 pub use journal::{JournalError, LandedEffect};
+pub use limits::{Limit, Permit, SharedLimits};
 pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
 pub use outcome::{
-    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, Report, RestartRecord,
-    Status, StoreOutage,
+    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, RemovedOrphan, Report,
+    RestartRecord, Status, StoreOutage, Throttle,
 };
 pub use policy::{Backoff, Jitter, Policy};
 pub use redact::{Redacted, Scrubber, scrub};
-pub use runtime::{Recovery, Runtime, RuntimeBuilder, RuntimeError, Worker, WorkerBuilder, WorkerStats};
+pub use runtime::{
+    Launch, Orphan, OrphanKind, OrphanReason, Recovery, Runtime, RuntimeBuilder, RuntimeError, SweepOptions,
+    SweepReport, Tagged, Worker, WorkerBuilder, WorkerStats,
+};
 pub use saga::{Saga, StepOutput};
 pub use seal::SealError;
 #[cfg(feature = "encryption")]

@@ -183,11 +183,43 @@ pub struct Report {
     pub slept: Duration,
     /// How many times the notifier was called (level 3).
     pub notified: u32,
-    /// How many times the pager was called (level 4).
+    /// How many times the pager was called (level 4), reminders of a sweep included.
     pub paged: u32,
     /// Every time the store refused the saga's writes for a while and the saga waited.
     #[serde(default)]
     pub store_outages: Vec<StoreOutage>,
+    /// Every call to a rate-limited downstream that waited for its token: not a failure, and
+    /// no retry budget was spent.
+    #[serde(default)]
+    pub throttled: Vec<Throttle>,
+    /// The resources a sweep removed after the saga left them behind (orphans).
+    #[serde(default)]
+    pub orphans_removed: Vec<RemovedOrphan>,
+}
+
+/// A resource a sweep removed because the saga that created it left it behind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedOrphan {
+    /// The kind of resource (`RuntimeBuilder::orphans`).
+    pub kind: String,
+    /// The resource's id.
+    pub resource: String,
+}
+
+/// A call to a rate-limited downstream that waited for its token (or for a pause that a
+/// `retry_after` set).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throttle {
+    /// The step (for a compensation, the step it undoes).
+    pub step: String,
+    /// The attempt (of the step, or of its compensation).
+    pub attempt: u32,
+    /// Whether the compensation waited.
+    pub compensation: bool,
+    /// The downstream.
+    pub downstream: String,
+    /// How long it waited.
+    pub waited: Duration,
 }
 
 /// A time the checkpoint store refused a saga's writes (a full disk, an I/O error) and the saga

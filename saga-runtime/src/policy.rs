@@ -45,6 +45,10 @@ pub struct Policy {
     pub store_retry: Backoff,
     /// How long a store outage lasts before the pager is called, once per outage (default 60 s).
     pub store_outage_page_after: Duration,
+    /// A saga parked for a human is paged again by the sweep (`Runtime::sweep`, and every
+    /// worker's periodic sweep) once it has waited this long since its last page (default
+    /// 4 h; `None`: page once).
+    pub repage_after: Option<Duration>,
 }
 
 impl Default for Policy {
@@ -65,6 +69,7 @@ impl Default for Policy {
                 jitter: Jitter::Full,
             },
             store_outage_page_after: Duration::from_secs(60),
+            repage_after: Some(Duration::from_secs(4 * 3600)),
         }
     }
 }

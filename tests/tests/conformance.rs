@@ -34,6 +34,7 @@ where
         ("renew_and_release", |s| Box::pin(renew_and_release(s))),
         ("a_settled_checkpoint_ends_the_claim", |s| Box::pin(a_settled_checkpoint_ends_the_claim(s))),
         ("racing_appends_one_wins", |s| Box::pin(racing_appends_one_wins(s))),
+        ("a_sweep_item_is_locked_by_one_at_a_time", |s| Box::pin(a_sweep_item_is_locked_by_one_at_a_time(s))),
     ];
     for (name, case) in cases {
         let (store, _guard) = make().await;
@@ -362,6 +363,24 @@ async fn racing_appends_one_wins(store: Arc<dyn CheckpointStore>) {
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "one writer wins");
     assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, StoreError::Conflict { .. })));
     assert_eq!(store.load(&id).await.unwrap().unwrap().records.len(), 3);
+}
+
+async fn a_sweep_item_is_locked_by_one_at_a_time(store: Arc<dyn CheckpointStore>) {
+    let first = store.lock_item("orphan file x").await.unwrap();
+    assert!(first.is_some(), "a free item is locked");
+    assert!(store.lock_item("orphan file x").await.unwrap().is_none(), "a held item is not");
+    assert!(store.lock_item("orphan file y").await.unwrap().is_some(), "another item is free");
+    drop(first);
+    // A store may free the item in the background (PostgreSQL unlocks on a task).
+    let mut again = None;
+    for _ in 0..100 {
+        again = store.lock_item("orphan file x").await.unwrap();
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(again.is_some(), "a dropped lock frees the item");
 }
 
 #[tokio::test]

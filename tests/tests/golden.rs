@@ -53,8 +53,22 @@ fn every_record_kind_keeps_its_json() {
     let payload = |json: &str| -> saga_runtime::journal::Payload { json.as_bytes().into() };
     let cases: Vec<(Event, &str)> = vec![
         (
-            Event::Started { saga: "golden".into(), version: 3, fingerprint: GOLDEN_FINGERPRINT.into() },
+            Event::Started {
+                saga: "golden".into(),
+                version: 3,
+                fingerprint: GOLDEN_FINGERPRINT.into(),
+                deadline_ms: None,
+            },
             r#"{"started":{"saga":"golden","version":3,"fingerprint":"9534e7c78a355667"}}"#,
+        ),
+        (
+            Event::Started {
+                saga: "golden".into(),
+                version: 3,
+                fingerprint: GOLDEN_FINGERPRINT.into(),
+                deadline_ms: Some(1_700_000_600_000),
+            },
+            r#"{"started":{"saga":"golden","version":3,"fingerprint":"9534e7c78a355667","deadline_ms":1700000600000}}"#,
         ),
         (
             Event::AttemptStarted { step: 1, attempt: 2, tier: 1 },
@@ -122,6 +136,10 @@ fn every_record_kind_keeps_its_json() {
         (
             Event::Resolved { step: 0, note: "released by hand".into() },
             r#"{"resolved":{"step":0,"note":"released by hand"}}"#,
+        ),
+        (
+            Event::Throttled { step: 0, attempt: 2, compensation: false, downstream: "bank".into(), waited_ms: 1250 },
+            r#"{"throttled":{"step":0,"attempt":2,"compensation":false,"downstream":"bank","waited_ms":1250}}"#,
         ),
     ];
     for (event, json) in cases {

@@ -9,8 +9,8 @@ use super::record::{CompensationNext, Event, LandedEffect, Next, Payload, Record
 use crate::definition::{Definition, StepKind};
 use crate::error::{Failure, FailureKind};
 use crate::outcome::{
-    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, Report, RestartRecord, Status,
-    StoreOutage,
+    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, RemovedOrphan, Report, RestartRecord,
+    Status, StoreOutage, Throttle,
 };
 
 /// Where the saga is, derived from the journal.
@@ -153,6 +153,8 @@ pub(crate) struct Progress {
     pub(crate) report: Report,
     /// The sequence number of the next record.
     pub(crate) next_seq: u64,
+    /// When the saga must be over (ms since the Unix epoch); lifted by an operator's resume.
+    pub(crate) deadline_ms: Option<u64>,
 }
 
 impl Progress {
@@ -168,6 +170,7 @@ impl Progress {
             rollback_failure: None,
             report: Report::default(),
             next_seq: 0,
+            deadline_ms: None,
         }
     }
 
@@ -244,7 +247,10 @@ impl Progress {
     /// Applies one event: the only place where progress changes.
     pub(crate) fn apply(&mut self, event: &Event) -> Result<(), JournalError> {
         match event {
-            Event::Started { .. } => self.started()?,
+            Event::Started { deadline_ms, .. } => {
+                self.started()?;
+                self.deadline_ms = *deadline_ms;
+            }
             Event::AttemptStarted { step, attempt, tier } => self.attempt_started(*step, *attempt, *tier)?,
             Event::EffectLanded { step, attempt, name, key, result } => {
                 self.effect_landed(*step, *attempt, name, key, result)?
@@ -264,9 +270,28 @@ impl Progress {
                 self.report.notified += 1;
             }
             Event::Paged => self.paged()?,
+            Event::Reminded => {
+                if !(matches!(self.phase, Phase::Parked(_)) && self.paged) {
+                    return Err(JournalError::new("a `reminded` record for a saga that is not parked and paged"));
+                }
+                self.report.paged += 1;
+            }
+            Event::OrphanRemoved { kind, resource } => {
+                self.report.orphans_removed.push(RemovedOrphan { kind: kind.clone(), resource: resource.clone() });
+            }
             Event::Finished { status } => self.finished(*status)?,
             Event::Resolved { step, note } => self.resolved(*step, note)?,
             Event::Resumed => self.resumed()?,
+            Event::Throttled { step, attempt, compensation, downstream, waited_ms } => {
+                let step_name = self.step_index(*step).map(|i| self.name(i))?;
+                self.report.throttled.push(Throttle {
+                    step: step_name,
+                    attempt: *attempt,
+                    compensation: *compensation,
+                    downstream: downstream.clone(),
+                    waited: std::time::Duration::from_millis(*waited_ms),
+                });
+            }
             Event::StoreOutage { failures, waited_ms, error, paged } => {
                 self.report.store_outages.push(StoreOutage {
                     failures: *failures,
@@ -527,6 +552,9 @@ impl Progress {
         let Phase::Parked(parked) = &self.phase else {
             return Err(JournalError::new("a `resumed` record while not parked"));
         };
+        // The operator who resumes a saga takes over its timing: a deadline that parked it
+        // would park it again at once.
+        self.deadline_ms = None;
         self.phase = match parked.clone() {
             Parked::Step { step: i, .. } => {
                 let state = &mut self.steps[i];

@@ -83,6 +83,10 @@ pub enum Event {
         version: u32,
         /// Definition fingerprint.
         fingerprint: String,
+        /// When the saga must be over (milliseconds since the Unix epoch), if it has a
+        /// deadline: past it, it is rolled back (level 3), or parked after its commit point.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
     },
     /// An attempt of a step began.
     AttemptStarted {
@@ -188,6 +192,31 @@ pub enum Event {
         /// Whether a human was paged about it.
         paged: bool,
     },
+    /// The pager was called again for a parked saga that had waited for a human longer than
+    /// `Policy::repage_after` since its last page (by a sweep).
+    Reminded,
+    /// A sweep removed a resource the saga left behind (an orphan: the saga was compensated, or
+    /// parked past the grace period), with the resource's own idempotency key.
+    OrphanRemoved {
+        /// The kind of resource (as registered with `RuntimeBuilder::orphans`).
+        kind: String,
+        /// The resource's id.
+        resource: String,
+    },
+    /// A call to a rate-limited downstream waited for its token (or for a pause a
+    /// `retry_after` set); not a failure, and no retry budget was spent.
+    Throttled {
+        /// Step index.
+        step: u32,
+        /// The attempt (of the step, or of its compensation).
+        attempt: u32,
+        /// Whether the compensation of the step waited.
+        compensation: bool,
+        /// The downstream.
+        downstream: String,
+        /// How long it waited, in milliseconds.
+        waited_ms: u64,
+    },
     /// A human finished the parked compensation by hand (`Runtime::resolve`); the remaining
     /// compensations continue.
     Resolved {
@@ -217,6 +246,9 @@ impl Event {
             Event::Resumed => "resumed",
             Event::StoreOutage { .. } => "store_outage",
             Event::Resolved { .. } => "resolved",
+            Event::Throttled { .. } => "throttled",
+            Event::Reminded => "reminded",
+            Event::OrphanRemoved { .. } => "orphan_removed",
         }
     }
 
@@ -231,13 +263,16 @@ impl Event {
             | Event::CompensationStarted { step, .. }
             | Event::CompensationDone { step, .. }
             | Event::CompensationFailed { step, .. }
-            | Event::Resolved { step, .. } => Some(*step),
+            | Event::Resolved { step, .. }
+            | Event::Throttled { step, .. } => Some(*step),
             Event::Started { .. }
             | Event::Notified
             | Event::Paged
             | Event::Finished { .. }
             | Event::Resumed
-            | Event::StoreOutage { .. } => None,
+            | Event::StoreOutage { .. }
+            | Event::Reminded
+            | Event::OrphanRemoved { .. } => None,
         }
     }
 }

@@ -23,8 +23,13 @@ impl fmt::Display for Timeline<'_> {
         let name = |i: &u32| steps.get(*i as usize).map_or("?", |s| s.name());
         let compensation = |i: &u32| steps.get(*i as usize).and_then(|s| s.compensation()).unwrap_or("?");
         match &self.record.event {
-            Event::Started { saga, version, fingerprint } => {
-                write!(f, "started {saga} v{version} ({fingerprint})")
+            Event::Started { saga, version, fingerprint, deadline_ms } => {
+                write!(f, "started {saga} v{version} ({fingerprint})")?;
+                if let Some(deadline) = deadline_ms {
+                    let left = deadline.saturating_sub(self.record.at_ms);
+                    write!(f, ", deadline in {:.1} s", left as f64 / 1000.0)?;
+                }
+                Ok(())
             }
             Event::AttemptStarted { step, attempt, tier } => {
                 write!(f, "{}: attempt {attempt}", name(step))?;
@@ -96,6 +101,18 @@ impl fmt::Display for Timeline<'_> {
             }
             Event::Resolved { step, note } => {
                 write!(f, "{}: compensated by hand ({note:?}); the rollback continues", name(step))
+            }
+            Event::Reminded => write!(f, "pager called again: still waiting for a human"),
+            Event::OrphanRemoved { kind, resource } => {
+                write!(f, "sweep: removed {kind} `{resource}`, left behind by the saga")
+            }
+            Event::Throttled { step, compensation: undoing, downstream, waited_ms, .. } => {
+                let who = if *undoing { format!("{} (compensating)", name(step)) } else { name(step).to_owned() };
+                write!(
+                    f,
+                    "{who}: waited {:.3} s for a `{downstream}` token (rate limit; not a failure)",
+                    *waited_ms as f64 / 1000.0
+                )
             }
         }
     }

@@ -148,6 +148,25 @@ impl Inner {
         Held { inner: Arc::downgrade(self), saga_id: saga_id.clone(), fence, released: false, _local: local }
     }
 
+    /// Claims an existing saga if nobody holds it now (a sweep's way: it never waits for a
+    /// saga someone is driving). `None` when another task or runtime holds it.
+    pub(super) async fn try_claim(self: &Arc<Self>, saga_id: &SagaId) -> Result<Option<Held>, RuntimeError> {
+        let lock = self.claims.locks().entry(saga_id.clone()).or_default().clone();
+        let Ok(guard) = lock.try_lock_owned() else { return Ok(None) };
+        let local = LocalGuard { inner: Arc::downgrade(self), saga_id: saga_id.clone(), guard: Some(guard) };
+        let claim = self
+            .engine
+            .store
+            .claim_saga(saga_id, &self.claims.owner, now_ms(), self.claims.lease_until())
+            .await
+            .map_err(|error| RuntimeError::store(saga_id, error))?;
+        match claim {
+            Claim::Acquired(fence) => Ok(Some(self.hold(saga_id, fence, local))),
+            Claim::Missing => Err(RuntimeError::UnknownSaga { saga_id: saga_id.clone() }),
+            Claim::Held { .. } => Ok(None),
+        }
+    }
+
     /// Claims an existing saga: waits while another runtime or process holds it (until it
     /// releases it, or its lease ends because it died).
     pub(super) async fn claim(self: &Arc<Self>, saga_id: &SagaId) -> Result<Held, RuntimeError> {

@@ -121,6 +121,30 @@ pub enum RuntimeError {
         /// The stored saga name.
         name: String,
     },
+    /// A step of the saga draws from the rate limit of a downstream that the runtime does not
+    /// declare (`#[step(limit = "...")]`): caught before the saga starts or resumes.
+    #[error(
+        "step `{step}` of `{saga}` draws from the rate limit of downstream `{downstream}`, which this runtime does not declare ({declared}): add `Runtime::builder().limit(\"{downstream}\", Limit::per_second(..))`; nothing was started"
+    )]
+    UnknownLimit {
+        /// The saga name.
+        saga: String,
+        /// The step.
+        step: String,
+        /// The downstream it names.
+        downstream: String,
+        /// The downstreams the runtime declares.
+        declared: String,
+    },
+    /// A sweep could not do its chore on a saga's resource (the resource kind's `remove`
+    /// failed); the next sweep tries again.
+    #[error("sweep of saga `{saga_id}`: {reason}; the next sweep tries again")]
+    Sweep {
+        /// The saga whose resource it was.
+        saga_id: SagaId,
+        /// What failed.
+        reason: String,
+    },
     /// The stored journal contradicts itself (it was edited or written by a buggy version).
     #[error("the journal of saga `{saga_id}` is inconsistent ({error}): inspect it; nothing was changed")]
     Journal {
@@ -145,7 +169,9 @@ impl RuntimeError {
             | RuntimeError::CannotResolve { saga_id, .. }
             | RuntimeError::NoMatchingVersion { saga_id, .. }
             | RuntimeError::Unregistered { saga_id, .. }
-            | RuntimeError::Journal { saga_id, .. } => Some(saga_id),
+            | RuntimeError::Journal { saga_id, .. }
+            | RuntimeError::Sweep { saga_id, .. } => Some(saga_id),
+            RuntimeError::UnknownLimit { .. } => None,
         }
     }
 

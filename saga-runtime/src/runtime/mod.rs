@@ -3,13 +3,15 @@
 mod claims;
 mod error;
 mod recovery;
+mod sweep;
 mod worker;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::RuntimeError;
 pub use recovery::Recovery;
+pub use sweep::{Orphan, OrphanKind, OrphanReason, SweepOptions, SweepReport, Tagged};
 pub use worker::{Worker, WorkerBuilder, WorkerStats};
 
 use self::claims::{Claims, Held};
@@ -20,6 +22,7 @@ use crate::driver::{Driver, Engine};
 use crate::hooks::crash_point;
 use crate::id::SagaId;
 use crate::journal::{Event, JournalError, Parked, Payload, Phase, Record};
+use crate::limits::{Limit, Limits};
 use crate::notify::{LogNotifier, LogPager, Notifier, Observer, Pager};
 use crate::outcome::{Outcome, Status};
 use crate::policy::Policy;
@@ -51,6 +54,8 @@ pub(crate) struct Inner {
     engine: Engine,
     registrations: Vec<Registration>,
     claims: Claims,
+    /// The kinds of resource a sweep looks for orphans of.
+    orphan_kinds: Vec<OrphanKind>,
 }
 
 type Erased = fn(Runtime, SagaId, Option<String>) -> BoxFuture<'static, Result<Status, RuntimeError>>;
@@ -76,6 +81,8 @@ struct Registration {
     attach: Attacher,
     /// Marks the parked compensation as done by a human, then continues (`resolve`).
     resolve: Erased,
+    /// A sweep's chore on a stored saga (a reminder, an orphan's removal).
+    chore: sweep::Choreman,
 }
 
 fn attach_erased<S: Saga>(
@@ -109,6 +116,8 @@ pub struct RuntimeBuilder {
     lease: Duration,
     max_payload: usize,
     scrubber: Scrubber,
+    limits: Vec<(String, Limit)>,
+    orphan_kinds: Vec<OrphanKind>,
 }
 
 impl RuntimeBuilder {
@@ -168,6 +177,7 @@ impl RuntimeBuilder {
             fingerprint: definition.fingerprint(),
             attach: attach_erased::<S>,
             resolve: resolve_erased::<S>,
+            chore: sweep::chore_erased::<S>,
         });
         self
     }
@@ -212,6 +222,47 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The rate limit of a downstream (`"github"`, `"openai"`): every call to it, from any
+    /// saga of this runtime (and, when the store shares limits, from every worker of the
+    /// store), draws a token from one bucket. Steps draw one per attempt with
+    /// `#[step(limit = "github")]`, or one per call with `cx.limit("github").await?`; a
+    /// `retry_after` answered by a limited call pauses the downstream for all of them.
+    ///
+    /// ```
+    /// # use saga_runtime::prelude::*;
+    /// use saga_runtime::Limit;
+    ///
+    /// let runtime = Runtime::builder()
+    ///     .limit("github", Limit::per_second(10).burst(20))
+    ///     .limit("openai", Limit::per_minute(500).concurrency(8))
+    ///     .build();
+    /// # let _ = runtime;
+    /// ```
+    ///
+    /// # Panics
+    /// When the name is empty or has characters other than letters, digits, `-`, `_` and `.`
+    /// (the names `#[step(limit = ..)]` accepts).
+    pub fn limit(mut self, downstream: impl Into<String>, limit: Limit) -> Self {
+        let downstream = downstream.into();
+        assert!(
+            !downstream.is_empty()
+                && downstream.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            "invalid downstream name {downstream:?}: use letters, digits, `-`, `_` or `.`, like \"github\""
+        );
+        self.limits.retain(|(name, _)| *name != downstream);
+        self.limits.push((downstream, limit));
+        self
+    }
+
+    /// A kind of resource that sagas create, which sweeps look for orphans of: resources whose
+    /// saga was compensated, is parked past the grace period, or is unknown to the store (see
+    /// [`Runtime::sweep`]). A second kind of the same name replaces the first.
+    pub fn orphans(mut self, kind: OrphanKind) -> Self {
+        self.orphan_kinds.retain(|k| k.kind() != kind.kind());
+        self.orphan_kinds.push(kind);
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
@@ -219,9 +270,11 @@ impl RuntimeBuilder {
         let codec = Codec::new(store.keyring().cloned());
         #[cfg(not(feature = "encryption"))]
         let codec = Codec::new(None);
+        let limits = Arc::new(Limits::new(self.limits, store.shared_limits()));
         Runtime {
             inner: Arc::new(Inner {
                 engine: Engine {
+                    limits,
                     store,
                     codec,
                     policy: self.policy,
@@ -234,8 +287,67 @@ impl RuntimeBuilder {
                 },
                 registrations: self.registrations,
                 claims: Claims::new(self.lease),
+                orphan_kinds: self.orphan_kinds,
             }),
         }
+    }
+}
+
+/// A run's deadline, as given.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RunDeadline {
+    /// This long after the saga's creation.
+    Within(Duration),
+    /// At this time.
+    At(SystemTime),
+}
+
+/// A saga with its options, from [`Runtime::launch`]: run it here, or enqueue it for a
+/// worker.
+#[must_use = "a launch does nothing until `.run()` or `.start()` is awaited"]
+pub struct Launch<'r, S> {
+    runtime: &'r Runtime,
+    saga: S,
+    id: Option<SagaId>,
+    deadline: Option<RunDeadline>,
+}
+
+impl<S: Saga> Launch<'_, S> {
+    /// Its id (default: a fresh UUIDv7). The same id never starts a second saga: see
+    /// [`Runtime::run_with_id`].
+    pub fn id(mut self, saga_id: SagaId) -> Self {
+        self.id = Some(saga_id);
+        self
+    }
+
+    /// It must be over within `within` from now: past that, it is rolled back (level 3), or
+    /// parked for a human after its commit point (the earlier of this and the definition's
+    /// `#[saga(deadline = ..)]` counts).
+    pub fn deadline(mut self, within: Duration) -> Self {
+        self.deadline = Some(RunDeadline::Within(within));
+        self
+    }
+
+    /// Like [`deadline`](Self::deadline), at a given time.
+    pub fn deadline_at(mut self, at: SystemTime) -> Self {
+        self.deadline = Some(RunDeadline::At(at));
+        self
+    }
+
+    /// Runs it here until it completes, is compensated, or needs a human (see
+    /// [`Runtime::run`]). A saga that exists already under the id keeps its own deadline.
+    pub async fn run(self) -> Result<Outcome<S::Output>, RuntimeError> {
+        let (fresh, saga_id) = match self.id {
+            Some(id) => (false, id),
+            None => (true, SagaId::generate()),
+        };
+        self.runtime.run_new(saga_id, self.saga, fresh, self.deadline).await
+    }
+
+    /// Enqueues it durably for a worker and returns its id at once (see [`Runtime::start`]).
+    pub async fn start(self) -> Result<SagaId, RuntimeError> {
+        let saga_id = self.id.unwrap_or_else(SagaId::generate);
+        self.runtime.enqueue(saga_id, self.saga, self.deadline).await
     }
 }
 
@@ -259,6 +371,8 @@ impl Runtime {
             lease: Duration::from_secs(30),
             max_payload: 16 * 1024 * 1024,
             scrubber: crate::redact::default_scrubber().clone(),
+            limits: Vec::new(),
+            orphan_kinds: Vec::new(),
         }
     }
 
@@ -283,7 +397,32 @@ impl Runtime {
     /// `Err` is for failures of the runtime itself (the store, a checkpoint that cannot be
     /// encoded); failures of steps are handled by the ladder and end in the [`Outcome`].
     pub async fn run<S: Saga>(&self, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
-        self.run_new(SagaId::generate(), saga, true).await
+        self.run_new(SagaId::generate(), saga, true, None).await
+    }
+
+    /// A saga with options, to [`run`](Launch::run) or [`start`](Launch::start): its id, and a
+    /// deadline for this run.
+    ///
+    /// ```
+    /// # use saga_runtime::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// # use std::time::Duration;
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] struct Onboard { email: String }
+    /// # #[saga] impl Onboard {
+    /// #     #[step(idempotent)] async fn hello(&self, _cx: &StepContext) -> StepResult<u8> { Ok(1) }
+    /// # }
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = Runtime::builder().build();
+    /// let outcome = runtime
+    ///     .launch(Onboard { email: "ada@example.com".into() })
+    ///     .id(SagaId::new("onboard-ada"))
+    ///     .deadline(Duration::from_secs(600))
+    ///     .run()
+    ///     .await?;
+    /// # let _ = outcome; Ok(()) }
+    /// ```
+    pub fn launch<S: Saga>(&self, saga: S) -> Launch<'_, S> {
+        Launch { runtime: self, saga, id: None, deadline: None }
     }
 
     /// Runs a saga under the caller's id, idempotently.
@@ -295,7 +434,7 @@ impl Runtime {
     /// [`resume`](Self::resume) un-parks a parked one. The same id with a different input is
     /// [`RuntimeError::InputMismatch`].
     pub async fn run_with_id<S: Saga>(&self, saga_id: SagaId, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
-        self.run_new(saga_id, saga, false).await
+        self.run_new(saga_id, saga, false, None).await
     }
 
     /// Creates the saga (or finds the stored one) and drives it. `fresh`: the id was just
@@ -305,12 +444,14 @@ impl Runtime {
         saga_id: SagaId,
         saga: S,
         fresh: bool,
+        deadline: Option<RunDeadline>,
     ) -> Result<Outcome<S::Output>, RuntimeError> {
+        check_limits(S::definition(), &self.inner.engine.limits)?;
         let (input, secrets) = encode_input(&saga_id, &saga)?;
         let local = if fresh { self.inner.unshared(&saga_id) } else { self.inner.lock_locally(&saga_id).await };
         let engine = &self.inner.engine;
-        let NewRecords { saga: new, records, head } =
-            self.new_saga::<S>(&saga_id, &input, Some(self.inner.claims.owner.clone()))?;
+        let NewRecords { saga: new, records, head, clocks } =
+            self.new_saga::<S>(&saga_id, &input, Some(self.inner.claims.owner.clone()), deadline)?;
         crash_point("before creating a saga");
         let created = engine.store.create(new).await.map_err(|e| RuntimeError::store(&saga_id, e))?;
         crash_point("after creating a saga");
@@ -319,7 +460,7 @@ impl Runtime {
                 let held = self.inner.hold(&saga_id, fence, local);
                 let fence = held.fence.clone();
                 let created =
-                    crate::driver::Created { saga_id, fence, input: &input, secrets, records: &records, head };
+                    crate::driver::Created { saga_id, fence, input: &input, secrets, records: &records, head, clocks };
                 let mut driver = Driver::start(engine, saga, created)?;
                 let outcome = driver.drive().await;
                 held.release(driver.released_by_last_write()).await;
@@ -351,14 +492,27 @@ impl Runtime {
         saga_id: &SagaId,
         input: &Payload,
         owner: Option<String>,
+        deadline: Option<RunDeadline>,
     ) -> Result<NewRecords, RuntimeError> {
         let definition = S::definition();
         let codec = &self.inner.engine.codec;
         let at_ms = now_ms();
+        let clocks = (at_ms, tokio::time::Instant::now());
+        // The earlier of the definition's deadline and this run's.
+        let by_definition = definition.deadline().map(|d| at_ms.saturating_add(d.as_millis() as u64));
+        let by_run = deadline.map(|deadline| match deadline {
+            RunDeadline::Within(within) => at_ms.saturating_add(within.as_millis() as u64),
+            RunDeadline::At(at) => at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        });
+        let deadline_ms = match (by_definition, by_run) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let started = Event::Started {
             saga: definition.name().to_owned(),
             version: definition.version(),
             fingerprint: definition.fingerprint().to_owned(),
+            deadline_ms,
         };
         let mut records = vec![Record { seq: 0, at_ms, event: started }];
         if owner.is_some() {
@@ -391,7 +545,7 @@ impl Runtime {
             owner,
             lease_until_ms,
         };
-        Ok(NewRecords { saga, records, head })
+        Ok(NewRecords { saga, records, head, clocks })
     }
 
     /// The outcome of a stored saga that waits for nothing but a human (finished, or parked
@@ -525,6 +679,7 @@ impl Runtime {
     /// Claims a stored saga (waiting while another runtime or worker holds it), then loads it
     /// as it is now and rebuilds its driver.
     async fn claim_and_load<S: Saga>(&self, saga_id: &SagaId) -> Result<(Held, Driver<'_, S>), RuntimeError> {
+        check_limits(S::definition(), &self.inner.engine.limits)?;
         let held = self.inner.claim(saga_id).await?;
         self.load_held::<S>(saga_id, held).await
     }
@@ -535,6 +690,7 @@ impl Runtime {
         saga_id: &SagaId,
         fence: Fence,
     ) -> Result<(Held, Driver<'_, S>), RuntimeError> {
+        check_limits(S::definition(), &self.inner.engine.limits)?;
         let local = self.inner.lock_locally(saga_id).await;
         let held = self.inner.hold(saga_id, fence, local);
         self.load_held::<S>(saga_id, held).await
@@ -584,6 +740,31 @@ struct NewRecords {
     saga: NewSaga,
     records: Vec<Record>,
     head: crate::store::ChainHash,
+    /// The wall clock of the records and tokio's clock, read together.
+    clocks: (u64, tokio::time::Instant),
+}
+
+/// Every downstream the definition's steps draw from must be declared on the runtime: a
+/// misspelt or forgotten limit is a configuration error found before anything runs.
+fn check_limits(definition: &crate::Definition, limits: &Limits) -> Result<(), RuntimeError> {
+    for step in definition.steps() {
+        if let Some(downstream) = step.limit()
+            && !limits.knows(downstream)
+        {
+            let declared = limits.names();
+            return Err(RuntimeError::UnknownLimit {
+                saga: definition.name().to_owned(),
+                step: step.name().to_owned(),
+                downstream: downstream.to_owned(),
+                declared: if declared.is_empty() {
+                    "it declares none".to_owned()
+                } else {
+                    format!("it declares {}", declared.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_definition<S: Saga>(saga_id: &SagaId, summary: &SagaSummary) -> Result<(), RuntimeError> {

@@ -32,6 +32,7 @@ pub struct WorkerBuilder {
     poll_interval: Duration,
     release_over: Duration,
     grace: Duration,
+    sweep_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -41,6 +42,7 @@ impl std::fmt::Debug for WorkerBuilder {
             .field("poll_interval", &self.poll_interval)
             .field("release_over", &self.release_over)
             .field("grace", &self.grace)
+            .field("sweep_every", &self.sweep_every)
             .finish()
     }
 }
@@ -70,6 +72,14 @@ impl WorkerBuilder {
     /// stop before they are cut off and released (default 10 s).
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// How often it sweeps (default every 60 s; `None`: never): pages again the sagas parked
+    /// for a human too long and removes orphaned resources (see [`Runtime::sweep`]); resuming
+    /// due sagas is its claim loop's job. Sweeps of many workers are safe together.
+    pub fn sweep_every(mut self, every: Option<Duration>) -> Self {
+        self.sweep_every = every.map(|every| every.max(Duration::from_millis(10)));
         self
     }
 
@@ -153,9 +163,23 @@ async fn run(config: WorkerBuilder, mut stop: watch::Receiver<bool>, stats: Arc<
     let runtime = config.runtime;
     let mut wakeups = runtime.store().wakeups();
     let mut drives: JoinSet<()> = JoinSet::new();
+    let mut sweeping: Option<tokio::task::JoinHandle<()>> = None;
+    let mut next_sweep = config.sweep_every.map(|every| tokio::time::Instant::now() + every);
     loop {
         if *stop.borrow() {
             break;
+        }
+        if let (Some(every), Some(at)) = (config.sweep_every, next_sweep)
+            && tokio::time::Instant::now() >= at
+            && sweeping.as_ref().is_none_or(|task| task.is_finished())
+        {
+            next_sweep = Some(tokio::time::Instant::now() + every);
+            let runtime = runtime.clone();
+            sweeping = Some(tokio::spawn(async move {
+                if let Err(error) = runtime.sweep_with(&super::SweepOptions::new().resume(false)).await {
+                    tracing::warn!(%error, "the worker's sweep failed; the next one tries again");
+                }
+            }));
         }
         let free = config.concurrency.saturating_sub(drives.len());
         let mut claimed_all = false;
@@ -194,6 +218,9 @@ async fn run(config: WorkerBuilder, mut stop: watch::Receiver<bool>, stats: Arc<
             _ = due(&mut wakeups) => {}
             _ = tokio::time::sleep(config.poll_interval) => {}
         }
+    }
+    if let Some(sweep) = sweeping {
+        sweep.abort();
     }
     let grace = tokio::time::sleep(config.grace);
     tokio::pin!(grace);
@@ -255,6 +282,7 @@ impl Runtime {
             poll_interval: Duration::from_secs(1),
             release_over: Duration::from_secs(5),
             grace: Duration::from_secs(10),
+            sweep_every: Some(Duration::from_secs(60)),
         }
     }
 
@@ -268,8 +296,18 @@ impl Runtime {
     /// input is not enqueued again (whatever became of it), and with another input it is
     /// [`RuntimeError::InputMismatch`].
     pub async fn start_with_id<S: Saga>(&self, saga_id: SagaId, saga: S) -> Result<SagaId, RuntimeError> {
+        self.enqueue(saga_id, saga, None).await
+    }
+
+    pub(super) async fn enqueue<S: Saga>(
+        &self,
+        saga_id: SagaId,
+        saga: S,
+        deadline: Option<super::RunDeadline>,
+    ) -> Result<SagaId, RuntimeError> {
+        super::check_limits(S::definition(), &self.inner.engine.limits)?;
         let (input, _) = super::encode_input(&saga_id, &saga)?;
-        let new = self.new_saga::<S>(&saga_id, &input, None)?.saga;
+        let new = self.new_saga::<S>(&saga_id, &input, None, deadline)?.saga;
         match self.store().create(new).await.map_err(|e| RuntimeError::store(&saga_id, e))? {
             crate::store::Created::New(_) => Ok(saga_id),
             crate::store::Created::Existing(stored) => {

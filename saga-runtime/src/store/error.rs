@@ -153,6 +153,7 @@ impl StoreError {
     }
 
     /// A copy for another caller of a failed group write (the source becomes its message).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn duplicate(&self) -> StoreError {
         match self {
             StoreError::Conflict { saga_id, expected, found } => {
@@ -250,6 +251,7 @@ impl BackendError {
         self
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     fn duplicate(&self) -> BackendError {
         let b = &self.0;
         BackendError(Box::new(Backend {

@@ -487,6 +487,42 @@ pub enum Wakeup {
     Settled(SagaId),
 }
 
+/// A lock on an item of a sweep, from [`CheckpointStore::lock_item`]: the item is free again
+/// once it drops.
+pub struct ItemLock {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl ItemLock {
+    /// A lock held as long as `guard` lives (a store's own guard, which unlocks on drop).
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        ItemLock { _guard: Box::new(guard) }
+    }
+
+    /// Locks `key` among the tasks of this process; `None` when it is held already.
+    fn in_process(key: String) -> Option<ItemLock> {
+        static HELD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        struct Unlock(String);
+        impl Drop for Unlock {
+            fn drop(&mut self) {
+                HELD.lock().unwrap_or_else(|e| e.into_inner()).retain(|held| *held != self.0);
+            }
+        }
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if held.contains(&key) {
+            return None;
+        }
+        held.push(key.clone());
+        Some(ItemLock::new(Unlock(key)))
+    }
+}
+
+impl std::fmt::Debug for ItemLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ItemLock")
+    }
+}
+
 /// Persists sagas and their journals, and arbitrates who drives each. The runtime drives it;
 /// users pick one with `Runtime::builder().store(...)`.
 ///
@@ -555,6 +591,22 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// reaches the store, and opens what the store returns.
     #[cfg(feature = "encryption")]
     fn keyring(&self) -> Option<&crate::seal::Keyring> {
+        None
+    }
+
+    /// Locks `item` (a resource that an orphan sweep is about to remove) so that one sweeper at
+    /// a time handles it: `None` when another holds it. The default locks among the tasks of
+    /// this process, which is enough for a store one process owns; a store shared by
+    /// processes locks across them. Dropping the lock frees the item.
+    fn lock_item<'a>(&'a self, item: &'a str) -> BoxFuture<'a, Result<Option<ItemLock>, StoreError>> {
+        let key = format!("{}\n{item}", self.location());
+        Box::pin(async move { Ok(ItemLock::in_process(key)) })
+    }
+
+    /// Rate limits shared by every process that uses this store, so that all the workers of
+    /// a fleet draw from one bucket per downstream. `None` (the default) when one process owns
+    /// the store: the runtime then limits in process.
+    fn shared_limits(&self) -> Option<std::sync::Arc<dyn crate::SharedLimits>> {
         None
     }
 

@@ -13,6 +13,7 @@
 //! - `listen`: LISTEN/NOTIFY wake-ups (a saga became due, a saga settled), forwarded to the
 //!   runtimes of this process; listeners also poll, so a lost notification only delays.
 
+mod limits;
 mod listen;
 mod queries;
 mod schema;
@@ -142,6 +143,16 @@ impl PostgresOptions {
         let read_only = schema::migrate(&pool, &self.schema, &location, self.keys.as_ref()).await?;
         let (wakeups, listener) = listen::start(pool.clone(), &self.schema);
         let writer = Writer::start(&connect, self.acquire_timeout, &self.schema, &location, self.writers);
+        // Rate-limit tokens: a pool of their own, opened on first use, without synchronous
+        // commits (see `limits`).
+        let limits = Arc::new(limits::PgLimits {
+            pool: PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(self.acquire_timeout)
+                .connect_lazy_with(connect.clone().options([("synchronous_commit", "off")])),
+            schema: self.schema.clone(),
+            location: location.clone(),
+        });
         Ok(PostgresStore {
             shared: Arc::new(Shared {
                 pool,
@@ -152,8 +163,40 @@ impl PostgresOptions {
                 writer,
                 wakeups,
                 listener,
+                limits,
             }),
         })
+    }
+}
+
+/// A session-level advisory lock, on the connection that took it: unlocked (and the connection
+/// given back to the pool) when it drops.
+struct AdvisoryLock {
+    connection: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    key: String,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let Some(mut connection) = self.connection.take() else { return };
+        let key = std::mem::take(&mut self.key);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                drop(handle.spawn(async move {
+                    if sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+                        .bind(&key)
+                        .execute(&mut *connection)
+                        .await
+                        .is_err()
+                    {
+                        // A connection that cannot unlock must not go back to the pool holding it.
+                        let _ = connection.close().await;
+                    }
+                }));
+            }
+            // Without a runtime the session ends with the connection, and its lock with it.
+            Err(_) => drop(connection.detach()),
+        }
     }
 }
 
@@ -183,6 +226,7 @@ struct Shared {
     writer: Writer,
     wakeups: tokio::sync::broadcast::Sender<Wakeup>,
     listener: tokio::task::JoinHandle<()>,
+    limits: Arc<limits::PgLimits>,
 }
 
 impl Drop for Shared {
@@ -348,6 +392,25 @@ impl CheckpointStore for PostgresStore {
     #[cfg(feature = "encryption")]
     fn keyring(&self) -> Option<&Keyring> {
         self.shared.keys.as_ref()
+    }
+
+    fn lock_item<'a>(&'a self, item: &'a str) -> BoxFuture<'a, Result<Option<super::ItemLock>, StoreError>> {
+        Box::pin(async move {
+            let location = &self.shared.location;
+            let key = format!("saga-runtime {} {item}", self.shared.schema);
+            let mut connection =
+                self.shared.pool.acquire().await.map_err(|e| pg_error(location, "locking a sweep item", e))?;
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(&key)
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(|e| pg_error(location, "locking a sweep item", e))?;
+            Ok(locked.then(|| super::ItemLock::new(AdvisoryLock { connection: Some(connection), key })))
+        })
+    }
+
+    fn shared_limits(&self) -> Option<Arc<dyn crate::SharedLimits>> {
+        Some(self.shared.limits.clone())
     }
 
     fn location(&self) -> String {

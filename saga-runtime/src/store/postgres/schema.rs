@@ -9,13 +9,14 @@ use crate::seal::Keyring;
 use crate::store::StoreError;
 
 /// The newest schema version this build knows.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// What marks a PostgreSQL schema as a saga store.
 const APPLICATION: &str = "saga-runtime";
 
 /// The migrations, in order: version `n` is `MIGRATIONS[n - 1]`. `{s}` is the schema.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE {s}.sagas (
         id          TEXT PRIMARY KEY,
         name        TEXT NOT NULL,
@@ -49,7 +50,15 @@ const MIGRATIONS: &[&str] = &["
         hash    BYTEA NOT NULL,
         PRIMARY KEY (saga_id, seq)
     );
-"];
+",
+    "
+    CREATE TABLE {s}.limits (
+        downstream   TEXT PRIMARY KEY,
+        tat          BIGINT NOT NULL DEFAULT 0,
+        paused_until BIGINT NOT NULL DEFAULT 0
+    );
+",
+];
 
 /// Creates or migrates the store's schema (once, however many workers start at once: under a
 /// transaction-scoped advisory lock), checks that it belongs to a saga store of a version this
