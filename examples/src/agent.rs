@@ -65,13 +65,13 @@ impl CodeChange {
         }
     }
 
-    /// Pushes each planned file as its own journaled effect, to a branch named after the
-    /// step's idempotency key. If a push is refused half-way, the files that landed are
+    /// Pushes each planned file as its own journaled effect, to a branch named after the saga
+    /// (so that a sweep can tell whose it is) and the step's idempotency key. If a push is refused half-way, the files that landed are
     /// deleted by `delete_files` before the step runs again (half-success).
     #[step(compensate = delete_files)]
     async fn write_files(&self, cx: &StepContext, plan: &Plan) -> StepResult<Branch> {
         world(cx).latency().await;
-        let name = format!("agent/issue-{}-{}", self.issue, &cx.idempotency_key()[..6]);
+        let name = format!("agent/{}/issue-{}-{}", cx.saga_id(), self.issue, &cx.idempotency_key()[..6]);
         let mut files = Vec::new();
         for file in &plan.files {
             let (_, path): (String, String) = cx

@@ -95,6 +95,10 @@ pub struct WorldState {
     /// How long each step waits on the services (to watch workers at work), in milliseconds.
     #[serde(default)]
     pub latency_ms: u64,
+    /// The host's delete tool changed semantics: deleting a file under `tests/` answers
+    /// success and keeps it (the seed's "compensations rot").
+    #[serde(default)]
+    pub rotted_delete: bool,
 }
 
 /// The fakes, sharing one persisted state.
@@ -244,6 +248,10 @@ impl World {
 
     pub fn delete_file(&self, branch: &str, path: &str) {
         self.with(|state| {
+            if state.rotted_delete && path.starts_with("tests/") {
+                say("code host", format!("deleted {path} from {branch}"));
+                return;
+            }
             let removed = state.branches.get_mut(branch).and_then(|files| files.remove(path)).is_some();
             if state.branches.get(branch).is_some_and(BTreeMap::is_empty) {
                 state.branches.remove(branch);
@@ -252,6 +260,28 @@ impl World {
                 "code host",
                 if removed { format!("deleted {path} from {branch}") } else { format!("{path} already gone") },
             );
+        })
+    }
+
+    /// Every branch, with the files on it.
+    pub fn branches(&self) -> Vec<(String, Vec<String>)> {
+        self.with(|state| {
+            state.branches.iter().map(|(b, files)| (b.clone(), files.keys().cloned().collect())).collect()
+        })
+    }
+
+    /// Deletes a whole branch (what a cleanup job does; `key` makes it idempotent).
+    pub fn delete_branch(&self, key: &str, branch: &str) {
+        self.with(|state| {
+            let (_, replay) = Self::dedupe(state, key);
+            match state.branches.remove(branch) {
+                Some(files) => say(
+                    "code host",
+                    format!("deleted branch {branch} and its {} file(s) (key {})", files.len(), short(key)),
+                ),
+                None if replay => say("code host", format!("branch {branch}: key {} seen before", short(key))),
+                None => say("code host", format!("branch {branch} is already gone")),
+            }
         })
     }
 

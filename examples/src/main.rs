@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use saga_runtime::journal::{Event, Record};
+use saga_runtime::journal::{Event, Record, Timeline};
 use saga_runtime::prelude::*;
 use saga_runtime::store::{
     Checkpoint, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, PostgresStore, RecordRow, SagaPage, SagaQuery,
@@ -33,7 +33,7 @@ use saga_runtime::{BoxFuture, EncryptionKey, Keyring, Redacted};
 use agent::CodeChange;
 use fakes::{CiResult, ModelFault, PrState, World, WorldState};
 
-const SCENARIOS: [(&str, &str, Status); 6] = [
+const SCENARIOS: [(&str, &str, Status); 7] = [
     ("happy", "every call succeeds", Status::Completed),
     ("flaky-vendor", "the model vendor answers 503 twice, the code host rate-limits once: level 0", Status::Completed),
     (
@@ -55,6 +55,11 @@ const SCENARIOS: [(&str, &str, Status); 6] = [
         "stuck-compensation",
         "the tests stay red (levels 1, 1, 2, 3), then closing the PR keeps failing: level 4",
         Status::NeedsHuman,
+    ),
+    (
+        "debris",
+        "the tests stay red, and the rollback's delete tool silently keeps tests/login.rs: the sweep finds the orphan branch and removes it",
+        Status::Compensated,
     ),
 ];
 
@@ -195,6 +200,7 @@ fn load_scenario(state: &mut WorldState, scenario: &str) {
     state.rate_limits = 0;
     state.close_failures = 0;
     state.plan_workflow_file = false;
+    state.rotted_delete = false;
     match scenario {
         "flaky-vendor" => {
             state.model_faults.extend([ModelFault::Outage, ModelFault::Outage]);
@@ -206,6 +212,10 @@ fn load_scenario(state: &mut WorldState, scenario: &str) {
         "stuck-compensation" => {
             state.ci_results.extend([CiResult::Red; 4]);
             state.close_failures = 4;
+        }
+        "debris" => {
+            state.ci_results.extend([CiResult::Red; 4]);
+            state.rotted_delete = true;
         }
         _ => {}
     }
@@ -350,7 +360,70 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     println!();
     print_outcome(&outcome);
     print_world(&world);
-    Ok(check(&scenario, &outcome, ExitCode::SUCCESS))
+    let mut code = check(&scenario, &outcome, ExitCode::SUCCESS);
+    if scenario == "debris" {
+        code = sweep_debris(&runtime, &world, &outcome, code).await?;
+    }
+    Ok(code)
+}
+
+/// The cleanup job the seed asks for: a sweep joins the code host's branches with the store,
+/// finds the branch the rotted compensation left behind, and removes it.
+async fn sweep_debris(
+    runtime: &Runtime,
+    world: &World,
+    outcome: &Outcome<agent::CodeChangeOutput>,
+    code: ExitCode,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    println!("\nthe rollback said every file was deleted; the code host still has: {:?}", world.branches());
+    println!("running a sweep (runtime.sweep()) to find resources whose saga was compensated:\n");
+    let report = runtime.sweep().await?;
+    for orphan in &report.orphans {
+        println!(
+            "  orphan {} `{}` of saga {}: {}; {}",
+            orphan.kind,
+            orphan.resource.id,
+            orphan.resource.saga_id,
+            orphan.reason,
+            if orphan.removed { "removed" } else { "not removed" }
+        );
+    }
+    println!("\n{report}");
+    let journal = runtime.journal(outcome.saga_id()).await?;
+    if let Some(last) = journal.last() {
+        println!("the saga's journal ends with: {}", Timeline { definition: CodeChange::definition(), record: last });
+    }
+    print_world(world);
+    if world.branches().is_empty() && report.orphans.iter().all(|o| o.removed) && !report.orphans.is_empty() {
+        Ok(code)
+    } else {
+        eprintln!("the sweep should have removed the orphan branch");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The code host's branches as a sweep sees them: each named `agent/<saga id>/...`.
+fn branch_kind(world: &Arc<World>) -> saga_runtime::OrphanKind {
+    let (listed, removed) = (world.clone(), world.clone());
+    saga_runtime::OrphanKind::new(
+        "branch",
+        move || {
+            let branches = listed.branches();
+            async move {
+                Ok(branches
+                    .into_iter()
+                    .filter_map(|(branch, _)| {
+                        let saga = branch.strip_prefix("agent/")?.split('/').next()?.to_owned();
+                        Some(saga_runtime::Tagged::new(branch, SagaId::new(saga)))
+                    })
+                    .collect())
+            }
+        },
+        move |branch: saga_runtime::Tagged, key: String| {
+            removed.delete_branch(&key, &branch.id);
+            async { Ok(()) }
+        },
+    )
 }
 
 /// The runtime of the demo, without its store: short backoffs, the agent, the fakes, and a
@@ -364,6 +437,7 @@ fn demo_runtime(world: &Arc<World>, started: Instant) -> saga_runtime::RuntimeBu
         })
         .register::<CodeChange>()
         .resource(world.clone())
+        .orphans(branch_kind(world))
         .observer(move |event: &saga_runtime::Observed<'_>| {
             let at = started.elapsed().as_secs_f64();
             let process = fakes::process();
