@@ -97,10 +97,15 @@ impl CodeChange {
     #[step(compensate = close_pr)]
     async fn open_pr(&self, cx: &StepContext, write_files: &Branch) -> StepResult<u64> {
         world(cx).latency().await;
-        world(cx).open_pr(cx.idempotency_key(), &write_files.name)
+        cx.effect("open pr", async { world(cx).open_pr(cx.idempotency_key(), &write_files.name) }).await
     }
-    async fn close_pr(&self, cx: &StepContext, pr: &u64) -> StepResult<()> {
-        world(cx).close_pr(*pr)
+    /// Closes the PR the step opened: also when its answer was lost after the host opened it
+    /// (the fault matrix's "lost response"), since the PR is on record as a landed effect.
+    async fn close_pr(&self, cx: &StepContext, _pr: Option<&u64>) -> StepResult<()> {
+        for effect in cx.effects() {
+            world(cx).close_pr(effect.result().map_err(StepError::logical)?)?;
+        }
+        Ok(())
     }
 
     #[step(idempotent)]
@@ -113,10 +118,13 @@ impl CodeChange {
     async fn comment_on_issue(&self, cx: &StepContext, open_pr: &u64, run_tests: &u32) -> StepResult<u64> {
         world(cx).latency().await;
         let text = format!("Opened #{open_pr}: {run_tests} tests pass.");
-        world(cx).comment(cx.idempotency_key(), self.issue, &text)
+        cx.effect("comment", async { world(cx).comment(cx.idempotency_key(), self.issue, &text) }).await
     }
-    async fn delete_comment(&self, cx: &StepContext, comment: &u64) -> StepResult<()> {
-        world(cx).delete_comment(*comment)
+    async fn delete_comment(&self, cx: &StepContext, _comment: Option<&u64>) -> StepResult<()> {
+        for effect in cx.effects() {
+            world(cx).delete_comment(effect.result().map_err(StepError::logical)?)?;
+        }
+        Ok(())
     }
 
     /// The commit point: once merged, the saga never rolls back.

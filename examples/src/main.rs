@@ -13,9 +13,9 @@
 //! database; only when there are none does it start a new one. The other commands show
 //! worker processes sharing one PostgreSQL database (see `workers.rs`).
 
-mod agent;
-mod fakes;
 mod workers;
+
+use saga_examples::{agent, fakes};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

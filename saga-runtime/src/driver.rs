@@ -15,6 +15,7 @@ use crate::codec::{Codec, OpenedSaga};
 use crate::context::{KeySource, Resources, StepContext};
 use crate::definition::{Definition, StepKind};
 use crate::error::{Failure, FailureKind, StepError};
+use crate::faults::Faults;
 use crate::id::SagaId;
 use crate::idempotency;
 use crate::journal::{CompensationNext, Event, JournalError, Next, Payload, Phase, Progress, Record, Then};
@@ -45,6 +46,8 @@ pub(crate) struct Engine {
     pub(crate) scrubber: Scrubber,
     /// The rate limits of the downstreams.
     pub(crate) limits: Arc<Limits>,
+    /// Faults injected by the test harness (`testing::FaultMatrix`); `None` in production.
+    pub(crate) faults: Option<Arc<dyn Faults>>,
 }
 
 /// What the driver does next.
@@ -437,6 +440,7 @@ impl<'r, S: Saga> Driver<'r, S> {
         let span = self.attempt_span(i, attempt, tier);
         let timeout = self.timeout(i);
         let result = match self.draw_token(i, attempt, false).instrument(span.clone()).await? {
+            Ok(_) if let Some(fault) = self.fault(|f| f.before_attempt(i, attempt)) => Err(fault),
             Ok(permit) => {
                 let deadline = self.deadline();
                 let run = guarded(self.saga.__run_step(i, &cx, &mut self.state), timeout, &self.scrubber, "step")
@@ -451,7 +455,15 @@ impl<'r, S: Saga> Driver<'r, S> {
                     None => run.await,
                 };
                 drop(permit);
-                result
+                match result {
+                    // A lost response (injected by the test harness): the body ran, its output
+                    // never arrived.
+                    Ok(()) if let Some(fault) = self.fault(|f| f.after_attempt(i, attempt)) => {
+                        S::__clear(i, &mut self.state);
+                        Err(fault)
+                    }
+                    result => result,
+                }
             }
             Err(error) => Err(error),
         };
@@ -496,6 +508,11 @@ impl<'r, S: Saga> Driver<'r, S> {
                 self.step_failed(i, attempt, error, rejected_output, &span).await
             }
         }
+    }
+
+    /// What the test harness's injected faults say, if any are injected.
+    fn fault<T>(&self, ask: impl FnOnce(&dyn Faults) -> Option<T>) -> Option<T> {
+        self.engine.faults.as_deref().and_then(ask)
     }
 
     /// Before an attempt of step `i` (or of its compensation): a token of the step's
@@ -653,11 +670,25 @@ impl<'r, S: Saga> Driver<'r, S> {
         let cx = self.context(i, attempt, 0, Some(compensation));
         let timeout = self.timeout(i);
         let result = match self.draw_token(i, attempt, true).instrument(span.clone()).await? {
+            Ok(_) if let Some(fault) = self.fault(|f| f.before_compensation(i, attempt)) => Err(fault),
             Ok(permit) => {
-                let result =
+                let mut result =
                     guarded(self.saga.__compensate(i, &cx, &self.state), timeout, &self.scrubber, "compensation")
                         .instrument(span.clone())
                         .await;
+                // Run again at once (the test harness's "run twice = run once" check).
+                for _ in 1..self.fault(|f| Some(f.compensation_runs(i))).unwrap_or(1) {
+                    if result.is_ok() {
+                        result = guarded(
+                            self.saga.__compensate(i, &cx, &self.state),
+                            timeout,
+                            &self.scrubber,
+                            "compensation",
+                        )
+                        .instrument(span.clone())
+                        .await;
+                    }
+                }
                 drop(permit);
                 result
             }

@@ -125,6 +125,7 @@ mod context;
 mod definition;
 mod driver;
 mod error;
+mod faults;
 mod hooks;
 mod id;
 mod idempotency;
@@ -139,6 +140,8 @@ mod runtime;
 mod saga;
 mod seal;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod writer;
 
 #[doc(inline)]

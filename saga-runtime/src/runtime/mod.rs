@@ -118,6 +118,7 @@ pub struct RuntimeBuilder {
     scrubber: Scrubber,
     limits: Vec<(String, Limit)>,
     orphan_kinds: Vec<OrphanKind>,
+    faults: Option<Arc<dyn crate::faults::Faults>>,
 }
 
 impl RuntimeBuilder {
@@ -263,6 +264,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Faults to inject (the test harness's; see `testing::FaultMatrix`).
+    #[doc(hidden)]
+    pub fn __faults(mut self, faults: Arc<dyn crate::faults::Faults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
@@ -275,6 +283,7 @@ impl RuntimeBuilder {
             inner: Arc::new(Inner {
                 engine: Engine {
                     limits,
+                    faults: self.faults,
                     store,
                     codec,
                     policy: self.policy,
@@ -373,6 +382,7 @@ impl Runtime {
             scrubber: crate::redact::default_scrubber().clone(),
             limits: Vec::new(),
             orphan_kinds: Vec::new(),
+            faults: None,
         }
     }
 
