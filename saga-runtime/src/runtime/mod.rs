@@ -2,6 +2,7 @@
 
 mod claims;
 mod error;
+mod prune;
 mod recovery;
 mod worker;
 
@@ -24,6 +25,7 @@ use crate::notify::{LogNotifier, LogPager, Notifier, Observer, Pager};
 use crate::outcome::{Outcome, Status};
 use crate::policy::Policy;
 use crate::redact::Scrubber;
+use crate::retention::Retention;
 use crate::saga::Saga;
 use crate::store::{
     Checkpoint, CheckpointStore, Created, Fence, MemoryStore, NewSaga, SagaKind, SagaPage, SagaQuery, SagaSummary,
@@ -51,6 +53,10 @@ pub(crate) struct Inner {
     engine: Engine,
     registrations: Vec<Registration>,
     claims: Claims,
+    /// The retention policy the background pruner applies, if any.
+    retention: Option<Retention>,
+    /// Whether the background pruner runs.
+    pruner: std::sync::atomic::AtomicBool,
 }
 
 type Erased = fn(Runtime, SagaId, Option<String>) -> BoxFuture<'static, Result<Status, RuntimeError>>;
@@ -69,6 +75,7 @@ type Attacher = fn(Runtime, SagaId, Attach) -> BoxFuture<'static, Result<Status,
 /// A saga type registered with [`RuntimeBuilder::register`]: what `recover`, workers and
 /// `resolve` need to drive a stored saga of that type.
 struct Registration {
+    definition: &'static crate::definition::Definition,
     name: &'static str,
     version: u32,
     fingerprint: &'static str,
@@ -109,9 +116,19 @@ pub struct RuntimeBuilder {
     lease: Duration,
     max_payload: usize,
     scrubber: Scrubber,
+    retention: Option<Retention>,
 }
 
 impl RuntimeBuilder {
+    /// Prunes finished sagas in the background by `retention` (see
+    /// [`retention`](crate::retention)): every [`Retention::interval`], from the moment the
+    /// runtime is built inside a Tokio runtime (or its first saga, recovery or worker
+    /// otherwise), for as long as the runtime lives. Default: nothing is ever pruned.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Where journals and checkpoints are kept (default: a new [`MemoryStore`]).
     pub fn store(mut self, store: impl CheckpointStore) -> Self {
         self.store = Some(Arc::new(store));
@@ -163,6 +180,7 @@ impl RuntimeBuilder {
         let definition = S::definition();
         self.registrations.retain(|r| r.fingerprint != definition.fingerprint() || r.name != definition.name());
         self.registrations.push(Registration {
+            definition,
             name: definition.name(),
             version: definition.version(),
             fingerprint: definition.fingerprint(),
@@ -219,7 +237,7 @@ impl RuntimeBuilder {
         let codec = Codec::new(store.keyring().cloned());
         #[cfg(not(feature = "encryption"))]
         let codec = Codec::new(None);
-        Runtime {
+        let runtime = Runtime {
             inner: Arc::new(Inner {
                 engine: Engine {
                     store,
@@ -234,8 +252,12 @@ impl RuntimeBuilder {
                 },
                 registrations: self.registrations,
                 claims: Claims::new(self.lease),
+                retention: self.retention,
+                pruner: std::sync::atomic::AtomicBool::new(false),
             }),
-        }
+        };
+        runtime.start_pruner();
+        runtime
     }
 }
 
@@ -259,6 +281,7 @@ impl Runtime {
             lease: Duration::from_secs(30),
             max_payload: 16 * 1024 * 1024,
             scrubber: crate::redact::default_scrubber().clone(),
+            retention: None,
         }
     }
 
@@ -306,6 +329,7 @@ impl Runtime {
         saga: S,
         fresh: bool,
     ) -> Result<Outcome<S::Output>, RuntimeError> {
+        self.start_pruner();
         let (input, secrets) = encode_input(&saga_id, &saga)?;
         let local = if fresh { self.inner.unshared(&saga_id) } else { self.inner.lock_locally(&saga_id).await };
         let engine = &self.inner.engine;
@@ -340,6 +364,7 @@ impl Runtime {
                 held.release(driver.released_by_last_write()).await;
                 outcome
             }
+            Created::Pruned(tombstone) => Err(pruned_answer::<S>(&tombstone, &input)),
         }
     }
 
@@ -513,19 +538,19 @@ impl Runtime {
     /// Loads, checks and opens a stored saga.
     async fn load(&self, saga_id: &SagaId) -> Result<OpenedSaga, RuntimeError> {
         let engine = &self.inner.engine;
-        let stored = engine
-            .store
-            .load(saga_id)
-            .await
-            .map_err(|e| RuntimeError::store(saga_id, e))?
-            .ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?;
+        let stored = engine.store.load(saga_id).await.map_err(|e| RuntimeError::store(saga_id, e))?;
+        let Some(stored) = stored else { return Err(self.missing(saga_id).await) };
         engine.codec.open(stored).map_err(|e| RuntimeError::store(saga_id, e))
     }
 
     /// Claims a stored saga (waiting while another runtime or worker holds it), then loads it
     /// as it is now and rebuilds its driver.
     async fn claim_and_load<S: Saga>(&self, saga_id: &SagaId) -> Result<(Held, Driver<'_, S>), RuntimeError> {
-        let held = self.inner.claim(saga_id).await?;
+        let held = match self.inner.claim(saga_id).await {
+            Ok(held) => held,
+            Err(RuntimeError::UnknownSaga { saga_id }) => return Err(self.missing(&saga_id).await),
+            Err(error) => return Err(error),
+        };
         self.load_held::<S>(saga_id, held).await
     }
 
@@ -584,6 +609,28 @@ struct NewRecords {
     saga: NewSaga,
     records: Vec<Record>,
     head: crate::store::ChainHash,
+}
+
+/// What `run_with_id` (or `start_with_id`) answers for the id of a pruned saga: it never
+/// starts a second saga. The same type and input: [`RuntimeError::Pruned`] with how it
+/// finished; another input: [`RuntimeError::InputMismatch`]; another type or version: as for a
+/// stored saga.
+fn pruned_answer<S: Saga>(tombstone: &crate::store::Tombstone, input: &[u8]) -> RuntimeError {
+    let saga_id = tombstone.id.clone();
+    let mut summary = SagaSummary::new(saga_id.clone(), &tombstone.name, tombstone.version, &tombstone.fingerprint);
+    summary.status = tombstone.status;
+    if let Err(error) = check_definition::<S>(&saga_id, &summary) {
+        return error;
+    }
+    if crate::idempotency::input_digest(input) != tombstone.input_hash {
+        return RuntimeError::InputMismatch { saga_id };
+    }
+    RuntimeError::Pruned {
+        saga_id,
+        status: tombstone.status,
+        finished_at_ms: tombstone.finished_at_ms,
+        pruned_at_ms: tombstone.pruned_at_ms,
+    }
 }
 
 fn check_definition<S: Saga>(saga_id: &SagaId, summary: &SagaSummary) -> Result<(), RuntimeError> {

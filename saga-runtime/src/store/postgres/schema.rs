@@ -9,13 +9,16 @@ use crate::seal::Keyring;
 use crate::store::StoreError;
 
 /// The newest schema version this build knows.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// What marks a PostgreSQL schema as a saga store.
 const APPLICATION: &str = "saga-runtime";
 
 /// The migrations, in order: version `n` is `MIGRATIONS[n - 1]`. `{s}` is the schema.
-const MIGRATIONS: &[&str] = &["
+/// Version 2: tombstones of pruned sagas, and the index of finished sagas by the time they
+/// finished that pruning walks.
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE {s}.sagas (
         id          TEXT PRIMARY KEY,
         name        TEXT NOT NULL,
@@ -49,7 +52,24 @@ const MIGRATIONS: &[&str] = &["
         hash    BYTEA NOT NULL,
         PRIMARY KEY (saga_id, seq)
     );
-"];
+",
+    "
+    CREATE TABLE {s}.tombstones (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        input_hash  BYTEA NOT NULL,
+        head        BYTEA NOT NULL,
+        created_at  BIGINT NOT NULL,
+        finished_at BIGINT NOT NULL,
+        pruned_at   BIGINT NOT NULL
+    );
+    CREATE INDEX tombstones_by_pruned ON {s}.tombstones (pruned_at, id);
+    CREATE INDEX sagas_finished ON {s}.sagas (updated_at, id) WHERE status IN ('completed', 'compensated');
+",
+];
 
 /// Creates or migrates the store's schema (once, however many workers start at once: under a
 /// transaction-scoped advisory lock), checks that it belongs to a saga store of a version this
