@@ -54,7 +54,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+pub use sqlite::{Space, SqliteOptions, SqliteStore, Synchronous};
 
 use std::borrow::Cow;
 

@@ -149,6 +149,20 @@ impl SqliteOptions {
     }
 }
 
+/// How much room a [`SqliteStore`]'s database takes ([`SqliteStore::space`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Space {
+    /// The database's size: every page, in use or free.
+    pub bytes: u64,
+    /// The free pages' share of it: reused by the next writes, or given back to the file system
+    /// by [`CheckpointStore::reclaim`] when `gives_space_back`.
+    pub free_bytes: u64,
+    /// Whether the file has incremental auto-vacuum (every file created since schema 3; older
+    /// ones after [`SqliteStore::compact`]).
+    pub gives_space_back: bool,
+}
+
 /// The embedded default store: one SQLite file (WAL), durable across crashes, optionally
 /// encrypted at rest. Cloning shares the same file and writer thread.
 ///
@@ -234,6 +248,24 @@ impl SqliteStore {
         self.read(move |c| match bytes {
             Some(bytes) => schema::set_max_size(c, bytes).map_err(QueryError::Sql),
             None => c.pragma_update(None, "max_page_count", i64::from(u32::MAX)).map_err(QueryError::Sql),
+        })
+        .await
+    }
+
+    /// How much room the database takes: its pages, and how many of them are free (freed by
+    /// pruning and not yet reused or given back). The file on disk is this size once the
+    /// write-ahead log is checkpointed into it (the log itself is at most a few MiB besides).
+    pub async fn space(&self) -> Result<Space, StoreError> {
+        self.read(|c| {
+            let pages: i64 = c.pragma_query_value(None, "page_count", |r| r.get(0))?;
+            let free: i64 = c.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+            let page_size: i64 = c.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let auto_vacuum: i64 = c.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+            Ok(Space {
+                bytes: (pages * page_size) as u64,
+                free_bytes: (free * page_size) as u64,
+                gives_space_back: auto_vacuum == 2,
+            })
         })
         .await
     }

@@ -447,7 +447,7 @@ pub(super) fn expire_tombstones(connection: &Connection, pruned_before_ms: u64, 
     Ok(expired as u64)
 }
 
-/// The file's free pages beyond a quarter of it, given back to the file system, at most
+/// The file's free pages beyond a quarter of it (once shrunk), given back to the file system, at most
 /// `most` pages at a time; returns how many bytes. Only a file with incremental auto-vacuum can
 /// do this without rewriting itself; others keep their free pages for the next sagas.
 pub(super) fn reclaim(connection: &Connection, most: i64) -> Result<u64> {
@@ -458,14 +458,17 @@ pub(super) fn reclaim(connection: &Connection, most: i64) -> Result<u64> {
     let free: i64 = connection.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
     let pages: i64 = connection.pragma_query_value(None, "page_count", |r| r.get(0))?;
     let page_size: i64 = connection.pragma_query_value(None, "page_size", |r| r.get(0))?;
-    // A steady load reuses what the last round freed: keep a quarter of the file free rather
-    // than shrinking it only to grow it again.
-    let excess = free - (pages / 4).max(RESERVE_PAGES);
+    // A steady load reuses what the last round freed: keep up to a third of the pages in use
+    // free (a quarter of the file) rather than shrinking the file only to grow it again.
+    let excess = free - ((pages - free) / 3).max(RESERVE_PAGES);
     if excess <= 0 {
         return Ok(0);
     }
     let step = excess.min(most);
-    connection.execute_batch(&format!("PRAGMA incremental_vacuum({step})"))?;
+    // The pragma gives back one page per step of the statement: run it to its end.
+    let mut statement = connection.prepare(&format!("PRAGMA incremental_vacuum({step})"))?;
+    let mut rows = statement.query([])?;
+    while rows.next()?.is_some() {}
     let after: i64 = connection.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
     Ok(((free - after).max(0) * page_size) as u64)
 }
