@@ -317,6 +317,11 @@ impl Runtime {
     /// (`Completed`, `Compensated`, `NeedsHuman`) returns its stored outcome, and only
     /// [`resume`](Self::resume) un-parks a parked one. The same id with a different input is
     /// [`RuntimeError::InputMismatch`].
+    ///
+    /// A saga pruned by a retention policy (see [`retention`](crate::retention)) is not run
+    /// again either, for as long as its tombstone is kept: with the same input this returns
+    /// [`RuntimeError::Pruned`] (how it finished; its output is no longer kept), with another
+    /// input [`RuntimeError::InputMismatch`].
     pub async fn run_with_id<S: Saga>(&self, saga_id: SagaId, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
         self.run_new(saga_id, saga, false).await
     }

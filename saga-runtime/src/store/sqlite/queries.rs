@@ -259,7 +259,10 @@ pub(super) fn claim(connection: &Connection, request: &ClaimRequest) -> Result<V
     if request.kinds.is_empty() || request.limit == 0 {
         return Ok(Vec::new());
     }
-    let mut sql = "SELECT id, name, fingerprint FROM sagas WHERE due_at IS NOT NULL".to_owned();
+    // Through the index of due sagas, named: without statistics SQLite would rather take the
+    // index by name, and read every saga of that name, finished ones included (measured: 36 ms
+    // at 100,000 finished sagas).
+    let mut sql = "SELECT id, name, fingerprint FROM sagas INDEXED BY sagas_due WHERE due_at IS NOT NULL".to_owned();
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
     if let Some(by) = request.due_by_ms {
         sql.push_str(" AND due_at <= ?");
@@ -335,8 +338,11 @@ const FINISHED: &str = "status IN ('completed', 'compensated')";
 pub(super) fn prunable(connection: &Connection, query: &PruneQuery) -> Result<Vec<StoredSaga>> {
     let Some((bound_at, bound_id, inclusive)) = query.bound() else { return Ok(Vec::new()) };
     let compare = if inclusive { "<=" } else { "<" };
-    let mut sql =
-        format!("SELECT {SAGA_COLUMNS}, input FROM sagas WHERE {FINISHED} AND (updated_at, id) {compare} (?, ?)");
+    // Through the index of finished sagas, named (SQLite would otherwise take the index by
+    // status and sort every finished saga for each batch).
+    let mut sql = format!(
+        "SELECT {SAGA_COLUMNS}, input FROM sagas INDEXED BY sagas_finished WHERE {FINISHED} AND (updated_at, id) {compare} (?, ?)"
+    );
     let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(bound_at as i64), Box::new(bound_id.to_owned())];
     if let Some(after) = &query.after {
         sql.push_str(" AND (updated_at, id) > (?, ?)");
@@ -362,7 +368,8 @@ pub(super) fn prunable(connection: &Connection, query: &PruneQuery) -> Result<Ve
 pub(super) fn nth_newest_finished(connection: &Connection, skip: u64) -> Result<Option<PruneCursor>> {
     let found: Option<(i64, String)> = connection
         .prepare_cached(&format!(
-            "SELECT updated_at, id FROM sagas WHERE {FINISHED} ORDER BY updated_at DESC, id DESC LIMIT 1 OFFSET ?1"
+            "SELECT updated_at, id FROM sagas INDEXED BY sagas_finished WHERE {FINISHED}
+             ORDER BY updated_at DESC, id DESC LIMIT 1 OFFSET ?1"
         ))?
         .query_row([skip.min(i64::MAX as u64) as i64], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
