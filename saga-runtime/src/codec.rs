@@ -54,6 +54,15 @@ impl Codec {
         seal::seal(self.keys(), &input_aad(saga_id), input)
     }
 
+    /// Opens a stored saga's sealed input.
+    pub(crate) fn open_input(&self, saga_id: &SagaId, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        seal::open(self.keys(), &input_aad(saga_id), sealed).map_err(|e| StoreError::Unreadable {
+            saga_id: saga_id.clone(),
+            what: "the input".to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Seals one record and links it to `prev`.
     pub(crate) fn seal_record(
         &self,

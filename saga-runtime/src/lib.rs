@@ -136,6 +136,7 @@ mod notify;
 mod outcome;
 mod policy;
 pub mod redact;
+pub mod retention;
 mod runtime;
 mod saga;
 mod seal;

@@ -11,8 +11,8 @@ mod pg;
 
 use saga_runtime::prelude::*;
 use saga_runtime::store::{
-    Checkpoint, Claim, ClaimRequest, Created, Fence, NewSaga, Order, PostgresStore, RecordRow, SagaKind, SagaQuery,
-    SqliteStore, StoreError,
+    Checkpoint, Claim, ClaimRequest, Created, Fence, NewSaga, Order, PostgresStore, PruneCursor, PruneQuery, RecordRow,
+    SagaKind, SagaQuery, SqliteStore, StoreError, Tombstone,
 };
 
 /// Runs the suite on fresh stores made by `make`.
@@ -35,6 +35,9 @@ where
         ("a_settled_checkpoint_ends_the_claim", |s| Box::pin(a_settled_checkpoint_ends_the_claim(s))),
         ("racing_appends_one_wins", |s| Box::pin(racing_appends_one_wins(s))),
         ("a_sweep_item_is_locked_by_one_at_a_time", |s| Box::pin(a_sweep_item_is_locked_by_one_at_a_time(s))),
+        ("pruning_takes_finished_sagas_only_and_leaves_tombstones", |s| {
+            Box::pin(pruning_takes_finished_sagas_only_and_leaves_tombstones(s))
+        }),
     ];
     for (name, case) in cases {
         let (store, _guard) = make().await;
@@ -381,6 +384,100 @@ async fn a_sweep_item_is_locked_by_one_at_a_time(store: Arc<dyn CheckpointStore>
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(again.is_some(), "a dropped lock frees the item");
+}
+
+/// Pruning: only finished sagas (completed, compensated) are ever offered, oldest finished
+/// first, by age or by rank among the finished; a pruned saga is gone with its journal and its
+/// tombstone keeps the id from being created again until it expires; a saga that changed since
+/// it was read, or is not finished, is not deleted.
+async fn pruning_takes_finished_sagas_only_and_leaves_tombstones(store: Arc<dyn CheckpointStore>) {
+    // (id, status, finish time = NOW + head, due)
+    let setups: [(&str, Status, u8, Option<u64>); 6] = [
+        ("a", Status::Completed, 2, None),
+        ("b", Status::Compensated, 3, None),
+        ("c", Status::Running, 4, Some(0)),
+        ("d", Status::NeedsHuman, 5, None),
+        ("e", Status::Completed, 6, None),
+        ("f", Status::Completed, 7, None),
+    ];
+    for (id, status, head, due) in setups {
+        let Created::New(fence) = store.create(new_saga(id, "order", NOW, "worker-a")).await.unwrap() else { panic!() };
+        store.append(&SagaId::new(id), &fence, vec![row(2, 1, "x")], checkpoint(status, "s", head, due)).await.unwrap();
+    }
+    let ids =
+        |sagas: &[saga_runtime::store::StoredSaga]| sagas.iter().map(|s| s.summary.id.to_string()).collect::<Vec<_>>();
+    let by_age = PruneQuery::new(Some(NOW + 7), None);
+    let old = store.prunable(&by_age).await.unwrap();
+    assert_eq!(ids(&old), ["a", "b", "e"], "finished before NOW+7, oldest first; never running or parked");
+    assert!(old.iter().all(|s| s.records.is_empty() && s.input == vec![0, b'{', b'}']), "inputs, not journals");
+    let mut with_journals = by_age.clone();
+    with_journals.journals = true;
+    with_journals.limit = 2;
+    let first = store.prunable(&with_journals).await.unwrap();
+    assert_eq!(ids(&first), ["a", "b"], "a page of two");
+    assert_eq!(first[0].records, vec![row(0, 1, "started"), row(1, 1, "attempt_started"), row(2, 1, "x")]);
+    with_journals.after = Some(PruneCursor::of(&first[1].summary));
+    assert_eq!(ids(&store.prunable(&with_journals).await.unwrap()), ["e"], "the next page");
+
+    let nth = |n: u64| {
+        let store = store.clone();
+        async move { store.nth_newest_finished(n).await.unwrap().map(|c| c.id.to_string()) }
+    };
+    assert_eq!(
+        (nth(0).await, nth(1).await, nth(2).await, nth(3).await, nth(4).await),
+        (Some("f".into()), Some("e".into()), Some("b".into()), Some("a".into()), None),
+        "ranked among the finished only, newest first"
+    );
+    let beyond_two = store.nth_newest_finished(2).await.unwrap();
+    assert_eq!(beyond_two.as_ref().map(|c| c.finished_at_ms), Some(NOW + 3));
+    assert_eq!(ids(&store.prunable(&PruneQuery::new(None, beyond_two.clone())).await.unwrap()), ["a", "b"]);
+    assert_eq!(
+        ids(&store.prunable(&PruneQuery::new(Some(NOW + 7), beyond_two)).await.unwrap()),
+        ["a", "b", "e"],
+        "either bound prunes"
+    );
+    assert!(store.prunable(&PruneQuery::new(None, None)).await.unwrap().is_empty(), "no bound, nothing");
+
+    // Tombstones: for a and b as read; one for c (running), one for e with a stale head.
+    let summary = |id: &str| {
+        let store = store.clone();
+        let id = SagaId::new(id);
+        async move { store.summary(&id).await.unwrap().unwrap() }
+    };
+    let mut stones = Vec::new();
+    for (id, pruned_at) in [("a", NOW + 100), ("b", NOW + 200), ("c", NOW + 300), ("e", NOW + 400)] {
+        let mut stone = Tombstone::of(&summary(id).await, [id.as_bytes()[0]; 32], pruned_at);
+        if id == "e" {
+            stone.head = [0xee; 32];
+        }
+        stones.push(stone);
+    }
+    let kept_stone_a = stones[0].clone();
+    let pruned = store.prune(stones).await.unwrap();
+    assert_eq!(pruned, [SagaId::new("a"), SagaId::new("b")], "not a running saga, not a saga that changed");
+    assert!(store.load(&SagaId::new("a")).await.unwrap().is_none(), "gone with its journal");
+    assert_eq!(store.tombstone(&SagaId::new("a")).await.unwrap(), Some(kept_stone_a.clone()));
+    assert_eq!(store.tombstone(&SagaId::new("c")).await.unwrap(), None);
+    assert_eq!(
+        store.list(&SagaQuery::new()).await.unwrap().sagas.iter().map(|s| s.id.to_string()).collect::<Vec<_>>(),
+        ["c", "d", "e", "f"]
+    );
+    let Created::Pruned(stone) = store.create(new_saga("a", "order", NOW + 500, "worker-b")).await.unwrap() else {
+        panic!("a pruned id is not created again")
+    };
+    assert_eq!(*stone, kept_stone_a);
+    assert!(store.load(&SagaId::new("a")).await.unwrap().is_none(), "nothing was written");
+    let again = Tombstone::of(&summary("d").await, [0; 32], NOW);
+    assert!(store.prune(vec![again]).await.unwrap().is_empty(), "a parked saga is never pruned");
+    assert!(store.prune(Vec::new()).await.unwrap().is_empty());
+
+    assert_eq!(store.expire_tombstones(NOW + 150, 10).await.unwrap(), 1, "a's only");
+    assert_eq!(store.tombstone(&SagaId::new("a")).await.unwrap(), None);
+    assert!(store.tombstone(&SagaId::new("b")).await.unwrap().is_some());
+    assert!(
+        matches!(store.create(new_saga("a", "order", NOW + 600, "worker-b")).await.unwrap(), Created::New(_)),
+        "an expired tombstone frees the id"
+    );
 }
 
 #[tokio::test]

@@ -221,7 +221,7 @@ fn golden_key() -> Keyring {
 }
 
 /// The schema the store writes today.
-const SCHEMA_NOW: i64 = 2;
+const SCHEMA_NOW: i64 = 3;
 
 /// A file written by an earlier release: opening migrates it (for schema 1: hash chains
 /// computed, due times set, the encryption marker kept), every saga keeps its outcome and
@@ -295,6 +295,12 @@ async fn a_stored_file_opens(name: &str, keys: Option<Keyring>) {
     let unchained: i64 =
         connection.query_row("SELECT count(*) FROM journal WHERE length(hash) <> 32", [], |r| r.get(0)).unwrap();
     assert_eq!(unchained, 0, "every record of the file is chained");
+    let retention: i64 = connection
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('tombstones', 'sagas_finished')", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(retention, 2, "schema 3 adds the tombstones and the index of finished sagas");
 }
 
 #[tokio::test]

@@ -200,9 +200,9 @@ async fn a_file_of_a_newer_schema_is_refused_and_left_unchanged() {
     rusqlite::Connection::open(db(&dir)).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let bytes = std::fs::read(db(&dir)).unwrap();
     let error = SqliteStore::open(db(&dir)).await.unwrap_err();
-    assert!(matches!(error, StoreError::NewerSchema { found: 99, supported: 2, .. }), "{error}");
+    assert!(matches!(error, StoreError::NewerSchema { found: 99, supported: 3, .. }), "{error}");
     assert!(
-        error.to_string().contains("has schema version 99, newer than version 2 that this build of saga-runtime knows")
+        error.to_string().contains("has schema version 99, newer than version 3 that this build of saga-runtime knows")
     );
     assert_eq!(std::fs::read(db(&dir)).unwrap(), bytes, "nothing was changed");
 }

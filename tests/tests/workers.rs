@@ -347,7 +347,7 @@ async fn ten_workers_starting_at_once_migrate_once() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "2", "migrated once, through every version");
 }
 
 /// Bad input on PostgreSQL is a clear error that changes nothing: a schema of another

@@ -4,6 +4,8 @@
 use crate::error::CodecError;
 use crate::id::SagaId;
 use crate::journal::JournalError;
+use crate::outcome::Status;
+use crate::retention::ArchiveError;
 use crate::store::StoreError;
 
 /// Errors of the runtime itself (not of a saga's steps, which become an [`Outcome`]).
@@ -29,6 +31,25 @@ pub enum RuntimeError {
         /// The saga id.
         saga_id: SagaId,
     },
+    /// The id names a saga that finished and was pruned by the retention policy: only its
+    /// tombstone is left. Nothing was started: a saga id never runs twice. (With another input
+    /// the same id is [`InputMismatch`](Self::InputMismatch).)
+    #[error(
+        "saga `{saga_id}` already ran: it finished {status} and was pruned by the retention policy, so its journal and output are no longer kept; nothing was started again (use a new SagaId to run it again)"
+    )]
+    Pruned {
+        /// The saga id.
+        saga_id: SagaId,
+        /// How it finished (`Completed` or `Compensated`).
+        status: Status,
+        /// When it finished (milliseconds since the Unix epoch).
+        finished_at_ms: u64,
+        /// When it was pruned.
+        pruned_at_ms: u64,
+    },
+    /// Archiving sagas before pruning them failed: the batch was not pruned.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     /// No saga with this id is stored.
     #[error("no saga with id `{saga_id}` is stored: check the id, or start it with `run_with_id`")]
     UnknownSaga {
@@ -160,7 +181,9 @@ impl RuntimeError {
     pub fn saga_id(&self) -> Option<&SagaId> {
         match self {
             RuntimeError::Store { saga_id, error } => saga_id.as_ref().or_else(|| error.saga_id()),
+            RuntimeError::Archive(_) => None,
             RuntimeError::InputMismatch { saga_id }
+            | RuntimeError::Pruned { saga_id, .. }
             | RuntimeError::UnknownSaga { saga_id }
             | RuntimeError::WrongSaga { saga_id, .. }
             | RuntimeError::DefinitionMismatch { saga_id, .. }

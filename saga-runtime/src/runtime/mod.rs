@@ -2,6 +2,7 @@
 
 mod claims;
 mod error;
+mod prune;
 mod recovery;
 mod sweep;
 mod worker;
@@ -27,6 +28,7 @@ use crate::notify::{LogNotifier, LogPager, Notifier, Observer, Pager};
 use crate::outcome::{Outcome, Status};
 use crate::policy::Policy;
 use crate::redact::Scrubber;
+use crate::retention::Retention;
 use crate::saga::Saga;
 use crate::store::{
     Checkpoint, CheckpointStore, Created, Fence, MemoryStore, NewSaga, SagaKind, SagaPage, SagaQuery, SagaSummary,
@@ -56,6 +58,10 @@ pub(crate) struct Inner {
     claims: Claims,
     /// The kinds of resource a sweep looks for orphans of.
     orphan_kinds: Vec<OrphanKind>,
+    /// The retention policy the background pruner applies, if any.
+    retention: Option<Retention>,
+    /// Whether the background pruner runs.
+    pruner: std::sync::atomic::AtomicBool,
 }
 
 type Erased = fn(Runtime, SagaId, Option<String>) -> BoxFuture<'static, Result<Status, RuntimeError>>;
@@ -74,6 +80,7 @@ type Attacher = fn(Runtime, SagaId, Attach) -> BoxFuture<'static, Result<Status,
 /// A saga type registered with [`RuntimeBuilder::register`]: what `recover`, workers and
 /// `resolve` need to drive a stored saga of that type.
 struct Registration {
+    definition: &'static crate::definition::Definition,
     name: &'static str,
     version: u32,
     fingerprint: &'static str,
@@ -119,9 +126,19 @@ pub struct RuntimeBuilder {
     limits: Vec<(String, Limit)>,
     orphan_kinds: Vec<OrphanKind>,
     faults: Option<Arc<dyn crate::faults::Faults>>,
+    retention: Option<Retention>,
 }
 
 impl RuntimeBuilder {
+    /// Prunes finished sagas in the background by `retention` (see
+    /// [`retention`](crate::retention)): every [`Retention::interval`], from the moment the
+    /// runtime is built inside a Tokio runtime (or its first saga, recovery or worker
+    /// otherwise), for as long as the runtime lives. Default: nothing is ever pruned.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Where journals and checkpoints are kept (default: a new [`MemoryStore`]).
     pub fn store(mut self, store: impl CheckpointStore) -> Self {
         self.store = Some(Arc::new(store));
@@ -173,6 +190,7 @@ impl RuntimeBuilder {
         let definition = S::definition();
         self.registrations.retain(|r| r.fingerprint != definition.fingerprint() || r.name != definition.name());
         self.registrations.push(Registration {
+            definition,
             name: definition.name(),
             version: definition.version(),
             fingerprint: definition.fingerprint(),
@@ -279,7 +297,7 @@ impl RuntimeBuilder {
         #[cfg(not(feature = "encryption"))]
         let codec = Codec::new(None);
         let limits = Arc::new(Limits::new(self.limits, store.shared_limits()));
-        Runtime {
+        let runtime = Runtime {
             inner: Arc::new(Inner {
                 engine: Engine {
                     limits,
@@ -297,8 +315,12 @@ impl RuntimeBuilder {
                 registrations: self.registrations,
                 claims: Claims::new(self.lease),
                 orphan_kinds: self.orphan_kinds,
+                retention: self.retention,
+                pruner: std::sync::atomic::AtomicBool::new(false),
             }),
-        }
+        };
+        runtime.start_pruner();
+        runtime
     }
 }
 
@@ -383,6 +405,7 @@ impl Runtime {
             limits: Vec::new(),
             orphan_kinds: Vec::new(),
             faults: None,
+            retention: None,
         }
     }
 
@@ -443,6 +466,11 @@ impl Runtime {
     /// (`Completed`, `Compensated`, `NeedsHuman`) returns its stored outcome, and only
     /// [`resume`](Self::resume) un-parks a parked one. The same id with a different input is
     /// [`RuntimeError::InputMismatch`].
+    ///
+    /// A saga pruned by a retention policy (see [`retention`](crate::retention)) is not run
+    /// again either, for as long as its tombstone is kept: with the same input this returns
+    /// [`RuntimeError::Pruned`] (how it finished; its output is no longer kept), with another
+    /// input [`RuntimeError::InputMismatch`].
     pub async fn run_with_id<S: Saga>(&self, saga_id: SagaId, saga: S) -> Result<Outcome<S::Output>, RuntimeError> {
         self.run_new(saga_id, saga, false, None).await
     }
@@ -457,6 +485,7 @@ impl Runtime {
         deadline: Option<RunDeadline>,
     ) -> Result<Outcome<S::Output>, RuntimeError> {
         check_limits(S::definition(), &self.inner.engine.limits)?;
+        self.start_pruner();
         let (input, secrets) = encode_input(&saga_id, &saga)?;
         let local = if fresh { self.inner.unshared(&saga_id) } else { self.inner.lock_locally(&saga_id).await };
         let engine = &self.inner.engine;
@@ -491,6 +520,7 @@ impl Runtime {
                 held.release(driver.released_by_last_write()).await;
                 outcome
             }
+            Created::Pruned(tombstone) => Err(pruned_answer::<S>(&tombstone, &input)),
         }
     }
 
@@ -677,12 +707,8 @@ impl Runtime {
     /// Loads, checks and opens a stored saga.
     async fn load(&self, saga_id: &SagaId) -> Result<OpenedSaga, RuntimeError> {
         let engine = &self.inner.engine;
-        let stored = engine
-            .store
-            .load(saga_id)
-            .await
-            .map_err(|e| RuntimeError::store(saga_id, e))?
-            .ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?;
+        let stored = engine.store.load(saga_id).await.map_err(|e| RuntimeError::store(saga_id, e))?;
+        let Some(stored) = stored else { return Err(self.missing(saga_id).await) };
         engine.codec.open(stored).map_err(|e| RuntimeError::store(saga_id, e))
     }
 
@@ -690,7 +716,11 @@ impl Runtime {
     /// as it is now and rebuilds its driver.
     async fn claim_and_load<S: Saga>(&self, saga_id: &SagaId) -> Result<(Held, Driver<'_, S>), RuntimeError> {
         check_limits(S::definition(), &self.inner.engine.limits)?;
-        let held = self.inner.claim(saga_id).await?;
+        let held = match self.inner.claim(saga_id).await {
+            Ok(held) => held,
+            Err(RuntimeError::UnknownSaga { saga_id }) => return Err(self.missing(&saga_id).await),
+            Err(error) => return Err(error),
+        };
         self.load_held::<S>(saga_id, held).await
     }
 
@@ -775,6 +805,28 @@ fn check_limits(definition: &crate::Definition, limits: &Limits) -> Result<(), R
         }
     }
     Ok(())
+}
+
+/// What `run_with_id` (or `start_with_id`) answers for the id of a pruned saga: it never
+/// starts a second saga. The same type and input: [`RuntimeError::Pruned`] with how it
+/// finished; another input: [`RuntimeError::InputMismatch`]; another type or version: as for a
+/// stored saga.
+fn pruned_answer<S: Saga>(tombstone: &crate::store::Tombstone, input: &[u8]) -> RuntimeError {
+    let saga_id = tombstone.id.clone();
+    let mut summary = SagaSummary::new(saga_id.clone(), &tombstone.name, tombstone.version, &tombstone.fingerprint);
+    summary.status = tombstone.status;
+    if let Err(error) = check_definition::<S>(&saga_id, &summary) {
+        return error;
+    }
+    if crate::idempotency::input_digest(input) != tombstone.input_hash {
+        return RuntimeError::InputMismatch { saga_id };
+    }
+    RuntimeError::Pruned {
+        saga_id,
+        status: tombstone.status,
+        finished_at_ms: tombstone.finished_at_ms,
+        pruned_at_ms: tombstone.pruned_at_ms,
+    }
 }
 
 fn check_definition<S: Saga>(saga_id: &SagaId, summary: &SagaSummary) -> Result<(), RuntimeError> {

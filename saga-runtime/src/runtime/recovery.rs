@@ -33,6 +33,7 @@ impl Runtime {
     /// It claims due sagas in batches through the store's index and drives each batch
     /// concurrently, so its cost follows the sagas in flight, not the history kept.
     pub async fn recover(&self) -> Result<Recovery, RuntimeError> {
+        self.start_pruner();
         let mut recovery = Recovery::default();
         let parked = self.survey(&mut recovery).await?;
         let mut skip: Vec<SagaId> = Vec::new();

@@ -89,6 +89,7 @@ impl WorkerBuilder {
     ///
     /// Outside a tokio runtime.
     pub fn spawn(self) -> Worker {
+        self.runtime.start_pruner();
         let (stop, stopped) = watch::channel(false);
         let stats = Arc::new(Counters::default());
         let task = tokio::spawn(run(self, stopped, stats.clone()));
@@ -318,6 +319,7 @@ impl Runtime {
                 }
                 Ok(saga_id)
             }
+            crate::store::Created::Pruned(tombstone) => Err(super::pruned_answer::<S>(&tombstone, &input)),
         }
     }
 
@@ -328,12 +330,8 @@ impl Runtime {
         let mut wakeups = self.store().wakeups();
         let mut delay = Duration::from_millis(5);
         loop {
-            let summary = self
-                .store()
-                .summary(saga_id)
-                .await
-                .map_err(|e| RuntimeError::store(saga_id, e))?
-                .ok_or_else(|| RuntimeError::UnknownSaga { saga_id: saga_id.clone() })?;
+            let summary = self.store().summary(saga_id).await.map_err(|e| RuntimeError::store(saga_id, e))?;
+            let Some(summary) = summary else { return Err(self.missing(saga_id).await) };
             super::check_definition::<S>(saga_id, &summary)?;
             if summary.due_at_ms.is_none() {
                 let stored = self.load(saga_id).await?;

@@ -122,6 +122,17 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The store does not implement an operation (a store written before it existed).
+    #[error(
+        "{location} does not support {what}: implement that part of `CheckpointStore` for it, or use MemoryStore, SqliteStore or PostgresStore"
+    )]
+    Unsupported {
+        /// The store.
+        location: String,
+        /// What it cannot do.
+        what: String,
+    },
+
     // ---- the backend ---------------------------------------------------------------
     /// The database itself failed (I/O, a full disk, a lost connection).
     #[error(transparent)]
@@ -182,6 +193,9 @@ impl StoreError {
             }
             StoreError::Gone { location, reason } => {
                 StoreError::Gone { location: location.clone(), reason: reason.clone() }
+            }
+            StoreError::Unsupported { location, what } => {
+                StoreError::Unsupported { location: location.clone(), what: what.clone() }
             }
             StoreError::Backend(backend) => StoreError::Backend(backend.duplicate()),
         }

@@ -4,11 +4,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, Order, RecordRow, SagaKind,
-    SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Wakeup,
+    Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, Order, PruneCursor, PruneQuery,
+    RecordRow, SagaKind, SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Tombstone, Wakeup,
 };
 use crate::BoxFuture;
 use crate::id::SagaId;
+use crate::outcome::Status;
 
 /// Keeps every saga in process memory. Cloning shares the same sagas, so a test can keep a
 /// handle to inspect what the runtime wrote. Nothing survives the process.
@@ -29,6 +30,13 @@ struct Inner {
     by_id: HashMap<SagaId, StoredSaga>,
     /// `(created_at_ms, id)`: the order of listings.
     order: BTreeSet<(u64, SagaId)>,
+    /// What is left of pruned sagas.
+    tombstones: HashMap<SagaId, Tombstone>,
+}
+
+/// A finished saga's place in the order of pruning.
+fn prune_key(summary: &SagaSummary) -> (u64, &str) {
+    (summary.updated_at_ms, summary.id.as_str())
 }
 
 impl MemoryStore {
@@ -83,6 +91,9 @@ impl CheckpointStore for MemoryStore {
         let mut inner = self.lock();
         if let Some(existing) = inner.by_id.get(&saga.id) {
             return ready(Ok(Created::Existing(Box::new(existing.clone()))));
+        }
+        if let Some(tombstone) = inner.tombstones.get(&saga.id) {
+            return ready(Ok(Created::Pruned(Box::new(tombstone.clone()))));
         }
         let created_at = saga.records.first().map_or(saga.checkpoint.at_ms, |r| r.at_ms);
         let mut summary = SagaSummary::new(saga.id.clone(), saga.name, saga.version, saga.fingerprint);
@@ -239,6 +250,77 @@ impl CheckpointStore for MemoryStore {
             let _ = self.wakeups.send(Wakeup::Due);
         }
         ready(Ok(()))
+    }
+
+    fn prunable<'a>(&'a self, query: &'a PruneQuery) -> BoxFuture<'a, Result<Vec<StoredSaga>, StoreError>> {
+        let inner = self.lock();
+        let after = query.after.as_ref().map(|a| (a.finished_at_ms, a.id.as_str()));
+        let mut found: Vec<&StoredSaga> = inner
+            .by_id
+            .values()
+            .filter(|s| query.matches(&s.summary) && after.is_none_or(|after| prune_key(&s.summary) > after))
+            .collect();
+        found.sort_by(|a, b| prune_key(&a.summary).cmp(&prune_key(&b.summary)));
+        let sagas = found
+            .into_iter()
+            .take(query.limit)
+            .map(|s| {
+                let records = if query.journals { s.records.clone() } else { Vec::new() };
+                StoredSaga::new(s.summary.clone(), s.input.clone(), records)
+            })
+            .collect();
+        ready(Ok(sagas))
+    }
+
+    fn nth_newest_finished<'a>(&'a self, skip: u64) -> BoxFuture<'a, Result<Option<PruneCursor>, StoreError>> {
+        let inner = self.lock();
+        let mut finished: Vec<&SagaSummary> = inner
+            .by_id
+            .values()
+            .map(|s| &s.summary)
+            .filter(|s| matches!(s.status, Status::Completed | Status::Compensated))
+            .collect();
+        finished.sort_by(|a, b| prune_key(b).cmp(&prune_key(a)));
+        ready(Ok(finished.get(skip as usize).map(|s| PruneCursor::of(s))))
+    }
+
+    fn prune<'a>(&'a self, tombstones: Vec<Tombstone>) -> BoxFuture<'a, Result<Vec<SagaId>, StoreError>> {
+        let mut inner = self.lock();
+        let mut pruned = Vec::new();
+        for tombstone in tombstones {
+            let still = inner.by_id.get(&tombstone.id).is_some_and(|s| {
+                matches!(s.summary.status, Status::Completed | Status::Compensated) && s.summary.head == tombstone.head
+            });
+            if !still {
+                continue;
+            }
+            if let Some(saga) = inner.by_id.remove(&tombstone.id) {
+                inner.order.remove(&(saga.summary.created_at_ms, saga.summary.id));
+            }
+            pruned.push(tombstone.id.clone());
+            inner.tombstones.insert(tombstone.id.clone(), tombstone);
+        }
+        ready(Ok(pruned))
+    }
+
+    fn tombstone<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<Tombstone>, StoreError>> {
+        ready(Ok(self.lock().tombstones.get(id).cloned()))
+    }
+
+    fn expire_tombstones<'a>(&'a self, pruned_before_ms: u64, limit: usize) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let mut inner = self.lock();
+        let mut old: Vec<(u64, SagaId)> = inner
+            .tombstones
+            .values()
+            .filter(|t| t.pruned_at_ms < pruned_before_ms)
+            .map(|t| (t.pruned_at_ms, t.id.clone()))
+            .collect();
+        old.sort();
+        old.truncate(limit);
+        for (_, id) in &old {
+            inner.tombstones.remove(id);
+        }
+        ready(Ok(old.len() as u64))
     }
 
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {

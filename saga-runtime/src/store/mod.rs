@@ -25,6 +25,19 @@
 //! [`renew`]: CheckpointStore::renew
 //! [`release`]: CheckpointStore::release
 //!
+//! - **Finished sagas can be pruned.** [`prunable`] lists finished sagas (completed or
+//!   compensated, never running or parked ones) by the time they finished, oldest first;
+//!   [`prune`] deletes a batch of them, each with its journal, and leaves a [`Tombstone`] in its
+//!   place (its id, name, outcome status and input hash), so that the id is never used for a
+//!   second saga: [`create`] answers [`Created::Pruned`] for it until the tombstone expires
+//!   ([`expire_tombstones`]). The runtime's retention policy drives these
+//!   (`saga_runtime::retention`).
+//!
+//! [`prunable`]: CheckpointStore::prunable
+//! [`prune`]: CheckpointStore::prune
+//! [`create`]: CheckpointStore::create
+//! [`expire_tombstones`]: CheckpointStore::expire_tombstones
+//!
 //! [`MemoryStore`] keeps everything in the process; `SqliteStore` (feature `sqlite`, the
 //! default) keeps one SQLite file for one process. The conformance suite in the tests crate
 //! runs against every store.
@@ -41,7 +54,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+pub use sqlite::{Space, SqliteOptions, SqliteStore, Synchronous};
 
 use std::borrow::Cow;
 
@@ -194,6 +207,9 @@ pub enum Created {
     New(Fence),
     /// A saga with this id already existed; nothing was written and nothing was claimed.
     Existing(Box<StoredSaga>),
+    /// A saga with this id existed, finished, and was pruned: only its tombstone is left, and
+    /// nothing was written.
+    Pruned(Box<Tombstone>),
 }
 
 /// A saga as stored: its row, its sealed input and its whole journal.
@@ -523,6 +539,127 @@ impl std::fmt::Debug for ItemLock {
     }
 }
 
+/// What is left of a pruned saga: enough to keep its id from being reused and to tell a caller
+/// who runs it again what became of it, long after its journal is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tombstone {
+    /// The saga's id.
+    pub id: SagaId,
+    /// The saga name.
+    pub name: String,
+    /// The definition version.
+    pub version: u32,
+    /// The definition fingerprint.
+    pub fingerprint: String,
+    /// How it finished (`Completed` or `Compensated`).
+    pub status: Status,
+    /// SHA-256 of the saga's input as the runtime encodes it (canonical JSON, unsealed): a run
+    /// of the same id with the same input is recognised without keeping the input.
+    pub input_hash: [u8; 32],
+    /// The head of its journal's hash chain when it was pruned: matches the archive's line.
+    pub head: ChainHash,
+    /// When it was created (milliseconds since the Unix epoch).
+    pub created_at_ms: u64,
+    /// When it finished.
+    pub finished_at_ms: u64,
+    /// When it was pruned.
+    pub pruned_at_ms: u64,
+}
+
+impl Tombstone {
+    /// The tombstone of a stored, finished saga whose decoded input hashes to `input_hash`.
+    pub fn of(summary: &SagaSummary, input_hash: [u8; 32], pruned_at_ms: u64) -> Self {
+        Tombstone {
+            id: summary.id.clone(),
+            name: summary.name.clone(),
+            version: summary.version,
+            fingerprint: summary.fingerprint.clone(),
+            status: summary.status,
+            input_hash,
+            head: summary.head,
+            created_at_ms: summary.created_at_ms,
+            finished_at_ms: summary.updated_at_ms,
+            pruned_at_ms,
+        }
+    }
+}
+
+/// Where a finished saga stands in the order of pruning: by the time it finished, then id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PruneCursor {
+    /// When it finished (its last write), milliseconds since the Unix epoch.
+    pub finished_at_ms: u64,
+    /// Its id.
+    pub id: SagaId,
+}
+
+impl PruneCursor {
+    /// The cursor of a finished saga's row.
+    pub fn of(summary: &SagaSummary) -> Self {
+        PruneCursor { finished_at_ms: summary.updated_at_ms, id: summary.id.clone() }
+    }
+}
+
+/// Which finished sagas [`CheckpointStore::prunable`] returns: those that finished before
+/// `finished_before_ms`, or that stand at or before `through` (in the order of
+/// [`PruneCursor`]), after `after`, oldest first, at most `limit`. Running and parked sagas are
+/// never returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneQuery {
+    /// Finished sagas whose last write is older than this (milliseconds since the Unix epoch).
+    pub finished_before_ms: Option<u64>,
+    /// Finished sagas up to and including this one (from
+    /// [`CheckpointStore::nth_newest_finished`]: what a count limit prunes).
+    pub through: Option<PruneCursor>,
+    /// Only sagas after this one (the last of the previous batch).
+    pub after: Option<PruneCursor>,
+    /// The most sagas to return.
+    pub limit: usize,
+    /// Whether to load each saga's journal (to archive it); otherwise `records` is empty.
+    pub journals: bool,
+}
+
+impl PruneQuery {
+    /// Finished sagas older than `finished_before_ms` and/or at or before `through`, 100 at a
+    /// time, without their journals.
+    pub fn new(finished_before_ms: Option<u64>, through: Option<PruneCursor>) -> Self {
+        PruneQuery { finished_before_ms, through, after: None, limit: 100, journals: false }
+    }
+
+    /// Whether a saga passes the bounds (not `after`): what every store's query does.
+    pub fn matches(&self, summary: &SagaSummary) -> bool {
+        let finished = matches!(summary.status, Status::Completed | Status::Compensated);
+        let old = self.finished_before_ms.is_some_and(|t| summary.updated_at_ms < t);
+        let counted = self.through.as_ref().is_some_and(|through| {
+            (summary.updated_at_ms, summary.id.as_str()) <= (through.finished_at_ms, through.id.as_str())
+        });
+        finished && (old || counted)
+    }
+
+    /// The bound a store applies: whichever of the two reaches further, as
+    /// `(finished_at_ms, id, inclusive)`; `None` when neither is set.
+    pub fn bound(&self) -> Option<(u64, &str, bool)> {
+        let time = self.finished_before_ms.map(|t| (t, "", false));
+        let count = self.through.as_ref().map(|c| (c.finished_at_ms, c.id.as_str(), true));
+        match (time, count) {
+            // Every key of the count bound's time is past the time bound's, whose id is empty.
+            (Some(time), Some(count)) => Some(if count.0 >= time.0 { count } else { time }),
+            (time, count) => time.or(count),
+        }
+    }
+}
+
+/// What a store that predates pruning answers for its methods.
+fn unsupported<'a, T: Send + 'a>(
+    store: &(impl CheckpointStore + ?Sized),
+    what: &str,
+) -> BoxFuture<'a, Result<T, StoreError>> {
+    let error = StoreError::Unsupported { location: store.location(), what: what.to_owned() };
+    Box::pin(std::future::ready(Err(error)))
+}
+
 /// Persists sagas and their journals, and arbitrates who drives each. The runtime drives it;
 /// users pick one with `Runtime::builder().store(...)`.
 ///
@@ -580,6 +717,53 @@ pub trait CheckpointStore: Send + Sync + 'static {
 
     /// Gives up a claim (when `fence` still holds it; otherwise does nothing).
     fn release<'a>(&'a self, id: &'a SagaId, fence: &'a Fence) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Finished sagas (completed or compensated) that `query` selects, oldest finished first,
+    /// with their inputs (and journals when `query.journals`): what a pruning round reads.
+    /// Running and parked sagas are never returned. The default says the store cannot prune.
+    fn prunable<'a>(&'a self, query: &'a PruneQuery) -> BoxFuture<'a, Result<Vec<StoredSaga>, StoreError>> {
+        let _ = query;
+        unsupported(self, "pruning (listing finished sagas to prune)")
+    }
+
+    /// The finished saga with `skip` newer finished sagas before it (by finish time, then id),
+    /// if there are that many: with a limit of `skip` finished sagas, it and every older one
+    /// are beyond the limit. The default says the store cannot prune.
+    fn nth_newest_finished<'a>(&'a self, skip: u64) -> BoxFuture<'a, Result<Option<PruneCursor>, StoreError>> {
+        let _ = skip;
+        unsupported(self, "pruning (counting finished sagas)")
+    }
+
+    /// Deletes each saga of `tombstones` with its journal and keeps the tombstone in its place,
+    /// in one transaction, provided the saga is still finished with the same head (it was read
+    /// by [`prunable`](Self::prunable) and nothing changed since); returns the ids deleted. An
+    /// id that is gone already (another pruner) is skipped. The default says the store cannot
+    /// prune.
+    fn prune<'a>(&'a self, tombstones: Vec<Tombstone>) -> BoxFuture<'a, Result<Vec<SagaId>, StoreError>> {
+        let _ = tombstones;
+        unsupported(self, "pruning")
+    }
+
+    /// The tombstone of a pruned saga, if the id names one (and it has not expired).
+    /// The default: no store that cannot prune holds tombstones.
+    fn tombstone<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<Tombstone>, StoreError>> {
+        let _ = id;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Deletes up to `limit` tombstones of sagas pruned before `pruned_before_ms`, oldest
+    /// first; returns how many. The default says the store cannot prune.
+    fn expire_tombstones<'a>(&'a self, pruned_before_ms: u64, limit: usize) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let _ = (pruned_before_ms, limit);
+        unsupported(self, "expiring tombstones")
+    }
+
+    /// Gives space freed by pruning back to the file system, in a step short enough not to
+    /// hold other writes for long; returns how many bytes it gave back (0 when the store has
+    /// nothing to do, or leaves it to the database, which the default does).
+    fn reclaim(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
 
     /// Wake-ups about sagas that became due or settled (see [`Wakeup`]), if the store gives
     /// them; `None` (the default) means listeners only poll.

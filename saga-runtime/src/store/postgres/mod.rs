@@ -26,8 +26,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use self::writer::Writer;
 use super::{
-    BackendError, Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow,
-    SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Wakeup,
+    BackendError, Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, PruneCursor,
+    PruneQuery, RecordRow, SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Tombstone, Wakeup,
 };
 use crate::BoxFuture;
 use crate::id::SagaId;
@@ -293,8 +293,11 @@ impl CheckpointStore for PostgresStore {
             if self.shared.writer.create(saga).await? {
                 return Ok(Created::New(fence));
             }
-            match self.load(&id).await? {
-                Some(existing) => Ok(Created::Existing(Box::new(existing))),
+            if let Some(existing) = self.load(&id).await? {
+                return Ok(Created::Existing(Box::new(existing)));
+            }
+            match self.tombstone(&id).await? {
+                Some(tombstone) => Ok(Created::Pruned(Box::new(tombstone))),
                 None => Err(StoreError::backend(format!(
                     "saga `{id}` was neither created nor found: the database changed under the store; try again"
                 ))),
@@ -382,6 +385,51 @@ impl CheckpointStore for PostgresStore {
             queries::release(&self.shared.pool, &self.shared.schema, id, fence)
                 .await
                 .map_err(|e| self.error("releasing a saga", e))
+        })
+    }
+
+    fn prunable<'a>(&'a self, query: &'a PruneQuery) -> BoxFuture<'a, Result<Vec<StoredSaga>, StoreError>> {
+        Box::pin(async move {
+            queries::prunable(&self.shared.pool, &self.shared.schema, query)
+                .await
+                .map_err(|e| self.error("listing finished sagas to prune", e))?
+        })
+    }
+
+    fn nth_newest_finished<'a>(&'a self, skip: u64) -> BoxFuture<'a, Result<Option<PruneCursor>, StoreError>> {
+        Box::pin(async move {
+            queries::nth_newest_finished(&self.shared.pool, &self.shared.schema, skip)
+                .await
+                .map_err(|e| self.error("counting finished sagas", e))
+        })
+    }
+
+    /// Deletes in one statement per batch (a transaction of its own, next to the writer's): a
+    /// batch of 100 sagas holds no lock another saga's write waits for. The space is reused by
+    /// the next rows once autovacuum has seen the deleted ones.
+    fn prune<'a>(&'a self, tombstones: Vec<Tombstone>) -> BoxFuture<'a, Result<Vec<SagaId>, StoreError>> {
+        Box::pin(async move {
+            self.refuse_writes()?;
+            queries::prune(&self.shared.pool, &self.shared.schema, &tombstones)
+                .await
+                .map_err(|e| self.error("pruning finished sagas", e))
+        })
+    }
+
+    fn tombstone<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<Tombstone>, StoreError>> {
+        Box::pin(async move {
+            queries::tombstone(&self.shared.pool, &self.shared.schema, id)
+                .await
+                .map_err(|e| self.error("reading a tombstone", e))?
+        })
+    }
+
+    fn expire_tombstones<'a>(&'a self, pruned_before_ms: u64, limit: usize) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.refuse_writes()?;
+            queries::expire_tombstones(&self.shared.pool, &self.shared.schema, pruned_before_ms, limit)
+                .await
+                .map_err(|e| self.error("expiring tombstones", e))
         })
     }
 

@@ -8,8 +8,8 @@ use sqlx::{PgConnection, PgPool, Row};
 use crate::id::SagaId;
 use crate::outcome::Status;
 use crate::store::{
-    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewSaga, Order, RecordRow, SagaKind, SagaQuery, SagaSummary,
-    StoreError, StoredSaga,
+    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewSaga, Order, PruneCursor, PruneQuery, RecordRow, SagaKind,
+    SagaQuery, SagaSummary, StoreError, StoredSaga, Tombstone,
 };
 
 const SAGA_COLUMNS: &str = "id, name, version, fingerprint, status, stage, records, head, created_at, updated_at, due_at, owner, lease_until, epoch";
@@ -149,21 +149,21 @@ pub(super) async fn load(
     .bind(id.as_str())
     .fetch_all(&mut *connection)
     .await?;
-    let records = rows
-        .iter()
-        .map(|r| {
-            RecordRow::new(
-                r.get::<i64, _>(0) as u64,
-                r.get::<i64, _>(1) as u64,
-                r.get::<i64, _>(2) as u64,
-                r.get::<String, _>(3),
-                r.get::<Option<String>, _>(4),
-                r.get::<Vec<u8>, _>(5),
-                hash(&r.get::<Vec<u8>, _>(6)),
-            )
-        })
-        .collect();
+    let records = rows.iter().map(|r| record_row(r, 0)).collect();
     Ok(Ok(Some(StoredSaga::new(summary, input, records))))
+}
+
+/// A journal row from columns `seq, at, epoch, kind, step, body, hash` starting at `from`.
+fn record_row(r: &PgRow, from: usize) -> RecordRow {
+    RecordRow::new(
+        r.get::<i64, _>(from) as u64,
+        r.get::<i64, _>(from + 1) as u64,
+        r.get::<i64, _>(from + 2) as u64,
+        r.get::<String, _>(from + 3),
+        r.get::<Option<String>, _>(from + 4),
+        r.get::<Vec<u8>, _>(from + 5),
+        hash(&r.get::<Vec<u8>, _>(from + 6)),
+    )
 }
 
 pub(super) async fn summary_of(
@@ -310,4 +310,169 @@ pub(super) async fn release(pool: &PgPool, schema: &str, id: &SagaId, fence: &Fe
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The finished sagas, as the partial index `sagas_finished` holds them.
+const FINISHED: &str = "status IN ('completed', 'compensated')";
+
+pub(super) async fn prunable(
+    pool: &PgPool,
+    schema: &str,
+    query: &PruneQuery,
+) -> sqlx::Result<Result<Vec<StoredSaga>, StoreError>> {
+    let Some((bound_at, bound_id, inclusive)) = query.bound() else { return Ok(Ok(Vec::new())) };
+    let compare = if inclusive { "<=" } else { "<" };
+    let mut connection = pool.acquire().await?;
+    let rows = sqlx::query(safe(format!(
+        "SELECT {SAGA_COLUMNS}, input FROM {schema}.sagas
+         WHERE {FINISHED} AND (updated_at, id) {compare} ($1, $2::text)
+           AND ($3::bigint IS NULL OR (updated_at, id) > ($3, $4::text))
+         ORDER BY updated_at, id
+         LIMIT $5"
+    )))
+    .bind(bound_at as i64)
+    .bind(bound_id)
+    .bind(query.after.as_ref().map(|a| a.finished_at_ms as i64))
+    .bind(query.after.as_ref().map(|a| a.id.as_str()))
+    .bind(query.limit as i64)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut sagas = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match summary(row) {
+            Ok(summary) => sagas.push(StoredSaga::new(summary, row.get::<Vec<u8>, _>(14), Vec::new())),
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+    if query.journals && !sagas.is_empty() {
+        let ids: Vec<&str> = sagas.iter().map(|s| s.summary.id.as_str()).collect();
+        let rows = sqlx::query(safe(format!(
+            "SELECT saga_id, seq, at, epoch, kind, step, body, hash FROM {schema}.journal
+             WHERE saga_id = ANY($1::text[]) ORDER BY saga_id, seq"
+        )))
+        .bind(&ids)
+        .fetch_all(&mut *connection)
+        .await?;
+        let mut journals: std::collections::HashMap<String, Vec<RecordRow>> = std::collections::HashMap::new();
+        for row in &rows {
+            journals.entry(row.get::<String, _>(0)).or_default().push(record_row(row, 1));
+        }
+        for saga in &mut sagas {
+            saga.records = journals.remove(saga.summary.id.as_str()).unwrap_or_default();
+        }
+    }
+    Ok(Ok(sagas))
+}
+
+pub(super) async fn nth_newest_finished(pool: &PgPool, schema: &str, skip: u64) -> sqlx::Result<Option<PruneCursor>> {
+    let row = sqlx::query(safe(format!(
+        "SELECT updated_at, id FROM {schema}.sagas WHERE {FINISHED} ORDER BY updated_at DESC, id DESC LIMIT 1 OFFSET $1"
+    )))
+    .bind(skip.min(i64::MAX as u64) as i64)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| PruneCursor { finished_at_ms: r.get::<i64, _>(0) as u64, id: SagaId::new(r.get::<String, _>(1)) }))
+}
+
+/// Deletes the batch's sagas that are still finished with the same head, their journals, and
+/// keeps their tombstones, in one statement (one transaction).
+pub(super) async fn prune(pool: &PgPool, schema: &str, tombstones: &[Tombstone]) -> sqlx::Result<Vec<SagaId>> {
+    if tombstones.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: fn(&Tombstone) -> String| tombstones.iter().map(f).collect::<Vec<String>>();
+    let ids = column(|t| t.id.as_str().to_owned());
+    let names = column(|t| t.name.clone());
+    let fingerprints = column(|t| t.fingerprint.clone());
+    let statuses = column(|t| t.status.as_str().to_owned());
+    let versions: Vec<i32> = tombstones.iter().map(|t| t.version as i32).collect();
+    let input_hashes: Vec<Vec<u8>> = tombstones.iter().map(|t| t.input_hash.to_vec()).collect();
+    let heads: Vec<Vec<u8>> = tombstones.iter().map(|t| t.head.to_vec()).collect();
+    let times = |f: fn(&Tombstone) -> u64| tombstones.iter().map(|t| f(t) as i64).collect::<Vec<i64>>();
+    let sql = format!(
+        "WITH t AS (
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],
+                                 $8::bigint[], $9::bigint[], $10::bigint[])
+                AS t(id, name, version, fingerprint, status, input_hash, head, created_at, finished_at, pruned_at)
+        ),
+        deleted AS (
+            DELETE FROM {schema}.sagas s USING t
+            WHERE s.id = ANY($1) AND s.id = t.id AND s.head = t.head AND s.{FINISHED}
+            RETURNING s.id
+        ),
+        journal AS (DELETE FROM {schema}.journal WHERE saga_id IN (SELECT id FROM deleted)),
+        stones AS (
+            INSERT INTO {schema}.tombstones (id, name, version, fingerprint, status, input_hash, head, created_at, finished_at, pruned_at)
+            SELECT * FROM t WHERE t.id IN (SELECT id FROM deleted)
+            ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input_hash = EXCLUDED.input_hash,
+                head = EXCLUDED.head, finished_at = EXCLUDED.finished_at, pruned_at = EXCLUDED.pruned_at
+        )
+        SELECT id FROM deleted"
+    );
+    let rows = sqlx::query(safe(sql))
+        .bind(&ids)
+        .bind(&names)
+        .bind(&versions)
+        .bind(&fingerprints)
+        .bind(&statuses)
+        .bind(&input_hashes)
+        .bind(&heads)
+        .bind(times(|t| t.created_at_ms))
+        .bind(times(|t| t.finished_at_ms))
+        .bind(times(|t| t.pruned_at_ms))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(|r| SagaId::new(r.get::<String, _>(0))).collect())
+}
+
+pub(super) async fn tombstone(
+    pool: &PgPool,
+    schema: &str,
+    id: &SagaId,
+) -> sqlx::Result<Result<Option<Tombstone>, StoreError>> {
+    let row = sqlx::query(safe(format!(
+        "SELECT name, version, fingerprint, status, input_hash, head, created_at, finished_at, pruned_at
+         FROM {schema}.tombstones WHERE id = $1"
+    )))
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(Ok(None)) };
+    let status: String = row.get(3);
+    let Some(status) = parse_status(&status) else {
+        return Ok(Err(StoreError::Unreadable {
+            saga_id: id.clone(),
+            what: "the tombstone".to_owned(),
+            reason: format!("its status `{status}` is unknown: the row was edited outside saga-runtime"),
+        }));
+    };
+    Ok(Ok(Some(Tombstone {
+        id: id.clone(),
+        name: row.get(0),
+        version: row.get::<i32, _>(1) as u32,
+        fingerprint: row.get(2),
+        status,
+        input_hash: hash(&row.get::<Vec<u8>, _>(4)),
+        head: hash(&row.get::<Vec<u8>, _>(5)),
+        created_at_ms: row.get::<i64, _>(6) as u64,
+        finished_at_ms: row.get::<i64, _>(7) as u64,
+        pruned_at_ms: row.get::<i64, _>(8) as u64,
+    })))
+}
+
+pub(super) async fn expire_tombstones(
+    pool: &PgPool,
+    schema: &str,
+    pruned_before_ms: u64,
+    limit: usize,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(safe(format!(
+        "DELETE FROM {schema}.tombstones WHERE id IN
+             (SELECT id FROM {schema}.tombstones WHERE pruned_at < $1 ORDER BY pruned_at, id LIMIT $2)"
+    )))
+    .bind(pruned_before_ms.min(i64::MAX as u64) as i64)
+    .bind(limit as i64)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

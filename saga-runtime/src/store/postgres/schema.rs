@@ -15,6 +15,8 @@ pub(super) const SCHEMA_VERSION: i64 = 2;
 const APPLICATION: &str = "saga-runtime";
 
 /// The migrations, in order: version `n` is `MIGRATIONS[n - 1]`. `{s}` is the schema.
+/// Version 2: the rate-limit buckets shared by every worker; tombstones of pruned sagas, and
+/// the index of finished sagas by the time they finished that pruning walks.
 const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE {s}.sagas (
@@ -57,6 +59,20 @@ const MIGRATIONS: &[&str] = &[
         tat          BIGINT NOT NULL DEFAULT 0,
         paused_until BIGINT NOT NULL DEFAULT 0
     );
+    CREATE TABLE {s}.tombstones (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        input_hash  BYTEA NOT NULL,
+        head        BYTEA NOT NULL,
+        created_at  BIGINT NOT NULL,
+        finished_at BIGINT NOT NULL,
+        pruned_at   BIGINT NOT NULL
+    );
+    CREATE INDEX tombstones_by_pruned ON {s}.tombstones (pruned_at, id);
+    CREATE INDEX sagas_finished ON {s}.sagas (updated_at, id) WHERE status IN ('completed', 'compensated');
 ",
 ];
 

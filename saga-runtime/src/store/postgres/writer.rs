@@ -408,7 +408,8 @@ const JOURNAL_ROWS: &str =
     "UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])
     AS r(saga_id, seq, at, epoch, kind, step, body, hash)";
 
-/// Creates every saga of the group that does not exist yet; returns the ids created. An
+/// Creates every saga of the group that does not exist yet (nor was pruned: its tombstone
+/// keeps the id); returns the ids created. An
 /// enqueued saga (no owner) is announced to the workers.
 async fn create_all(
     connection: &mut PgConnection,
@@ -427,6 +428,8 @@ async fn create_all(
             INSERT INTO {schema}.sagas (id, name, version, fingerprint, status, stage, input, records, head, created_at, updated_at, due_at, owner, lease_until, epoch)
             SELECT * FROM UNNEST($9::text[], $10::text[], $11::int[], $12::text[], $13::text[], $14::text[], $15::bytea[],
                                  $16::bigint[], $17::bytea[], $18::bigint[], $19::bigint[], $20::bigint[], $21::text[], $22::bigint[], $23::bigint[])
+                AS n(id, name, version, fingerprint, status, stage, input, records, head, created_at, updated_at, due_at, owner, lease_until, epoch)
+            WHERE NOT EXISTS (SELECT 1 FROM {schema}.tombstones t WHERE t.id = n.id)
             ON CONFLICT (id) DO NOTHING
             RETURNING id, owner
         ),

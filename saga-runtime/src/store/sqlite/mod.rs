@@ -28,11 +28,11 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::oneshot;
 
-use self::queries::QueryError;
+use self::queries::{Found, QueryError};
 use self::writer::{Command, Job, Writer};
 use super::{
-    BackendError, Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow,
-    SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Wakeup,
+    BackendError, Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, PruneCursor,
+    PruneQuery, RecordRow, SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Tombstone, Wakeup,
 };
 use crate::BoxFuture;
 use crate::id::SagaId;
@@ -149,6 +149,20 @@ impl SqliteOptions {
     }
 }
 
+/// How much room a [`SqliteStore`]'s database takes ([`SqliteStore::space`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Space {
+    /// The database's size: every page, in use or free.
+    pub bytes: u64,
+    /// The free pages' share of it: reused by the next writes, or given back to the file system
+    /// by [`CheckpointStore::reclaim`] when `gives_space_back`.
+    pub free_bytes: u64,
+    /// Whether the file has incremental auto-vacuum (every file created since schema 3; older
+    /// ones after [`SqliteStore::compact`]).
+    pub gives_space_back: bool,
+}
+
 /// The embedded default store: one SQLite file (WAL), durable across crashes, optionally
 /// encrypted at rest. Cloning shares the same file and writer thread.
 ///
@@ -238,6 +252,50 @@ impl SqliteStore {
         .await
     }
 
+    /// How much room the database takes: its pages, and how many of them are free (freed by
+    /// pruning and not yet reused or given back). The file on disk is this size once the
+    /// write-ahead log is checkpointed into it (the log itself is at most a few MiB besides).
+    pub async fn space(&self) -> Result<Space, StoreError> {
+        self.read(|c| {
+            let pages: i64 = c.pragma_query_value(None, "page_count", |r| r.get(0))?;
+            let free: i64 = c.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+            let page_size: i64 = c.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let auto_vacuum: i64 = c.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+            Ok(Space {
+                bytes: (pages * page_size) as u64,
+                free_bytes: (free * page_size) as u64,
+                gives_space_back: auto_vacuum == 2,
+            })
+        })
+        .await
+    }
+
+    /// Rewrites the whole file without its free pages and switches it to incremental
+    /// auto-vacuum, so that from then on pruning gives space back a few pages at a time
+    /// ([`CheckpointStore::reclaim`]). Files created by this version have it already; a file
+    /// created before schema 3 reuses the pages pruning frees (it stops growing) but never
+    /// shrinks until compacted once. Returns the file's size before and after, in bytes.
+    ///
+    /// This holds every other write of the store until it is done (about the time to copy the
+    /// file; run it when the store is quiet, e.g. right after opening) and needs free disk
+    /// space about the size of the file.
+    pub async fn compact(&self) -> Result<(u64, u64), StoreError> {
+        if let Some(reason) = &self.shared.read_only {
+            return Err(StoreError::ReadOnly { location: self.shared.location.clone(), reason: reason.clone() });
+        }
+        self.read(|c| {
+            let size = |c: &Connection| -> rusqlite::Result<u64> {
+                let pages: i64 = c.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                let page_size: i64 = c.pragma_query_value(None, "page_size", |r| r.get(0))?;
+                Ok((pages * page_size) as u64)
+            };
+            let before = size(c)?;
+            c.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+            Ok((before, size(c)?))
+        })
+        .await
+    }
+
     /// Runs `work` in the writer's next transaction; `size` is about how many bytes it writes.
     async fn write<T, F>(&self, size: usize, work: F) -> Result<T, StoreError>
     where
@@ -308,7 +366,8 @@ impl CheckpointStore for SqliteStore {
                     }
                     Ok(Created::New(fence))
                 }
-                Some(existing) => Ok(Created::Existing(Box::new(existing))),
+                Some(Found::Existing(existing)) => Ok(Created::Existing(Box::new(existing))),
+                Some(Found::Pruned(tombstone)) => Ok(Created::Pruned(Box::new(tombstone))),
             }
         })
     }
@@ -388,6 +447,44 @@ impl CheckpointStore for SqliteStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn prunable<'a>(&'a self, query: &'a PruneQuery) -> BoxFuture<'a, Result<Vec<StoredSaga>, StoreError>> {
+        let query = query.clone();
+        Box::pin(self.read(move |c| queries::prunable(c, &query)))
+    }
+
+    fn nth_newest_finished<'a>(&'a self, skip: u64) -> BoxFuture<'a, Result<Option<PruneCursor>, StoreError>> {
+        Box::pin(self.read(move |c| queries::nth_newest_finished(c, skip)))
+    }
+
+    fn prune<'a>(&'a self, tombstones: Vec<Tombstone>) -> BoxFuture<'a, Result<Vec<SagaId>, StoreError>> {
+        if tombstones.is_empty() {
+            let refused = self
+                .shared
+                .read_only
+                .as_ref()
+                .map(|reason| StoreError::ReadOnly { location: self.shared.location.clone(), reason: reason.clone() });
+            return Box::pin(std::future::ready(refused.map_or(Ok(Vec::new()), Err)));
+        }
+        Box::pin(self.write(0, move |c| queries::prune(c, &tombstones)))
+    }
+
+    fn tombstone<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<Tombstone>, StoreError>> {
+        let id = id.clone();
+        Box::pin(self.read(move |c| queries::tombstone(c, &id)))
+    }
+
+    fn expire_tombstones<'a>(&'a self, pruned_before_ms: u64, limit: usize) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.write(0, move |c| queries::expire_tombstones(c, pruned_before_ms, limit)))
+    }
+
+    /// Gives free pages back to the file system, 2,048 pages (8 MiB) at a time, on a file with
+    /// incremental auto-vacuum (every file created since schema 3; see
+    /// [`compact`](SqliteStore::compact) for older ones), keeping a quarter of the file free for
+    /// the next sagas.
+    fn reclaim(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(0, |c| queries::reclaim(c, RECLAIM_STEP)))
+    }
+
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
         Some(self.shared.wakeups.subscribe())
     }
@@ -401,6 +498,9 @@ impl CheckpointStore for SqliteStore {
         self.shared.location.clone()
     }
 }
+
+/// The most pages one `reclaim` gives back: about 8 MiB, a few milliseconds of the writer.
+const RECLAIM_STEP: i64 = 2048;
 
 /// Whether the disk holding `path` is full: SQLite reports some writes that found no space as
 /// plain I/O errors, which would point the wrong way. Checked by writing a small file next to

@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 use crate::id::SagaId;
 use crate::outcome::Status;
 use crate::store::{
-    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewSaga, Order, RecordRow, SagaKind, SagaQuery, SagaSummary,
-    StoreError, StoredSaga,
+    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewSaga, Order, PruneCursor, PruneQuery, RecordRow, SagaKind,
+    SagaQuery, SagaSummary, StoreError, StoredSaga, Tombstone,
 };
 
 const SAGA_COLUMNS: &str = "id, name, version, fingerprint, status, stage, records, head, created_at, updated_at, due_at, owner, lease_until, epoch";
@@ -67,9 +67,18 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<std::result::Result<Saga
     Ok(Ok(summary))
 }
 
-pub(super) fn create(connection: &Connection, new: &NewSaga) -> Result<Option<StoredSaga>> {
+/// What a creation found under the id instead of creating the saga.
+pub(super) enum Found {
+    Existing(StoredSaga),
+    Pruned(Tombstone),
+}
+
+pub(super) fn create(connection: &Connection, new: &NewSaga) -> Result<Option<Found>> {
     if let Some(existing) = load(connection, &new.id)? {
-        return Ok(Some(existing));
+        return Ok(Some(Found::Existing(existing)));
+    }
+    if let Some(tombstone) = tombstone(connection, &new.id)? {
+        return Ok(Some(Found::Pruned(tombstone)));
     }
     let created_at = new.records.first().map_or(new.checkpoint.at_ms, |r| r.at_ms) as i64;
     connection
@@ -98,6 +107,23 @@ pub(super) fn create(connection: &Connection, new: &NewSaga) -> Result<Option<St
         insert_record(connection, new.id.as_str(), row)?;
     }
     Ok(None)
+}
+
+fn load_journal(connection: &Connection, id: &SagaId) -> Result<Vec<RecordRow>> {
+    let mut statement = connection
+        .prepare_cached("SELECT seq, at, epoch, kind, step, body, hash FROM journal WHERE saga_id = ?1 ORDER BY seq")?;
+    let rows = statement.query_map([id.as_str()], |row| {
+        Ok(RecordRow::new(
+            row.get::<_, i64>(0)? as u64,
+            row.get::<_, i64>(1)? as u64,
+            row.get::<_, i64>(2)? as u64,
+            row.get::<_, String>(3)?,
+            row.get::<_, Option<String>>(4)?,
+            blob(row, 5)?,
+            hash(&blob(row, 6)?),
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 fn insert_record(connection: &Connection, id: &str, row: &RecordRow) -> rusqlite::Result<()> {
@@ -169,20 +195,7 @@ pub(super) fn load(connection: &Connection, id: &SagaId) -> Result<Option<Stored
         .optional()?;
     let Some((summary, input)) = found else { return Ok(None) };
     let summary = summary.map_err(QueryError::Store)?;
-    let mut statement = connection
-        .prepare_cached("SELECT seq, at, epoch, kind, step, body, hash FROM journal WHERE saga_id = ?1 ORDER BY seq")?;
-    let rows = statement.query_map([id.as_str()], |row| {
-        Ok(RecordRow::new(
-            row.get::<_, i64>(0)? as u64,
-            row.get::<_, i64>(1)? as u64,
-            row.get::<_, i64>(2)? as u64,
-            row.get::<_, String>(3)?,
-            row.get::<_, Option<String>>(4)?,
-            blob(row, 5)?,
-            hash(&blob(row, 6)?),
-        ))
-    })?;
-    let records = rows.collect::<rusqlite::Result<_>>()?;
+    let records = load_journal(connection, id)?;
     Ok(Some(StoredSaga::new(summary, input, records)))
 }
 
@@ -246,7 +259,10 @@ pub(super) fn claim(connection: &Connection, request: &ClaimRequest) -> Result<V
     if request.kinds.is_empty() || request.limit == 0 {
         return Ok(Vec::new());
     }
-    let mut sql = "SELECT id, name, fingerprint FROM sagas WHERE due_at IS NOT NULL".to_owned();
+    // Through the index of due sagas, named: without statistics SQLite would rather take the
+    // index by name, and read every saga of that name, finished ones included (measured: 36 ms
+    // at 100,000 finished sagas).
+    let mut sql = "SELECT id, name, fingerprint FROM sagas INDEXED BY sagas_due WHERE due_at IS NOT NULL".to_owned();
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
     if let Some(by) = request.due_by_ms {
         sql.push_str(" AND due_at <= ?");
@@ -314,3 +330,155 @@ pub(super) fn release(connection: &Connection, id: &SagaId, fence: &Fence) -> Re
         .execute(params![id.as_str(), fence.epoch as i64])?;
     Ok(())
 }
+
+/// The finished sagas, as the partial index `sagas_finished` holds them (the condition must be
+/// written as the index's for SQLite to use it).
+const FINISHED: &str = "status IN ('completed', 'compensated')";
+
+pub(super) fn prunable(connection: &Connection, query: &PruneQuery) -> Result<Vec<StoredSaga>> {
+    let Some((bound_at, bound_id, inclusive)) = query.bound() else { return Ok(Vec::new()) };
+    let compare = if inclusive { "<=" } else { "<" };
+    // Through the index of finished sagas, named (SQLite would otherwise take the index by
+    // status and sort every finished saga for each batch).
+    let mut sql = format!(
+        "SELECT {SAGA_COLUMNS}, input FROM sagas INDEXED BY sagas_finished WHERE {FINISHED} AND (updated_at, id) {compare} (?, ?)"
+    );
+    let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(bound_at as i64), Box::new(bound_id.to_owned())];
+    if let Some(after) = &query.after {
+        sql.push_str(" AND (updated_at, id) > (?, ?)");
+        args.push(Box::new(after.finished_at_ms as i64));
+        args.push(Box::new(after.id.as_str().to_owned()));
+    }
+    sql.push_str(" ORDER BY updated_at, id LIMIT ?");
+    args.push(Box::new(query.limit as i64));
+    let found: Vec<(std::result::Result<SagaSummary, StoreError>, Vec<u8>)> = {
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(params_from_iter(args.iter()), |row| Ok((summary(row)?, blob(row, 14)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut sagas = Vec::with_capacity(found.len());
+    for (summary, input) in found {
+        let summary = summary.map_err(QueryError::Store)?;
+        let records = if query.journals { load_journal(connection, &summary.id)? } else { Vec::new() };
+        sagas.push(StoredSaga::new(summary, input, records));
+    }
+    Ok(sagas)
+}
+
+pub(super) fn nth_newest_finished(connection: &Connection, skip: u64) -> Result<Option<PruneCursor>> {
+    let found: Option<(i64, String)> = connection
+        .prepare_cached(&format!(
+            "SELECT updated_at, id FROM sagas INDEXED BY sagas_finished WHERE {FINISHED}
+             ORDER BY updated_at DESC, id DESC LIMIT 1 OFFSET ?1"
+        ))?
+        .query_row([skip.min(i64::MAX as u64) as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(found.map(|(at, id)| PruneCursor { finished_at_ms: at as u64, id: SagaId::new(id) }))
+}
+
+pub(super) fn prune(connection: &Connection, tombstones: &[Tombstone]) -> Result<Vec<SagaId>> {
+    let mut pruned = Vec::with_capacity(tombstones.len());
+    for tombstone in tombstones {
+        let deleted = connection
+            .prepare_cached(&format!("DELETE FROM sagas WHERE id = ?1 AND head = ?2 AND {FINISHED}"))?
+            .execute(params![tombstone.id.as_str(), &tombstone.head[..]])?;
+        if deleted == 0 {
+            continue;
+        }
+        connection.prepare_cached("DELETE FROM journal WHERE saga_id = ?1")?.execute([tombstone.id.as_str()])?;
+        connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO tombstones (id, name, version, fingerprint, status, input_hash, head, created_at, finished_at, pruned_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                tombstone.id.as_str(),
+                tombstone.name,
+                tombstone.version,
+                tombstone.fingerprint,
+                tombstone.status.as_str(),
+                &tombstone.input_hash[..],
+                &tombstone.head[..],
+                tombstone.created_at_ms as i64,
+                tombstone.finished_at_ms as i64,
+                tombstone.pruned_at_ms as i64,
+            ])?;
+        pruned.push(tombstone.id.clone());
+    }
+    Ok(pruned)
+}
+
+pub(super) fn tombstone(connection: &Connection, id: &SagaId) -> Result<Option<Tombstone>> {
+    let found = connection
+        .prepare_cached(
+            "SELECT name, version, fingerprint, status, input_hash, head, created_at, finished_at, pruned_at
+             FROM tombstones WHERE id = ?1",
+        )?
+        .query_row([id.as_str()], |row| {
+            let status: String = row.get(3)?;
+            Ok((
+                Tombstone {
+                    id: id.clone(),
+                    name: row.get(0)?,
+                    version: row.get(1)?,
+                    fingerprint: row.get(2)?,
+                    status: Status::Completed,
+                    input_hash: hash(&blob(row, 4)?),
+                    head: hash(&blob(row, 5)?),
+                    created_at_ms: row.get::<_, i64>(6)? as u64,
+                    finished_at_ms: row.get::<_, i64>(7)? as u64,
+                    pruned_at_ms: row.get::<_, i64>(8)? as u64,
+                },
+                status,
+            ))
+        })
+        .optional()?;
+    let Some((mut tombstone, status)) = found else { return Ok(None) };
+    tombstone.status = parse_status(&status).ok_or_else(|| {
+        QueryError::Store(StoreError::Unreadable {
+            saga_id: id.clone(),
+            what: "the tombstone".to_owned(),
+            reason: format!("its status `{status}` is unknown: the row was edited outside saga-runtime"),
+        })
+    })?;
+    Ok(Some(tombstone))
+}
+
+pub(super) fn expire_tombstones(connection: &Connection, pruned_before_ms: u64, limit: usize) -> Result<u64> {
+    let expired = connection
+        .prepare_cached(
+            "DELETE FROM tombstones WHERE id IN
+                 (SELECT id FROM tombstones WHERE pruned_at < ?1 ORDER BY pruned_at, id LIMIT ?2)",
+        )?
+        .execute(params![pruned_before_ms.min(i64::MAX as u64) as i64, limit as i64])?;
+    Ok(expired as u64)
+}
+
+/// The file's free pages beyond a quarter of it (once shrunk), given back to the file system, at most
+/// `most` pages at a time; returns how many bytes. Only a file with incremental auto-vacuum can
+/// do this without rewriting itself; others keep their free pages for the next sagas.
+pub(super) fn reclaim(connection: &Connection, most: i64) -> Result<u64> {
+    let mode: i64 = connection.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+    if mode != 2 {
+        return Ok(0);
+    }
+    let free: i64 = connection.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    let pages: i64 = connection.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let page_size: i64 = connection.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    // A steady load reuses what the last round freed: keep up to a third of the pages in use
+    // free (a quarter of the file) rather than shrinking the file only to grow it again.
+    let excess = free - ((pages - free) / 3).max(RESERVE_PAGES);
+    if excess <= 0 {
+        return Ok(0);
+    }
+    let step = excess.min(most);
+    // The pragma gives back one page per step of the statement: run it to its end.
+    let mut statement = connection.prepare(&format!("PRAGMA incremental_vacuum({step})"))?;
+    let mut rows = statement.query([])?;
+    while rows.next()?.is_some() {}
+    let after: i64 = connection.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    Ok(((free - after).max(0) * page_size) as u64)
+}
+
+/// Free pages a file always keeps (1 MiB of 4 KiB pages).
+const RESERVE_PAGES: i64 = 256;

@@ -17,7 +17,7 @@ use crate::store::StoreError;
 const APPLICATION_ID: i64 = 0x5341_4741;
 
 /// The newest schema version this build knows.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Schema 1: sagas and their journals. Payloads (`input`, `body`) are sealed (see `codec`);
 /// the name, status, stage, record kinds and step names stay queryable.
@@ -61,6 +61,25 @@ const SCHEMA_2: &str = "ALTER TABLE sagas ADD COLUMN head BLOB NOT NULL DEFAULT 
     CREATE INDEX sagas_due ON sagas (due_at) WHERE due_at IS NOT NULL;
     CREATE INDEX sagas_held ON sagas (owner) WHERE owner IS NOT NULL;
     CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value BLOB) WITHOUT ROWID;";
+
+/// Schema 3: retention. Tombstones of pruned sagas (id, outcome, input hash: what a run of
+/// the same id is answered with), and an index of finished sagas by the time they finished,
+/// which is what pruning walks (running and parked sagas are not in it, so it costs nothing
+/// until a saga finishes).
+const SCHEMA_3: &str = "CREATE TABLE tombstones (
+        id          TEXT PRIMARY KEY NOT NULL,
+        name        TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        input_hash  BLOB NOT NULL,
+        head        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        pruned_at   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tombstones_by_pruned ON tombstones (pruned_at, id);
+    CREATE INDEX sagas_finished ON sagas (updated_at, id) WHERE status IN ('completed', 'compensated');";
 
 /// What the store learned when it opened.
 pub(super) struct Opened {
@@ -143,6 +162,12 @@ pub(super) fn open(options: &SqliteOptions) -> Result<Opened, StoreError> {
     if version > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema { location, found: version, supported: SCHEMA_VERSION });
     }
+    if tables == 0 {
+        // A new file: pages freed by pruning can be given back to the file system a few at a
+        // time (`reclaim`). This can only be chosen before the first table exists; an older
+        // file keeps reusing its free pages, and `SqliteStore::compact` switches it over.
+        connection.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(sql)?;
+    }
     let mode: String = connection.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(sql)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::backend(format!("`{location}` cannot use WAL mode (it reported `{mode}`)")));
@@ -170,6 +195,9 @@ pub(super) fn open(options: &SqliteOptions) -> Result<Opened, StoreError> {
     if version < 2 {
         tx.execute_batch(SCHEMA_2).map_err(migrate)?;
         chain_existing_journals(&tx).map_err(migrate)?;
+    }
+    if version < 3 {
+        tx.execute_batch(SCHEMA_3).map_err(migrate)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(migrate)?;
