@@ -14,6 +14,7 @@ mod attr;
 mod ctxt;
 mod expand;
 mod fingerprint;
+mod names;
 mod validate;
 
 use proc_macro::TokenStream;

@@ -145,15 +145,15 @@ mod writer;
 pub use saga_macros::{saga, step};
 
 pub use context::StepContext;
-pub use definition::{Definition, StepDef, StepKind};
+pub use definition::{Definition, StepDef, StepId, StepKind, StepRef};
 pub use error::{CodecError, Failure, FailureClass, FailureKind, StepError};
 pub use id::SagaId;
 pub use journal::{JournalError, LandedEffect};
 pub use limits::{Limit, Permit, SharedLimits};
 pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
 pub use outcome::{
-    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, RemovedOrphan, Report,
-    RestartRecord, Status, StoreOutage, Throttle,
+    AttemptRecord, BlameRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome,
+    RemovedOrphan, Report, RestartRecord, Status, StoreOutage, Throttle,
 };
 pub use policy::{Backoff, Jitter, Policy};
 pub use redact::{Redacted, Scrubber, scrub};
@@ -193,7 +193,7 @@ pub mod prelude {
 pub mod __private {
     use std::fmt::Display;
 
-    pub use crate::definition::{Definition, StepDef, StepKind};
+    pub use crate::definition::{Definition, StepDef, StepId, StepKind};
     pub use crate::saga::Saga;
     pub use crate::{BoxFuture, CodecError, StepContext, StepError};
     pub use serde;
