@@ -745,6 +745,51 @@ mod tests {
     }
 
     #[test]
+    fn step_names_given_to_blame_and_restart_from_are_checked() {
+        let item = quote! {
+            impl ReleasePr {
+                #[step(idempotent)]
+                async fn open_pr(&self, cx: &StepContext) -> StepResult<PrId> {
+                    Err(StepError::logical("blaming itself is a plain re-prompt").blame(ReleasePrStep::open_pr))
+                }
+                #[step(commit)]
+                async fn merge(&self, cx: &StepContext, open_pr: &PrId) -> StepResult<u8> { x() }
+                #[step(idempotent)]
+                async fn announce(&self, cx: &StepContext) -> StepResult<u8> {
+                    Err(StepError::logical("x").blame(crate::ReleasePrStep::open_pr))
+                }
+                fn helper(&self) -> StepError {
+                    // Outside a step the failing step is unknown: only the names are checked.
+                    StepError::logical("x").blame(ReleasePrStep::announce).restart_from(ReleasePrStep::opn_pr)
+                }
+            }
+        };
+        let file = expand(quote!(), item);
+        assert_eq!(
+            errors(&file),
+            [
+                "step `announce` runs after the commit point `merge`, so `open_pr` can never run again to fix its mistake: no earlier step can run again, so drop the blame and let `announce` be re-prompted",
+                "`ReleasePrStep::opn_pr` names no step of `ReleasePr`: use one of `open_pr`, `merge` or `announce`",
+            ]
+        );
+        let user_impl = file
+            .items
+            .iter()
+            .find_map(|i| match i {
+                Item::Impl(imp) if imp.trait_.is_none() && quote!(#imp).to_string().contains("fn helper") => Some(imp),
+                _ => None,
+            })
+            .expect("the user's impl is kept");
+        let user_impl = quote!(#user_impl).to_string();
+        assert!(!user_impl.contains("opn_pr"), "the misspelt id is replaced, so rustc does not report it again");
+        assert!(user_impl.contains("restart_from (ReleasePrStep :: open_pr)"), "{user_impl}");
+        assert!(
+            file.items.iter().any(|i| matches!(i, Item::Enum(e) if e.ident == "ReleasePrStep")),
+            "the step enum is emitted next to errors"
+        );
+    }
+
+    #[test]
     fn a_stray_step_attribute_is_an_error() {
         let out = super::stray_step(
             quote!(idempotent),

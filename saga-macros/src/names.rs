@@ -98,7 +98,7 @@ impl Checker<'_> {
                         "`{}::{name}` names no step of `{}`: use one of {}",
                         self.enum_ident,
                         self.type_ident,
-                        listed(&self.steps, "and")
+                        listed(&self.steps, "or")
                     ),
                 );
                 let last = &mut path.path.segments[n - 1];
@@ -153,7 +153,7 @@ impl Checker<'_> {
     }
 }
 
-/// `` `a`, `b` and `c` `` (or with `or`).
+/// `` `a`, `b` or `c` `` (or with another last word).
 fn listed(names: &[String], last: &str) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
     match quoted.as_slice() {
