@@ -593,6 +593,13 @@ impl<'r, S: Saga> Driver<'r, S> {
                 note,
                 observation: Some(Arc::new(self.scrubber.scrub_json(&observation))),
             },
+            // A step named at run time (by a model, say) is shown like any text: scrubbed.
+            Next::Blame { blamed, tier, requested, note } => Next::Blame {
+                blamed,
+                tier,
+                requested: requested.map(|r| self.scrubber.scrub(&r).into_owned()),
+                note: note.map(|n| self.scrubber.scrub(&n).into_owned()),
+            },
             next => next,
         };
         span.record("class", tracing::field::display(failure.class));
