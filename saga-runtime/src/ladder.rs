@@ -73,24 +73,21 @@ pub(crate) fn decide(
             }
         }
         FailureClass::Logical => {
-            let Some(requested) = error.blame_ref() else {
+            // A blame of an earlier step, or one that cannot be followed (said in the record);
+            // blaming itself is a plain failure of the step.
+            let blame = error
+                .blame_ref()
+                .map(|requested| (requested, blame_point(definition, step, requested)))
+                .filter(|(_, (blamed, note))| *blamed != step || note.is_some());
+            let Some((requested, (blamed, note))) = blame else {
                 return match next_rung(policy, state) {
                     Some(None) => Next::Reprompt,
                     Some(Some(tier)) => Next::SwitchModel { tier },
                     None => exhausted,
                 };
             };
-            let (blamed, note) = blame_point(definition, step, requested);
-            if blamed == step && note.is_none() {
-                // Blaming itself is the failure of the step itself.
-                return match next_rung(policy, state) {
-                    Some(None) => Next::Reprompt,
-                    Some(Some(tier)) => Next::SwitchModel { tier },
-                    None => exhausted,
-                };
-            }
-            // The blamed step climbs its own rungs: a blame spends them as a re-prompt of its
-            // own failure would.
+            // The blamed step (the failing one when the blame is not followed) climbs its own
+            // rungs: a blame spends them as a re-prompt of its own failure would.
             match next_rung(policy, &progress.steps[blamed]) {
                 Some(tier) => Next::Blame {
                     blamed: blamed as u32,
