@@ -67,13 +67,41 @@ impl CodeChange {
 
     /// Pushes each planned file as its own journaled effect, to a branch named after the saga
     /// (so that a sweep can tell whose it is) and the step's idempotency key. If a push is refused half-way, the files that landed are
-    /// deleted by `delete_files` before the step runs again (half-success).
+    /// deleted by `delete_files` before the step runs again (half-success). When a later step
+    /// blamed it (`run_tests` found the code wrong), the model rewrites the files first, with
+    /// that failure in context.
     #[step(compensate = delete_files)]
     async fn write_files(&self, cx: &StepContext, plan: &Plan) -> StepResult<Branch> {
         world(cx).latency().await;
         let name = format!("agent/{}/issue-{}-{}", cx.saga_id(), self.issue, &cx.idempotency_key()[..6]);
+        let planned = match cx.previous_error() {
+            Some(found) if found.step != cx.step() => {
+                let files = world(cx).rewrite(&plan.files, cx.model_tier(), &found.message);
+                let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+                let changed: Vec<&str> = files
+                    .iter()
+                    .zip(&plan.files)
+                    .filter(|(new, old)| new.content != old.content)
+                    .map(|(new, _)| new.path.as_str())
+                    .collect();
+                let prompt = format!(
+                    "Rewrite {} ({}). `{}` found: {}",
+                    paths.join(", "),
+                    plan.summary,
+                    found.step,
+                    found.message
+                );
+                let response = match changed.as_slice() {
+                    [] => "no change".to_owned(),
+                    changed => format!("changed {}", changed.join(", ")),
+                };
+                cx.record_llm(&prompt, &response);
+                files
+            }
+            _ => plan.files.clone(),
+        };
         let mut files = Vec::new();
-        for file in &plan.files {
+        for file in &planned {
             let (_, path): (String, String) = cx
                 .effect_with(&format!("push {}", file.path), &(&name, file), |key| {
                     let name = &name;
@@ -108,10 +136,19 @@ impl CodeChange {
         Ok(())
     }
 
+    /// Runs the tests. Red tests are a logical failure, but running them again changes
+    /// nothing: the code was wrong, so the failure blames `write_files`, which is re-prompted
+    /// with the failing tests in context (the PR and the files are undone first).
     #[step(idempotent)]
     async fn run_tests(&self, cx: &StepContext, open_pr: &u64) -> StepResult<u32> {
         world(cx).latency().await;
-        world(cx).run_ci(*open_pr)
+        let run = world(cx).run_ci(*open_pr)?;
+        if run.failed.is_empty() {
+            return Ok(run.passed);
+        }
+        let total = run.passed + run.failed.len() as u32;
+        Err(StepError::logical(format!("{} of {total} tests failed: {}", run.failed.len(), run.failed.join(", ")))
+            .blame(CodeChangeStep::write_files))
     }
 
     #[step(compensate = delete_comment)]

@@ -14,7 +14,7 @@ use saga_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::{FileChange, Plan};
+use crate::agent::{CodeChangeStep, FileChange, Plan};
 
 /// What this process calls itself in the output (a worker's name), if anything.
 static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -52,9 +52,25 @@ pub enum ModelFault {
 pub enum CiResult {
     /// The database schema was migrated under the agent: its plan is stale.
     SchemaMoved,
-    /// The tests fail: the change is wrong.
+    /// The tests fail whatever the code says (the change is wrong in a way the model cannot
+    /// fix).
     Red,
 }
+
+/// What a CI run found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CiRun {
+    pub passed: u32,
+    /// The names of the tests that failed.
+    pub failed: Vec<String>,
+}
+
+/// The token check as the model first writes it in the `tests-fail` scenario: inverted.
+const BUGGY_TOKEN_CHECK: &str = "fn expired(at: u64) -> bool { at > now() }";
+/// The token check that passes the tests.
+const TOKEN_CHECK: &str = "fn expired(at: u64) -> bool { at <= now() }";
+/// The tests that catch the inverted token check.
+const TOKEN_TESTS: [&str; 2] = ["login_rejects_expired_tokens", "token_expiry_is_inclusive"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PrState {
@@ -85,6 +101,12 @@ pub struct WorldState {
     pub rate_limits: u32,
     /// Failures of `close_pr` still to give (the host is down for writes).
     pub close_failures: u32,
+    /// Closes that succeed before the host goes down for writes (and `close_failures` start).
+    #[serde(default)]
+    pub closes_before_outage: u32,
+    /// The model writes the token check inverted until it sees the failing tests.
+    #[serde(default)]
+    pub buggy_code: bool,
     pub ci_results: VecDeque<CiResult>,
     /// Idempotency key -> announcement.
     pub announcements: BTreeMap<String, String>,
@@ -200,7 +222,7 @@ impl World {
                         },
                         FileChange {
                             path: "src/token.rs".to_owned(),
-                            content: "fn expired() -> bool { true }".to_owned(),
+                            content: if state.buggy_code { BUGGY_TOKEN_CHECK } else { TOKEN_CHECK }.to_owned(),
                         },
                         FileChange { path: "tests/login.rs".to_owned(), content: "#[test] fn logs_in() {}".to_owned() },
                     ];
@@ -220,6 +242,34 @@ impl World {
                     Ok(Plan { model: model.to_owned(), summary: format!("fix the login bug (schema {schema})"), files })
                 }
             }
+        })
+    }
+
+    /// Rewrites the planned files on model tier `tier`, with a failure that a later step found
+    /// in context (a re-prompt of `write_files` that `run_tests` blamed). With the names of the
+    /// failing token tests in front of it, the model fixes the token check.
+    pub fn rewrite(&self, files: &[FileChange], tier: u32, found: &str) -> Vec<FileChange> {
+        let model = ["small-model", "large-model", "largest-model"][tier.min(2) as usize];
+        self.with(|state| {
+            state.model_calls += 1;
+            let sees_the_tests = TOKEN_TESTS.iter().any(|test| found.contains(test));
+            let mut fixed = Vec::new();
+            let files: Vec<FileChange> = files
+                .iter()
+                .map(|file| {
+                    let mut file = file.clone();
+                    if sees_the_tests && file.content == BUGGY_TOKEN_CHECK {
+                        file.content = TOKEN_CHECK.to_owned();
+                        fixed.push(file.path.clone());
+                    }
+                    file
+                })
+                .collect();
+            match fixed.as_slice() {
+                [] => say("model", format!("{model}: rewrote {} file(s) and found nothing to change", files.len())),
+                _ => say("model", format!("{model}: fixed {} given the failing tests", fixed.join(", "))),
+            }
+            files
         })
     }
 
@@ -305,7 +355,9 @@ impl World {
 
     pub fn close_pr(&self, number: u64) -> Result<(), StepError> {
         self.with(|state| {
-            if state.close_failures > 0 {
+            if state.closes_before_outage > 0 {
+                state.closes_before_outage -= 1;
+            } else if state.close_failures > 0 {
                 state.close_failures -= 1;
                 say("code host", format!("closing PR #{number}: 502 Bad Gateway"));
                 return Err(StepError::transient("code host returned 502 Bad Gateway"));
@@ -349,22 +401,40 @@ impl World {
 
     // ------------------------------------------------------------------ CI and chat
 
-    pub fn run_ci(&self, pr: u64) -> Result<u32, StepError> {
-        self.with(|state| match state.ci_results.pop_front() {
-            Some(CiResult::SchemaMoved) => {
-                say("ci", format!("PR #{pr}: column users.mail does not exist (schema is now v2)"));
-                Err(StepError::environmental("the users table was migrated to schema v2 while the agent worked")
-                    .restart_from("plan")
-                    .with_observation(serde_json::json!({ "schema": "v2" })))
+    /// Runs the tests of PR `pr` on the code of its branch (or as the scenario scripts it).
+    pub fn run_ci(&self, pr: u64) -> Result<CiRun, StepError> {
+        self.with(|state| {
+            let failed: Vec<String> = match state.ci_results.pop_front() {
+                Some(CiResult::SchemaMoved) => {
+                    say("ci", format!("PR #{pr}: column users.mail does not exist (schema is now v2)"));
+                    return Err(StepError::environmental(
+                        "the users table was migrated to schema v2 while the agent worked",
+                    )
+                    .restart_from(CodeChangeStep::plan)
+                    .with_observation(serde_json::json!({ "schema": "v2" })));
+                }
+                Some(CiResult::Red) => {
+                    ["login_rejects_expired_tokens", "session_survives_restart", "logout_clears_cookie"]
+                        .map(str::to_owned)
+                        .to_vec()
+                }
+                None => {
+                    let branch = state.prs.get(&pr).and_then(|(branch, _)| state.branches.get(branch));
+                    let token_check = branch.and_then(|files| files.get("src/token.rs"));
+                    if token_check.is_some_and(|code| code == BUGGY_TOKEN_CHECK) {
+                        TOKEN_TESTS.map(str::to_owned).to_vec()
+                    } else {
+                        Vec::new()
+                    }
+                }
+            };
+            let passed = 41 - failed.len() as u32;
+            if failed.is_empty() {
+                say("ci", format!("PR #{pr}: {passed} tests passed"));
+            } else {
+                say("ci", format!("PR #{pr}: {} of 41 tests failed: {}", failed.len(), failed.join(", ")));
             }
-            Some(CiResult::Red) => {
-                say("ci", format!("PR #{pr}: 3 of 41 tests failed"));
-                Err(StepError::logical("3 of 41 tests failed: login_rejects_expired_tokens, ..."))
-            }
-            None => {
-                say("ci", format!("PR #{pr}: 41 tests passed"));
-                Ok(41)
-            }
+            Ok(CiRun { passed, failed })
         })
     }
 

@@ -33,7 +33,7 @@ use saga_runtime::{BoxFuture, EncryptionKey, Keyring, Redacted};
 use agent::CodeChange;
 use fakes::{CiResult, ModelFault, PrState, World, WorldState};
 
-const SCENARIOS: [(&str, &str, Status); 7] = [
+const SCENARIOS: [(&str, &str, Status); 8] = [
     ("happy", "every call succeeds", Status::Completed),
     ("flaky-vendor", "the model vendor answers 503 twice, the code host rate-limits once: level 0", Status::Completed),
     (
@@ -52,13 +52,18 @@ const SCENARIOS: [(&str, &str, Status); 7] = [
         Status::Compensated,
     ),
     (
+        "tests-fail",
+        "the tests fail on the agent's code: run_tests blames write_files, the model rewrites the files with the failing tests in context, and the tests pass (level 1)",
+        Status::Completed,
+    ),
+    (
         "stuck-compensation",
-        "the tests stay red (levels 1, 1, 2, 3), then closing the PR keeps failing: level 4",
+        "the tests stay red whatever the model rewrites (write_files blamed: levels 1, 1, 2, 3), then closing the PR keeps failing: level 4",
         Status::NeedsHuman,
     ),
     (
         "debris",
-        "the tests stay red, and the rollback's delete tool silently keeps tests/login.rs: the sweep finds the orphan branch and removes it",
+        "the tests stay red, and the delete tool silently keeps tests/login.rs on each undone branch: the sweep finds the orphan branches and removes them",
         Status::Compensated,
     ),
 ];
@@ -199,6 +204,8 @@ fn load_scenario(state: &mut WorldState, scenario: &str) {
     state.ci_results.clear();
     state.rate_limits = 0;
     state.close_failures = 0;
+    state.closes_before_outage = 0;
+    state.buggy_code = false;
     state.plan_workflow_file = false;
     state.rotted_delete = false;
     match scenario {
@@ -209,8 +216,12 @@ fn load_scenario(state: &mut WorldState, scenario: &str) {
         "wrong-answer" => state.model_faults.extend([ModelFault::Hallucinate; 3]),
         "schema-changed" => state.ci_results.push_back(CiResult::SchemaMoved),
         "half-written" => state.plan_workflow_file = true,
+        "tests-fail" => state.buggy_code = true,
         "stuck-compensation" => {
             state.ci_results.extend([CiResult::Red; 4]);
+            // The PR closes before each of the three re-prompts of write_files; the host goes
+            // down for writes at the rollback.
+            state.closes_before_outage = 3;
             state.close_failures = 4;
         }
         "debris" => {
@@ -471,12 +482,18 @@ fn with_store<S: CheckpointStore>(
 /// Exits non-zero when the scenario did not end as designed.
 fn check(scenario: &str, outcome: &Outcome<agent::CodeChangeOutput>, code: ExitCode) -> ExitCode {
     let expected = SCENARIOS.iter().find(|(n, _, _)| *n == scenario).map_or(Status::Completed, |s| s.2);
-    if outcome.status() == expected {
-        code
-    } else {
+    if outcome.status() != expected {
         eprintln!("scenario {scenario} should end {expected}, it ended {}", outcome.status());
-        ExitCode::FAILURE
+        return ExitCode::FAILURE;
     }
+    // The tests found the mistake once and blamed the code, which the rewrite fixed.
+    let blames: Vec<(&str, &str)> =
+        outcome.report().blames.iter().map(|b| (b.found_by.as_str(), b.reprompted.as_str())).collect();
+    if scenario == "tests-fail" && blames != [("run_tests", "write_files")] {
+        eprintln!("scenario tests-fail should re-prompt write_files once for run_tests, it blamed {blames:?}");
+        return ExitCode::FAILURE;
+    }
+    code
 }
 
 fn checkpointed(journal: &[Record]) -> Vec<&'static str> {
@@ -507,11 +524,12 @@ fn print_outcome(outcome: &Outcome<agent::CodeChangeOutput>) {
     }
     let levels: Vec<String> = report.levels().iter().map(|l| (*l as u8).to_string()).collect();
     println!(
-        "  {} attempts, escalation levels [{}], {} compensation(s), {} restart(s), slept {:?}, notified {}, paged {}",
+        "  {} attempts, escalation levels [{}], {} compensation(s), {} restart(s), {} blame(s), slept {:?}, notified {}, paged {}",
         report.attempts.len(),
         levels.join(", "),
         report.compensations.len(),
         report.restarts.len(),
+        report.blames.len(),
         report.slept,
         report.notified,
         report.paged

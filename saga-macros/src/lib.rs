@@ -7,13 +7,15 @@
 //! The work happens in four phases, one module each: `attr` parses attribute arguments,
 //! `ast` builds a private model of the saga that keeps the user's tokens for spans,
 //! `validate` enforces the rules of the DSL (collecting every error), and `expand`
-//! generates the state machine.
+//! generates the state machine; `names` checks the typed step ids (`<Type>Step::step`) that
+//! the block gives to `StepError::blame` and `StepError::restart_from`.
 
 mod ast;
 mod attr;
 mod ctxt;
 mod expand;
 mod fingerprint;
+mod names;
 mod validate;
 
 use proc_macro::TokenStream;

@@ -1,6 +1,7 @@
 //! The inspectable [`Definition`] of a saga, as `#[saga]` generated it: its name, version,
 //! fingerprint and ordered steps.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -79,6 +80,15 @@ impl Definition {
     /// The index of the commit point, if the saga has one.
     pub fn commit_index(&self) -> Option<usize> {
         self.steps.iter().position(|s| s.kind == StepKind::Commit)
+    }
+
+    /// The index of the step `step` refers to, or why it refers to none of this saga's steps
+    /// (a typed id of another saga, or a name no step has).
+    pub(crate) fn resolve(&self, step: &StepRef) -> Result<usize, String> {
+        if let Some(saga) = step.saga.filter(|saga| *saga != self.name) {
+            return Err(format!("`{}` is a step of `{saga}`, not of `{}`", step.name, self.name));
+        }
+        self.position(&step.name).ok_or_else(|| format!("`{}` is not a step of `{}`", step.name, self.name))
     }
 }
 
@@ -208,5 +218,112 @@ impl StepDef {
     /// The output type, as written.
     pub fn output_type(&self) -> &'static str {
         self.output_type
+    }
+}
+
+/// The typed names of a saga's steps. `#[saga]` on `impl ReleasePr` generates `enum
+/// ReleasePrStep`, with one variant per step named exactly like it (`ReleasePrStep::open_pr`),
+/// implementing this trait: pass a variant to [`StepError::blame`](crate::StepError::blame)
+/// or [`StepError::restart_from`](crate::StepError::restart_from) and a misspelt step does not
+/// compile (inside the `#[saga]` block, the error lists the steps).
+///
+/// ```
+/// use saga_runtime::StepId;
+/// # use saga_runtime::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] struct Review;
+/// #[saga]
+/// impl Review {
+///     #[step(idempotent)]
+///     async fn draft(&self, _cx: &StepContext) -> StepResult<String> { Ok("text".into()) }
+///     #[step(idempotent)]
+///     async fn critique(&self, _cx: &StepContext, draft: &String) -> StepResult<()> {
+///         if draft.is_empty() {
+///             return Err(StepError::logical("the draft is empty").blame(ReviewStep::draft));
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// assert_eq!(ReviewStep::critique.name(), "critique");
+/// assert_eq!(ReviewStep::critique.index(), 1);
+/// assert_eq!(ReviewStep::ALL, [ReviewStep::draft, ReviewStep::critique]);
+/// assert_eq!(ReviewStep::draft.to_string(), "draft");
+/// ```
+pub trait StepId: Copy + fmt::Debug + fmt::Display + Eq + std::hash::Hash + Send + Sync + 'static {
+    /// Every step, in the order they run.
+    const ALL: &'static [Self];
+
+    /// The definition of the saga the steps belong to.
+    fn definition() -> &'static Definition;
+
+    /// The step's index in the definition (the order it runs in, from 0).
+    fn index(self) -> usize;
+
+    /// The step's name (its method's name).
+    fn name(self) -> &'static str {
+        Self::definition().steps()[self.index()].name()
+    }
+}
+
+/// A step named by a failure, as [`StepError::blame`](crate::StepError::blame) and
+/// [`StepError::restart_from`](crate::StepError::restart_from) take it: a typed step id
+/// (`ReleasePrStep::open_pr`, checked at compile time) or, for a name known only at run time,
+/// a string (checked when the failure is handled: a name the saga does not have is not
+/// followed, and the journal says why).
+///
+/// ```
+/// use saga_runtime::StepRef;
+///
+/// let by_name = StepRef::from("open_pr");
+/// assert_eq!(by_name.name(), "open_pr");
+/// assert_eq!(by_name.saga(), None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StepRef {
+    name: Cow<'static, str>,
+    /// For a typed id: the name of the saga it belongs to.
+    saga: Option<&'static str>,
+}
+
+impl StepRef {
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// For a typed step id, the name of the saga it belongs to (`None` for a name).
+    pub fn saga(&self) -> Option<&'static str> {
+        self.saga
+    }
+}
+
+impl fmt::Display for StepRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl<S: StepId> From<S> for StepRef {
+    fn from(step: S) -> Self {
+        StepRef { name: Cow::Borrowed(step.name()), saga: Some(S::definition().name()) }
+    }
+}
+
+impl From<&str> for StepRef {
+    fn from(name: &str) -> Self {
+        StepRef { name: Cow::Owned(name.to_owned()), saga: None }
+    }
+}
+
+impl From<String> for StepRef {
+    fn from(name: String) -> Self {
+        StepRef { name: Cow::Owned(name), saga: None }
+    }
+}
+
+impl From<&String> for StepRef {
+    fn from(name: &String) -> Self {
+        StepRef { name: Cow::Owned(name.clone()), saga: None }
     }
 }

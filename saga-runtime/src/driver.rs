@@ -569,14 +569,19 @@ impl<'r, S: Saga> Driver<'r, S> {
 
     fn attempt_span(&mut self, i: usize, attempt: u32, tier: u32) -> tracing::Span {
         let step_span = self.step_span(i);
+        let step = self.definition.steps()[i].name();
+        // An attempt that answers a failure a later step found (and blamed on this one).
+        let found_by = self.progress.steps[i].last_failure.as_ref().map(|f| f.step.as_str()).filter(|s| *s != step);
         tracing::info_span!(
             parent: &step_span,
             "attempt",
-            step = self.definition.steps()[i].name(),
+            step,
             attempt,
             tier,
+            found_by,
             class = tracing::field::Empty,
             level = tracing::field::Empty,
+            blamed = tracing::field::Empty,
         )
     }
 
@@ -605,14 +610,30 @@ impl<'r, S: Saga> Driver<'r, S> {
                 note,
                 observation: Some(Arc::new(self.scrubber.scrub_json(&observation))),
             },
+            // A step named at run time (by a model, say) is shown like any text: scrubbed.
+            Next::Blame { blamed, tier, requested, note } => Next::Blame {
+                blamed,
+                tier,
+                requested: requested.map(|r| self.scrubber.scrub(&r).into_owned()),
+                note: note.map(|n| self.scrubber.scrub(&n).into_owned()),
+            },
             next => next,
         };
         span.record("class", tracing::field::display(failure.class));
         span.record("level", next.level() as u8);
+        // Who found the failure is the attempt's step; who was blamed for it, if another.
+        let blamed = match &next {
+            Next::Blame { blamed, .. } if *blamed as usize != i => {
+                Some(self.definition.steps()[*blamed as usize].name())
+            }
+            _ => None,
+        };
+        span.record("blamed", blamed);
         span.in_scope(|| {
             tracing::warn!(
                 class = %failure.class,
                 level = next.level() as u8,
+                blamed,
                 error = %failure.message,
                 "step failed: {}", next.level()
             )

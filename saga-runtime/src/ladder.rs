@@ -6,6 +6,7 @@
 //! | logical (a returned error, a rejected output, a timeout, a panic) | run again with `previous_error()` set, up to `reprompts` times | 1 |
 //! | logical, re-prompts used up | one attempt on each stronger tier (`model_tier()` 1, 2, …) | 2 |
 //! | logical, tiers used up | level 3 | |
+//! | logical, blaming an earlier step (`blame`) | compensate the completed compensable steps from the blamed one up to the failing one (reverse order), then run the blamed step again with `previous_error()` = the downstream failure (naming the step that found it) on the blamed step's own rungs (re-prompts at 1, tiers at 2, then level 3); the steps after it run again on its new output | 1, then 2 |
 //! | environmental | compensate the completed compensable steps from the restart point on (reverse order), run again from `restart_from` with `observation()` set and fresh budgets; after `environment_restarts` restarts caused by the same step: level 3 | 0 |
 //! | level 3 | notify once, compensate every completed compensable step in reverse order (each compensation retried with the same backoff), return `Compensated` | 3 |
 //! | a compensation fails `compensation_retries + 1` times | stop, page once, park the saga, return `NeedsHuman` | 4 |
@@ -18,6 +19,13 @@
 //! an abort) is stopped after `interruptions` stops in a row and parked for a human (level 4),
 //! before or after the commit point alike, with a failure that names it.
 //!
+//! A blame is followed when it names the failing step or an earlier one that may run again; an
+//! unknown or later step, or one at or before a commit point that has passed, re-prompts the
+//! failing step itself on its own rungs, and the journal says why (as for `restart_from`). The
+//! steps after the blamed one get fresh budgets when they run again (their inputs are new),
+//! while the blamed step keeps climbing: its re-prompts and tiers are shared by its own
+//! failures and every blame, so a pipeline that keeps blaming it ends at level 3.
+//!
 //! Each failure class climbs its own rows, so a budget of one class is never spent by
 //! another. After the commit point nothing is compensated: where the table says level 3, the
 //! runtime pages a human and parks the saga instead (level 4).
@@ -26,9 +34,9 @@
 //! folded from the journal; the driver records each decision in the journal before acting
 //! on it, so a resumed saga continues on the same rung.
 
-use crate::definition::Definition;
+use crate::definition::{Definition, StepRef};
 use crate::error::{FailureClass, FailureKind, StepError};
-use crate::journal::{CompensationNext, Next, Progress};
+use crate::journal::{CompensationNext, Next, Progress, StepState};
 use crate::policy::Policy;
 
 /// What to do after step `step` failed with `error`.
@@ -65,18 +73,36 @@ pub(crate) fn decide(
             }
         }
         FailureClass::Logical => {
-            if state.reprompts_used < policy.reprompts {
-                Next::Reprompt
-            } else if state.tier + 1 < policy.model_tiers.max(1) {
-                Next::SwitchModel { tier: state.tier + 1 }
-            } else {
-                exhausted
+            // A blame of an earlier step, or one that cannot be followed (said in the record);
+            // blaming itself is a plain failure of the step.
+            let blame = error
+                .blame_ref()
+                .map(|requested| (requested, blame_point(definition, step, requested)))
+                .filter(|(_, (blamed, note))| *blamed != step || note.is_some());
+            let Some((requested, (blamed, note))) = blame else {
+                return match next_rung(policy, state) {
+                    Some(None) => Next::Reprompt,
+                    Some(Some(tier)) => Next::SwitchModel { tier },
+                    None => exhausted,
+                };
+            };
+            // The blamed step (the failing one when the blame is not followed) climbs its own
+            // rungs: a blame spends them as a re-prompt of its own failure would.
+            match next_rung(policy, &progress.steps[blamed]) {
+                Some(tier) => Next::Blame {
+                    blamed: blamed as u32,
+                    tier,
+                    requested: note.as_ref().map(|_| requested.name().to_owned()),
+                    note,
+                },
+                None => exhausted,
             }
         }
         FailureClass::Environmental => {
             if state.restarts < policy.environment_restarts {
-                let requested = error.restart_step().map(str::to_owned);
-                let (from, note) = restart_point(definition, step, requested.as_deref());
+                let requested = error.restart_ref();
+                let (from, note) = restart_point(definition, step, requested);
+                let requested = requested.map(|r| r.name().to_owned());
                 Next::Restart {
                     from: from as u32,
                     requested,
@@ -90,35 +116,61 @@ pub(crate) fn decide(
     }
 }
 
+/// The next logical rung of a step: `Some(None)` for a re-prompt (level 1), `Some(Some(tier))`
+/// for the next stronger tier (level 2), `None` when both are used up.
+fn next_rung(policy: &Policy, state: &StepState) -> Option<Option<u32>> {
+    if state.reprompts_used < policy.reprompts {
+        Some(None)
+    } else if state.tier + 1 < policy.model_tiers.max(1) {
+        Some(Some(state.tier + 1))
+    } else {
+        None
+    }
+}
+
 /// Where an environmental failure of `step` restarts: the requested step when it is an
 /// earlier step that may run again, else the failing step, with a note saying why.
-fn restart_point(definition: &Definition, step: usize, requested: Option<&str>) -> (usize, Option<String>) {
+fn restart_point(definition: &Definition, step: usize, requested: Option<&StepRef>) -> (usize, Option<String>) {
     let Some(requested) = requested else {
         return (step, None);
     };
+    match earlier_step(definition, step, requested) {
+        Ok(from) => (from, None),
+        Err(why) => {
+            let failing = definition.steps()[step].name();
+            (step, Some(format!("{why}, so it restarted from the failing step `{failing}`")))
+        }
+    }
+}
+
+/// Which step a logical failure of `step` blaming `requested` re-prompts: the blamed step when
+/// it is `step` or an earlier step that may run again, else `step` itself, with a note saying
+/// why the blame was not followed.
+fn blame_point(definition: &Definition, step: usize, requested: &StepRef) -> (usize, Option<String>) {
+    match earlier_step(definition, step, requested) {
+        Ok(blamed) => (blamed, None),
+        Err(why) => {
+            let failing = definition.steps()[step].name();
+            (step, Some(format!("{why}, so the blame was not followed and `{failing}` itself was re-prompted")))
+        }
+    }
+}
+
+/// The index of `requested` when the saga may go back to it from a failure of `step`: a step
+/// of this saga, not after `step`, and not at or before a commit point that has passed (a
+/// commit never runs twice). Otherwise why not.
+fn earlier_step(definition: &Definition, step: usize, requested: &StepRef) -> Result<usize, String> {
     let failing = definition.steps()[step].name();
-    match definition.position(requested) {
-        None => (
-            step,
-            Some(format!(
-                "`{requested}` is not a step of `{}`, so it restarted from the failing step `{failing}`",
-                definition.name()
-            )),
-        ),
-        Some(from) if from > step => (
-            step,
-            Some(format!("`{requested}` runs after `{failing}`, so it restarted from the failing step `{failing}`")),
-        ),
-        Some(from) => match definition.commit_index() {
-            Some(commit) if step > commit && from <= commit => (
-                step,
-                Some(format!(
-                    "`{requested}` is not after the commit point `{}`, which has passed, so it restarted from the failing step `{failing}`",
-                    definition.steps()[commit].name()
-                )),
-            ),
-            _ => (from, None),
-        },
+    let index = definition.resolve(requested)?;
+    if index > step {
+        return Err(format!("`{requested}` runs after `{failing}`"));
+    }
+    match definition.commit_index() {
+        Some(commit) if step > commit && index <= commit => Err(format!(
+            "`{requested}` is not after the commit point `{}`, which has passed",
+            definition.steps()[commit].name()
+        )),
+        _ => Ok(index),
     }
 }
 

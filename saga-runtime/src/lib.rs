@@ -81,14 +81,17 @@
 //! and optionally `validate = method` (a sync `fn(&self, &T) -> Result<(), String>`; a
 //! rejected output is a logical failure, compensated before the re-prompt) and `timeout =
 //! "30s"` (`"500ms"`, `"2m"`, `"1h"`). `#[saga(name = "...", version = N)]` names and versions
-//! the saga. The macro generates `impl Saga` and a `<Type>Output` struct with one field per
-//! step.
+//! the saga. The macro generates `impl Saga`, a `<Type>Output` struct with one field per
+//! step, and a `<Type>Step` enum of typed step names (see [`StepId`]) for
+//! [`StepError::blame`] and [`StepError::restart_from`].
 //!
 //! # The ladder
 //!
 //! See the [`ladder`] module for the exact table the runtime follows. A `restart_from` naming
 //! the commit step itself, once it has passed, restarts the failing step (a commit never runs
-//! twice).
+//! twice). A logical failure found by one step but made by an earlier one names it with
+//! [`StepError::blame`]: the runtime undoes the steps back to it and re-prompts it with the
+//! failure, on its own rungs.
 //!
 //! # Durability
 //!
@@ -149,15 +152,15 @@ mod writer;
 pub use saga_macros::{saga, step};
 
 pub use context::StepContext;
-pub use definition::{Definition, StepDef, StepKind};
+pub use definition::{Definition, StepDef, StepId, StepKind, StepRef};
 pub use error::{CodecError, Failure, FailureClass, FailureKind, StepError};
 pub use id::SagaId;
 pub use journal::{JournalError, LandedEffect};
 pub use limits::{Limit, Permit, SharedLimits};
 pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
 pub use outcome::{
-    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, RemovedOrphan, Report,
-    RestartRecord, Status, StoreOutage, Throttle,
+    AttemptRecord, BlameRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome,
+    RemovedOrphan, Report, RestartRecord, Status, StoreOutage, Throttle,
 };
 pub use policy::{Backoff, Jitter, Policy};
 pub use redact::{Redacted, Scrubber, scrub};
@@ -197,7 +200,7 @@ pub mod prelude {
 pub mod __private {
     use std::fmt::Display;
 
-    pub use crate::definition::{Definition, StepDef, StepKind};
+    pub use crate::definition::{Definition, StepDef, StepId, StepKind};
     pub use crate::saga::Saga;
     pub use crate::{BoxFuture, CodecError, StepContext, StepError};
     pub use serde;

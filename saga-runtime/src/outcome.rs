@@ -179,6 +179,10 @@ pub struct Report {
     pub attempts: Vec<AttemptRecord>,
     /// Every environmental restart, in order.
     pub restarts: Vec<RestartRecord>,
+    /// Every logical failure that blamed an earlier step (`StepError::blame`), in order: who
+    /// found the mistake, who was blamed, and who was re-prompted for it.
+    #[serde(default)]
+    pub blames: Vec<BlameRecord>,
     /// The total time spent in backoff before retries (of steps and of compensations).
     pub slept: Duration,
     /// How many times the notifier was called (level 3).
@@ -261,6 +265,10 @@ pub struct Escalation {
     pub attempt: u32,
     /// The error message.
     pub error: String,
+    /// The earlier step re-prompted for this failure, when the failure blamed one
+    /// (`StepError::blame`): `step` found the mistake, `blamed` made it and climbs the level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blamed: Option<String>,
 }
 
 impl Escalation {
@@ -272,8 +280,26 @@ impl Escalation {
             step: failure.step.clone(),
             attempt: failure.attempt,
             error: failure.message.clone(),
+            blamed: None,
         }
     }
+}
+
+/// A logical failure that blamed an earlier step (`StepError::blame`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlameRecord {
+    /// The step whose logical failure found the mistake.
+    pub found_by: String,
+    /// The attempt of `found_by` that failed.
+    pub attempt: u32,
+    /// The step the failure blamed, as it named it.
+    pub blamed: String,
+    /// The step that ran again for it: `blamed`, or `found_by` when the blame was not followed.
+    pub reprompted: String,
+    /// The rung the re-prompted step climbed: [`Level::Reprompt`] or [`Level::SwitchModel`].
+    pub level: Level,
+    /// Why the blame was not followed, when it was not.
+    pub note: Option<String>,
 }
 
 /// Why a compensation ran.
@@ -287,6 +313,9 @@ pub enum CompensationReason {
     HalfDone,
     /// An environmental failure restarts the saga from an earlier step.
     Restart,
+    /// A later step's logical failure blamed this step or an earlier one (`StepError::blame`):
+    /// the steps from the blamed one on are undone before it is re-prompted.
+    Blame,
 }
 
 /// One compensation and its result.

@@ -116,6 +116,29 @@ fn every_record_kind_keeps_its_json() {
             r#"{"step_failed":{"step":1,"failure":{"step":"draft","compensation":null,"class":"Transient","kind":"Interrupted","attempt":2,"message":"the process stopped"},"rejected_output":[],"next":{"then":"restart","from":0,"requested":"reserve","note":null,"observation":{"schema":7}}}}"#,
         ),
         (
+            Event::StepFailed {
+                step: 2,
+                failure: failure("charge", None),
+                rejected_output: None,
+                next: Next::Blame { blamed: 0, tier: None, requested: None, note: None },
+            },
+            r#"{"step_failed":{"step":2,"failure":{"step":"charge","compensation":null,"class":"Transient","kind":"Interrupted","attempt":2,"message":"the process stopped"},"rejected_output":null,"next":{"then":"blame","blamed":0}}}"#,
+        ),
+        (
+            Event::StepFailed {
+                step: 2,
+                failure: failure("charge", None),
+                rejected_output: None,
+                next: Next::Blame {
+                    blamed: 2,
+                    tier: Some(1),
+                    requested: Some("notify".into()),
+                    note: Some("`notify` runs after `charge`".into()),
+                },
+            },
+            r#"{"step_failed":{"step":2,"failure":{"step":"charge","compensation":null,"class":"Transient","kind":"Interrupted","attempt":2,"message":"the process stopped"},"rejected_output":null,"next":{"then":"blame","blamed":2,"tier":1,"requested":"notify","note":"`notify` runs after `charge`"}}}"#,
+        ),
+        (
             Event::StepFailed { step: 3, failure: failure("notify", None), rejected_output: None, next: Next::Park },
             r#"{"step_failed":{"step":3,"failure":{"step":"notify","compensation":null,"class":"Transient","kind":"Interrupted","attempt":2,"message":"the process stopped"},"rejected_output":null,"next":{"then":"park"}}}"#,
         ),

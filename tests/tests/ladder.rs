@@ -7,8 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use saga_runtime::journal::{Event, Next, Timeline};
 use saga_runtime::prelude::*;
-use saga_runtime::{CompensationReason, FailureKind};
+use saga_runtime::{BlameRecord, CompensationReason, FailureKind, StepRef};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -313,6 +315,393 @@ async fn rejected_outputs_to_the_end_of_the_ladder_leave_nothing_behind() {
     );
     assert_eq!(outcome.failure().unwrap().kind, FailureKind::Rejected);
     assert_eq!(incidents.all().len(), 1);
+}
+
+/// `(level as u8, found by, blamed)` of each escalation.
+fn blamed_escalations(report: &Report) -> Vec<(u8, String, Option<String>)> {
+    report.escalations.iter().map(|e| (e.level as u8, e.step.clone(), e.blamed.clone())).collect()
+}
+
+/// `(step, reason, done)` of each compensation.
+fn compensations(report: &Report) -> Vec<(String, CompensationReason, bool)> {
+    report.compensations.iter().map(|c| (c.step.clone(), c.reason, c.done)).collect()
+}
+
+/// The calls of `step` (not its compensation): `(attempt, tier, previous error, the step that
+/// found it)`.
+fn calls_of(harness: &Harness, step: &str) -> Vec<(u32, u32, Option<String>, Option<String>)> {
+    let calls = harness.calls.lock().unwrap();
+    calls
+        .iter()
+        .filter(|c| c.name == step && !c.undo)
+        .map(|c| (c.attempt, c.tier, c.previous_error.clone(), c.previous_error_step.clone()))
+        .collect()
+}
+
+fn red_tests() -> StepError {
+    StepError::logical("2 of 41 tests failed: login_rejects_expired_tokens").blame(ReleasePrStep::open_pr)
+}
+
+/// Row "logical, blaming an earlier step": the step that found the mistake is not re-prompted.
+/// The completed compensable steps from the blamed one to the failing one are undone (here
+/// `open_pr`; `run_tests` is idempotent), the blamed step runs again with the downstream
+/// failure as its `previous_error()` (naming the step that found it), and the steps after it
+/// run again on its new output. Level 1, no backoff; journal, report and timeline say who found
+/// the failure and who was blamed.
+#[tokio::test(start_paused = true)]
+async fn a_logical_failure_blaming_an_earlier_step_undoes_back_to_it_and_reprompts_it() {
+    let harness = Harness::with_script(Script::new().then("comment", [Plan::Fail(red_tests())]));
+    let (runtime, incidents, _) = runtime(&harness, exact_backoff());
+    let start = Instant::now();
+    let outcome = runtime.run(ReleasePr::new()).await.unwrap();
+
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(
+        harness.log(),
+        strings(&[
+            "open_pr#1",
+            "run_tests#1",
+            "comment#1",
+            "undo open_pr#1",
+            "open_pr#2",
+            "run_tests#2",
+            "comment#2",
+            "merge#1",
+            "announce#1"
+        ])
+    );
+    let message = "2 of 41 tests failed: login_rejects_expired_tokens".to_owned();
+    assert_eq!(
+        calls_of(&harness, "open_pr"),
+        [(1, 0, None, None), (2, 0, Some(message.clone()), Some("comment".into()))],
+        "the blamed step is re-prompted with the failure the later step found"
+    );
+    assert_eq!(calls_of(&harness, "comment")[1], (2, 0, Some(message.clone()), Some("comment".into())));
+    let report = outcome.report();
+    assert_eq!(blamed_escalations(report), [(1, "comment".into(), Some("open_pr".into()))]);
+    assert_eq!(escalations(report), [(1, FailureClass::Logical, "comment".into(), 1)]);
+    assert_eq!(
+        report.blames,
+        [BlameRecord {
+            found_by: "comment".into(),
+            attempt: 1,
+            blamed: "open_pr".into(),
+            reprompted: "open_pr".into(),
+            level: Level::Reprompt,
+            note: None,
+        }]
+    );
+    assert_eq!(compensations(report), [("open_pr".into(), CompensationReason::Blame, true)]);
+    assert_eq!(tiers(report, "open_pr"), [0, 0]);
+    assert!(report.restarts.is_empty());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(report.slept, Duration::ZERO);
+    assert_ne!(harness.key_of("open_pr#1"), harness.key_of("open_pr#2"), "an undone result gets a new key");
+    assert!(incidents.all().is_empty());
+
+    let journal = runtime.journal(outcome.saga_id()).await.unwrap();
+    let decisions: Vec<&Next> = journal
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepFailed { next, .. } => Some(next),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(decisions, [&Next::Blame { blamed: 0, tier: None, requested: None, note: None }]);
+    let lines: Vec<String> =
+        journal.iter().map(|record| Timeline { definition: ReleasePr::definition(), record }.to_string()).collect();
+    assert!(
+        lines.contains(&format!(
+            "comment: step `comment` failed on attempt 1 (logical): {message}\n    -> level 1 (re-prompt): `comment` blamed `open_pr`: undo back to it and re-prompt it with this failure"
+        )),
+        "{lines:#?}"
+    );
+}
+
+/// The blamed step climbs its own rungs, one per blame: re-prompts (level 1), then one attempt
+/// on each stronger tier (level 2), then level 3, which undoes everything. The step that keeps
+/// finding the mistake never climbs: each time it runs on a new output with fresh budgets.
+#[tokio::test(start_paused = true)]
+async fn a_step_blamed_again_and_again_climbs_its_own_rungs_to_level_3() {
+    let harness = Harness::with_script(Script::new().then("comment", vec![Plan::Fail(red_tests()); 4]));
+    let (runtime, incidents, _) = runtime(&harness, exact_backoff());
+    let outcome = runtime.run(ReleasePr::new()).await.unwrap();
+
+    let mut expected = strings(&["open_pr#1", "run_tests#1", "comment#1"]);
+    for pass in 2..=4 {
+        expected.push("undo open_pr#1".into());
+        expected.extend(["open_pr", "run_tests", "comment"].map(|step| format!("{step}#{pass}")));
+    }
+    expected.push("undo open_pr#1".into());
+    assert_eq!(harness.log(), expected);
+    let report = outcome.report();
+    let blamed = Some("open_pr".to_owned());
+    assert_eq!(
+        blamed_escalations(report),
+        [
+            (1, "comment".into(), blamed.clone()),
+            (1, "comment".into(), blamed.clone()),
+            (2, "comment".into(), blamed),
+            (3, "comment".into(), None)
+        ]
+    );
+    assert_eq!(tiers(report, "open_pr"), [0, 0, 0, 1], "the blamed step's tier climbs");
+    assert_eq!(tiers(report, "comment"), [0, 0, 0, 0], "the step that found it does not");
+    let levels: Vec<Level> = report.blames.iter().map(|b| b.level).collect();
+    assert_eq!(levels, [Level::Reprompt, Level::Reprompt, Level::SwitchModel]);
+    let b = CompensationReason::Blame;
+    assert_eq!(
+        compensations(report),
+        [
+            ("open_pr".into(), b, true),
+            ("open_pr".into(), b, true),
+            ("open_pr".into(), b, true),
+            ("open_pr".into(), CompensationReason::RollBack, true)
+        ]
+    );
+    let Outcome::Compensated { failure, .. } = &outcome else { panic!("expected Compensated, got {outcome:?}") };
+    assert_eq!((failure.step.as_str(), failure.attempt), ("comment", 4));
+    assert_eq!(incidents.all(), [(Level::Compensate, "comment".into(), red_tests().message().to_owned())]);
+}
+
+/// Budgets say who was blamed: the failing step's own re-prompts are its own, the blame spends
+/// the blamed step's, and the steps after the blamed one get fresh budgets when they run again
+/// (their inputs are new), so `comment`'s third own failure is a re-prompt, not a model switch.
+#[tokio::test(start_paused = true)]
+async fn a_blame_spends_the_blamed_steps_budget_and_refreshes_the_steps_after_it() {
+    let wrong = || Plan::Fail(StepError::logical("the comment quotes the wrong PR"));
+    let harness =
+        Harness::with_script(Script::new().then("comment", [wrong(), wrong(), Plan::Fail(red_tests()), wrong()]));
+    let (runtime, _, _) = runtime(&harness, exact_backoff());
+    let outcome = runtime.run(ReleasePr::new()).await.unwrap();
+
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(
+        harness.log(),
+        strings(&[
+            "open_pr#1",
+            "run_tests#1",
+            "comment#1",
+            "comment#2",
+            "comment#3",
+            "undo open_pr#1",
+            "open_pr#2",
+            "run_tests#2",
+            "comment#4",
+            "comment#5",
+            "merge#1",
+            "announce#1"
+        ])
+    );
+    let blamed = Some("open_pr".to_owned());
+    assert_eq!(
+        blamed_escalations(outcome.report()),
+        [
+            (1, "comment".into(), None),
+            (1, "comment".into(), None),
+            (1, "comment".into(), blamed),
+            (1, "comment".into(), None)
+        ]
+    );
+    assert_eq!(tiers(outcome.report(), "comment"), [0, 0, 0, 0, 0]);
+    assert_eq!(tiers(outcome.report(), "open_pr"), [0, 0]);
+}
+
+/// The rules: a blame is followed when it names an earlier step that may run again. Naming an
+/// unknown step, a later step, or one at or before a commit point that has passed (it can
+/// never run again) re-prompts the failing step itself on its own rungs, and the report and
+/// the journal say why; blaming the failing step itself is a plain re-prompt. (A typed step id
+/// in a step's body makes the later and commit cases compile errors: see `tests/ui`.)
+#[tokio::test(start_paused = true)]
+async fn a_blame_that_cannot_be_followed_reprompts_the_failing_step_and_says_why() {
+    let blame = |step: StepRef| Plan::Fail(StepError::logical("wrong").blame(step));
+    let harness = Harness::with_script(
+        Script::new()
+            .then("run_tests", [blame("deploy".into()), blame(ReleasePrStep::run_tests.into())])
+            .then("comment", [blame(ReleasePrStep::merge.into())])
+            .then("announce", [blame(ReleasePrStep::open_pr.into())]),
+    );
+    let (runtime, incidents, _) = runtime(&harness, exact_backoff());
+    let outcome = runtime.run(ReleasePr::new()).await.unwrap();
+
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(
+        harness.log(),
+        strings(&[
+            "open_pr#1",
+            "run_tests#1",
+            "run_tests#2",
+            "run_tests#3",
+            "comment#1",
+            "comment#2",
+            "merge#1",
+            "announce#1",
+            "announce#2"
+        ])
+    );
+    let report = outcome.report();
+    assert_eq!(
+        report.levels(),
+        [Level::Reprompt; 4],
+        "each failing step re-prompted on its own rungs (two for run_tests)"
+    );
+    assert!(report.escalations.iter().all(|e| e.blamed.is_none()));
+    let notes: Vec<(String, String, String, String)> = report
+        .blames
+        .iter()
+        .map(|b| (b.found_by.clone(), b.blamed.clone(), b.reprompted.clone(), b.note.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            (
+                "run_tests".into(),
+                "deploy".into(),
+                "run_tests".into(),
+                "`deploy` is not a step of `release-pr`, so the blame was not followed and `run_tests` itself was re-prompted"
+                    .into()
+            ),
+            (
+                "comment".into(),
+                "merge".into(),
+                "comment".into(),
+                "`merge` runs after `comment`, so the blame was not followed and `comment` itself was re-prompted".into()
+            ),
+            (
+                "announce".into(),
+                "open_pr".into(),
+                "announce".into(),
+                "`open_pr` is not after the commit point `merge`, which has passed, so the blame was not followed and `announce` itself was re-prompted"
+                    .into()
+            ),
+        ],
+        "blaming itself (run_tests' second failure) is a plain re-prompt, with no blame record"
+    );
+    assert!(report.compensations.is_empty());
+    let journal = runtime.journal(outcome.saga_id()).await.unwrap();
+    let lines: Vec<String> =
+        journal.iter().map(|record| Timeline { definition: ReleasePr::definition(), record }.to_string()).collect();
+    assert!(
+        lines.iter().any(|l| l.ends_with(
+            "-> level 1 (re-prompt): re-prompt with the error (`merge` runs after `comment`, so the blame was not followed and `comment` itself was re-prompted)"
+        )),
+        "{lines:#?}"
+    );
+    assert!(incidents.all().is_empty());
+}
+
+/// A compensation that fails for good while undoing the steps back to the blamed one is level
+/// 4: the saga parks instead of re-prompting over debris. Resumed, the compensation succeeds
+/// and the blamed step is re-prompted with the downstream failure.
+#[tokio::test(start_paused = true)]
+async fn a_failed_compensation_before_a_blamed_reprompt_parks_the_saga() {
+    let stuck = vec![Plan::Fail(StepError::transient("GitHub is down")); 4];
+    let harness =
+        Harness::with_script(Script::new().then("comment", [Plan::Fail(red_tests())]).then("undo open_pr", stuck));
+    let (runtime, incidents, _) = runtime(&harness, exact_backoff());
+    let start = Instant::now();
+    let outcome = runtime.run(ReleasePr::new()).await.unwrap();
+
+    assert_eq!(
+        harness.log(),
+        strings(&[
+            "open_pr#1",
+            "run_tests#1",
+            "comment#1",
+            "undo open_pr#1",
+            "undo open_pr#2",
+            "undo open_pr#3",
+            "undo open_pr#4"
+        ])
+    );
+    assert_eq!(outcome.report().levels(), [Level::Reprompt, Level::PageHuman]);
+    assert_eq!(start.elapsed(), Duration::from_millis(500 + 1_000 + 2_000));
+    let Outcome::NeedsHuman { failure, .. } = &outcome else { panic!("expected NeedsHuman, got {outcome:?}") };
+    assert_eq!(failure.compensation.as_deref(), Some("close_pr"));
+    assert_eq!(incidents.all(), [(Level::PageHuman, "open_pr".into(), "GitHub is down".into())]);
+
+    let resumed = runtime.resume::<ReleasePr>(outcome.saga_id()).await.unwrap();
+    assert!(resumed.is_completed(), "{resumed:?}");
+    assert_eq!(
+        &harness.log()[7..],
+        strings(&["undo open_pr#5", "open_pr#2", "run_tests#2", "comment#2", "merge#1", "announce#1"])
+    );
+    assert_eq!(calls_of(&harness, "open_pr")[1].3.as_deref(), Some("comment"));
+    assert_eq!(compensations(resumed.report()), [("open_pr".into(), CompensationReason::Blame, true)]);
+}
+
+/// A saga with two steps after its commit point, so that one can blame the other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Release;
+
+#[saga]
+impl Release {
+    #[step(commit)]
+    async fn tag(&self, cx: &StepContext) -> StepResult<String> {
+        cx.resource::<Harness>().call(cx, "tag").await?;
+        Ok("v1.2.0".into())
+    }
+
+    #[step(idempotent)]
+    async fn write_notes(&self, cx: &StepContext, tag: &str) -> StepResult<String> {
+        cx.resource::<Harness>().call(cx, "write_notes").await?;
+        Ok(format!("{tag}: fixes the login bug"))
+    }
+
+    #[step(idempotent)]
+    async fn post_notes(&self, cx: &StepContext, write_notes: &str) -> StepResult<usize> {
+        cx.resource::<Harness>().call(cx, "post_notes").await?;
+        Ok(write_notes.len())
+    }
+}
+
+/// After the commit point, a step may blame an earlier step after it; nothing is compensated.
+/// When the blamed step's rungs are used up, the saga pages a human and parks (level 4) at the
+/// failing step, and `resume` is a new pass through the ladder for every step: the blamed step
+/// gets its rungs back.
+#[tokio::test(start_paused = true)]
+async fn after_the_commit_point_an_exhausted_blame_parks_and_resume_gives_the_rungs_back() {
+    let rejected =
+        || Plan::Fail(StepError::logical("the notes name the wrong version").blame(ReleaseStep::write_notes));
+    let harness = Harness::with_script(Script::new().then("post_notes", vec![rejected(); 5]));
+    let (runtime, incidents, _) = runtime(&harness, exact_backoff());
+    let outcome = runtime.run(Release).await.unwrap();
+
+    assert_eq!(
+        harness.log(),
+        strings(&[
+            "tag#1",
+            "write_notes#1",
+            "post_notes#1",
+            "write_notes#2",
+            "post_notes#2",
+            "write_notes#3",
+            "post_notes#3",
+            "write_notes#4",
+            "post_notes#4"
+        ])
+    );
+    let blamed = Some("write_notes".to_owned());
+    assert_eq!(
+        blamed_escalations(outcome.report()),
+        [
+            (1, "post_notes".into(), blamed.clone()),
+            (1, "post_notes".into(), blamed.clone()),
+            (2, "post_notes".into(), blamed.clone()),
+            (4, "post_notes".into(), None)
+        ]
+    );
+    assert_eq!(tiers(outcome.report(), "write_notes"), [0, 0, 0, 1]);
+    assert!(outcome.report().compensations.is_empty());
+    let Outcome::NeedsHuman { failure, .. } = &outcome else { panic!("expected NeedsHuman, got {outcome:?}") };
+    assert_eq!((failure.step.as_str(), failure.attempt, failure.compensation.as_deref()), ("post_notes", 4, None));
+    assert_eq!(incidents.all().iter().map(|i| i.0).collect::<Vec<_>>(), [Level::PageHuman]);
+
+    let resumed = runtime.resume::<Release>(outcome.saga_id()).await.unwrap();
+    assert!(resumed.is_completed(), "{resumed:?}");
+    assert_eq!(&harness.log()[9..], strings(&["post_notes#5", "write_notes#5", "post_notes#6"]));
+    assert_eq!(resumed.report().levels()[4..], [Level::Reprompt], "the blamed step climbs from its first rung again");
+    assert_eq!(tiers(resumed.report(), "write_notes"), [0, 0, 0, 1, 0]);
 }
 
 /// Row "environmental": compensate the completed compensable steps from the restart point on

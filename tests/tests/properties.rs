@@ -11,6 +11,9 @@
 //!   (the recorded levels equal the model's);
 //! - level 4 is reached only by a failed compensation, or by an exhausted ladder after the
 //!   commit point;
+//! - a logical failure that blames an earlier step undoes the steps back to it and re-prompts
+//!   it with the failure (naming the step that found it) on the blamed step's own rungs, while
+//!   a blame that cannot be followed re-prompts the failing step;
 //! - the outcome agrees with the journal (replayed independently) and with the store.
 
 mod common;
@@ -40,10 +43,17 @@ fn step_plan() -> impl Strategy<Value = Plan> {
             let error = StepError::environmental("moved").with_observation(serde_json::json!({ "v": 2 }));
             Plan::Fail(match from { Some(step) => error.restart_from(step), None => error })
         }),
+        3 => blamed().prop_map(|step| Plan::Fail(StepError::logical("built on a wrong input").blame(step))),
         1 => Just(Plan::Wrong),
         1 => Just(Plan::Panic),
         1 => Just(Plan::Hang),
     ]
+}
+
+/// The step a logical failure blames: any step (earlier, itself, later, across the commit
+/// point), or one the saga does not have.
+fn blamed() -> impl Strategy<Value = String> {
+    prop_oneof![4 => (0..STEPS.len()).prop_map(|i| STEPS[i].to_owned()), 1 => Just("nope".to_owned())]
 }
 
 fn undo_plan() -> impl Strategy<Value = Plan> {
@@ -112,6 +122,7 @@ enum Then {
     RollBack,
     Reprompt(usize),
     Restart(usize),
+    Blame(usize),
 }
 
 #[derive(Default, Clone, Debug)]
@@ -129,13 +140,17 @@ struct Model {
     budgets: Vec<Budget>,
     compensation_failures: u32,
     committed: bool,
-    /// `(level, class, step)` of every escalation, as the model expects them.
-    levels: Vec<(Level, FailureClass, String)>,
+    /// `(level, class, step, blamed step)` of every escalation, as the model expects them.
+    levels: Vec<(Level, FailureClass, String, Option<String>)>,
+    /// `(found by, re-prompted)` of every blame.
+    blames: Vec<(String, String)>,
     /// Attempts of each step so far, and of the current compensation of each step.
     attempts: [u32; 5],
     compensation_attempts: [u32; 5],
     /// The last failure message of each step, and of its current compensation.
     last_error: [Option<String>; 5],
+    /// The step that found each step's last failure (a later one when it blamed this one).
+    last_error_step: [Option<String>; 5],
     compensation_error: [Option<String>; 5],
     /// The compensations of the rollback, in order.
     rollback_undos: Vec<usize>,
@@ -153,9 +168,11 @@ impl Model {
             compensation_failures: 0,
             committed: false,
             levels: Vec::new(),
+            blames: Vec::new(),
             attempts: [0; 5],
             compensation_attempts: [0; 5],
             last_error: Default::default(),
+            last_error_step: Default::default(),
             compensation_error: Default::default(),
             rollback_undos: Vec::new(),
             live_at_rollback: None,
@@ -168,10 +185,10 @@ impl Model {
 
     fn exhausted(&mut self, step: usize, class: FailureClass) {
         if step > COMMIT {
-            self.levels.push((Level::PageHuman, class, STEPS[step].into()));
+            self.levels.push((Level::PageHuman, class, STEPS[step].into(), None));
             self.phase = Phase::ParkedAfterCommit(step);
         } else {
-            self.levels.push((Level::Compensate, class, STEPS[step].into()));
+            self.levels.push((Level::Compensate, class, STEPS[step].into(), None));
             let queue = self.live_in(0, STEPS.len());
             self.live_at_rollback = Some(queue.iter().rev().copied().collect());
             self.phase = Phase::Undo { queue, then: Then::RollBack };
@@ -191,6 +208,14 @@ impl Model {
                         (b.transient, b.reprompts, b.tier) = (0, 0, 0);
                     }
                     Phase::Forward(from)
+                }
+                Then::Blame(blamed) => {
+                    // The steps after the blamed one run on a new input: fresh budgets. The
+                    // blamed step keeps climbing.
+                    for b in &mut self.budgets[blamed + 1..] {
+                        (b.transient, b.reprompts, b.tier) = (0, 0, 0);
+                    }
+                    Phase::Forward(blamed)
                 }
             };
         }
@@ -218,12 +243,17 @@ impl Model {
             FailureClass::Transient => {
                 if b.transient < p.transient_retries {
                     b.transient += 1;
-                    self.levels.push((Level::Retry, class, STEPS[step].into()));
+                    self.levels.push((Level::Retry, class, STEPS[step].into(), None));
                 } else {
                     self.exhausted(step, class);
                 }
             }
             FailureClass::Logical => {
+                // A blame follows the rules of a restart point: an earlier step that may run
+                // again, else the failing step itself.
+                let requested = error.and_then(|e| e.blamed_step());
+                let target = Self::restart_point(step, requested);
+                let b = &mut self.budgets[target];
                 let level = if b.reprompts < p.reprompts {
                     b.reprompts += 1;
                     Level::Reprompt
@@ -233,15 +263,25 @@ impl Model {
                 } else {
                     return self.exhausted(step, class);
                 };
-                self.levels.push((level, class, STEPS[step].into()));
-                if rejected && COMPENSABLE[step] {
+                let blamed = (target != step).then(|| STEPS[target].to_owned());
+                self.levels.push((level, class, STEPS[step].into(), blamed));
+                if requested.is_some_and(|r| r != STEPS[step]) {
+                    self.blames.push((STEPS[step].into(), STEPS[target].into()));
+                }
+                if target != step {
+                    self.last_error[target] = error.map(|e| e.message().to_owned());
+                    self.last_error_step[target] = Some(STEPS[step].into());
+                    let queue = self.live_in(target, step);
+                    self.phase = Phase::Undo { queue, then: Then::Blame(target) };
+                    self.settle();
+                } else if rejected && COMPENSABLE[step] {
                     self.phase = Phase::Undo { queue: vec![step], then: Then::Reprompt(step) };
                 }
             }
             FailureClass::Environmental => {
                 if b.restarts < p.environment_restarts {
                     b.restarts += 1;
-                    self.levels.push((Level::Retry, class, STEPS[step].into()));
+                    self.levels.push((Level::Retry, class, STEPS[step].into(), None));
                     let from = Self::restart_point(step, error.and_then(|e| e.restart_step()));
                     let queue = self.live_in(from, step);
                     self.phase = Phase::Undo { queue, then: Then::Restart(from) };
@@ -264,9 +304,11 @@ impl Model {
                 assert_eq!(call.attempt, self.attempts[step], "attempt numbers of `{}` count every attempt", call.name);
                 assert_eq!(call.tier, self.budgets[step].tier, "the model tier of `{}`", call.name);
                 assert_eq!(call.previous_error, self.last_error[step], "previous_error() of `{}`", call.name);
+                assert_eq!(call.previous_error_step, self.last_error_step[step], "who found `{}`'s error", call.name);
                 // "This step's last failure": kept across later successes (a restart re-runs it).
                 if let Some(message) = failure_message(&call.name, &call.result) {
                     self.last_error[step] = Some(message);
+                    self.last_error_step[step] = Some(call.name.clone());
                 }
                 match &call.result {
                     CallResult::Ok => self.completed(step),
@@ -313,7 +355,7 @@ impl Model {
                                 CallResult::Failed(error) => error.class(),
                                 _ => FailureClass::Logical,
                             };
-                            self.levels.push((Level::PageHuman, class, STEPS[top].into()));
+                            self.levels.push((Level::PageHuman, class, STEPS[top].into(), None));
                             let Phase::Undo { queue, then } = std::mem::replace(&mut self.phase, Phase::Forward(0))
                             else {
                                 unreachable!()
@@ -341,7 +383,12 @@ impl Model {
     fn resume(&mut self) {
         self.phase = match std::mem::replace(&mut self.phase, Phase::Forward(0)) {
             Phase::ParkedAfterCommit(step) => {
-                self.budgets[step] = Budget::default();
+                // A new pass through the ladder for every step (a blamed step gets its rungs
+                // back), and the parked step's restarts too.
+                for b in &mut self.budgets {
+                    (b.transient, b.reprompts, b.tier) = (0, 0, 0);
+                }
+                self.budgets[step].restarts = 0;
                 Phase::Forward(step)
             }
             Phase::ParkedUndo { queue, then } => {
@@ -399,9 +446,12 @@ fn check(case: Case) -> Result<(), TestCaseError> {
         // The outcome is what the model predicts, and what the journal and the store say.
         prop_assert_eq!(outcome.status(), model.status());
         let report = outcome.report();
-        let recorded: Vec<(Level, FailureClass, String)> =
-            report.escalations.iter().map(|e| (e.level, e.class, e.step.clone())).collect();
+        let recorded: Vec<(Level, FailureClass, String, Option<String>)> =
+            report.escalations.iter().map(|e| (e.level, e.class, e.step.clone(), e.blamed.clone())).collect();
         prop_assert_eq!(&recorded, &model.levels);
+        let blames: Vec<(String, String)> =
+            report.blames.iter().map(|b| (b.found_by.clone(), b.reprompted.clone())).collect();
+        prop_assert_eq!(&blames, &model.blames);
         let journal = tokio.block_on(runtime.journal(outcome.saga_id())).unwrap();
         let summary = summarize(ReleasePr::definition(), &journal).unwrap();
         prop_assert_eq!(summary.status, outcome.status());

@@ -1,5 +1,5 @@
 //! No credential reaches any sink: the journal (failure messages, model exchanges,
-//! observations), the report, the incidents handed to the notifier and the pager, `tracing`
+//! observations, step names blamed at run time), the report, the incidents handed to the notifier and the pager, `tracing`
 //! events, the timeline, and the panic messages of steps and compensations, which Rust's panic
 //! hook would print raw. Ordinary prompt text comes through untouched. In a test binary of its
 //! own: it installs a tracing subscriber for the whole process and runs itself as a child.
@@ -109,9 +109,11 @@ impl Leaky {
         panic!("undo failed with {}", secrets()[5].1)
     }
 
+    /// Fails for good, blaming a "step" whose name (picked at run time, by a model say) is a
+    /// credential: the blame is not followed, and the name is shown scrubbed.
     #[step(idempotent)]
     async fn fail(&self, _cx: &StepContext, call: &u32) -> StepResult<u32> {
-        Err(StepError::logical(format!("rejected {call}: {}", secrets()[2].1)))
+        Err(StepError::logical(format!("rejected {call}: {}", secrets()[2].1)).blame(secrets()[6].1.clone()))
     }
 }
 
@@ -218,5 +220,14 @@ async fn child() {
         _ => None,
     });
     assert_eq!(observation.unwrap()["password"], "[redacted]", "an observation is scrubbed by its keys too");
+    let blamed: Vec<String> = journal
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepFailed { next: saga_runtime::journal::Next::Blame { requested, .. }, .. } => requested.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blamed.len(), 3, "the unfollowed blame of each re-prompt of `fail`: {blamed:?}");
+    assert!(blamed.iter().all(|name| name.starts_with("client_secret=") && name.contains("redacted")), "{blamed:?}");
     println!("CHILD DONE");
 }

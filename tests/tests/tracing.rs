@@ -9,7 +9,8 @@ use common::*;
 use saga_runtime::prelude::*;
 
 /// Tracing: a `saga` span (saga id), a `step` span per step, an `attempt` span per attempt and
-/// a `compensation` span per compensation attempt, recording the failure's class and level.
+/// a `compensation` span per compensation attempt, recording the failure's class and level, and
+/// for a blame, the step blamed and (on the blamed step's next attempt) the step that found it.
 #[tokio::test(start_paused = true)]
 async fn tracing_spans_name_the_saga_step_attempt_class_and_level() {
     use tracing_subscriber::layer::SubscriberExt;
@@ -77,6 +78,39 @@ async fn tracing_spans_name_the_saga_step_attempt_class_and_level() {
         ("traced-2".into(), "open_pr".into(), attempt.into(), "transient".into(), level.into())
     };
     assert_eq!(compensations, [c("1", ""), c("2", ""), c("3", ""), c("4", "4")]);
+
+    // A blame: the failing attempt names the step it blamed, and the blamed step's next attempt
+    // names the step that found its mistake.
+    spans_of(&spans_store).clear();
+    let red = StepError::logical("tests failed").blame(ReleasePrStep::open_pr);
+    let harness = Harness::with_script(Script::new().then("comment", [Plan::Fail(red)]));
+    let (runtime, _, _) = common::runtime(&harness, exact_backoff());
+    runtime.run_with_id(SagaId::new("traced-3"), ReleasePr::new()).await.unwrap();
+    let spans = spans_of(&spans_store).clone();
+    let attempts: Vec<(String, String, String, String, String)> = spans
+        .iter()
+        .filter(|s| s.0 == "attempt")
+        .map(|s| (s.field("step"), s.field("attempt"), s.field("level"), s.field("blamed"), s.field("found_by")))
+        .collect();
+    let a = |step: &str, attempt: &str, level: &str, blamed: &str, found_by: &str| {
+        (step.to_owned(), attempt.to_owned(), level.to_owned(), blamed.to_owned(), found_by.to_owned())
+    };
+    assert_eq!(
+        attempts,
+        [
+            a("open_pr", "1", "", "", ""),
+            a("run_tests", "1", "", "", ""),
+            a("comment", "1", "1", "open_pr", ""),
+            a("open_pr", "2", "", "", "comment"),
+            a("run_tests", "2", "", "", ""),
+            a("comment", "2", "", "", ""),
+            a("merge", "1", "", "", ""),
+            a("announce", "1", "", "", ""),
+        ]
+    );
+    let compensations: Vec<(String, String)> =
+        spans.iter().filter(|s| s.0 == "compensation").map(|s| (s.field("step"), s.field("attempt"))).collect();
+    assert_eq!(compensations, [("open_pr".to_owned(), "1".to_owned())]);
 }
 
 fn spans_of(spans: &Spans) -> std::sync::MutexGuard<'_, Vec<SpanRecord>> {

@@ -9,8 +9,8 @@ use super::record::{CompensationNext, Event, LandedEffect, Next, Payload, Record
 use crate::definition::{Definition, StepKind};
 use crate::error::{Failure, FailureKind};
 use crate::outcome::{
-    AttemptRecord, CompensationReason, CompensationRecord, Escalation, Level, RemovedOrphan, Report, RestartRecord,
-    Status, StoreOutage, Throttle,
+    AttemptRecord, BlameRecord, CompensationReason, CompensationRecord, Escalation, Level, RemovedOrphan, Report,
+    RestartRecord, Status, StoreOutage, Throttle,
 };
 
 /// Where the saga is, derived from the journal.
@@ -35,6 +35,9 @@ pub(crate) enum Then {
     Reprompt(usize),
     /// An environmental restart: run again from this step with fresh budgets.
     Restart(usize),
+    /// A later step blamed this one (`StepError::blame`): re-prompt it, and give the steps
+    /// after it fresh budgets.
+    Blame(usize),
 }
 
 impl Then {
@@ -46,6 +49,7 @@ impl Then {
             Then::Reprompt(_) if has_output => CompensationReason::Rejected,
             Then::Reprompt(_) => CompensationReason::HalfDone,
             Then::Restart(_) => CompensationReason::Restart,
+            Then::Blame(_) => CompensationReason::Blame,
         }
     }
 }
@@ -375,7 +379,13 @@ impl Progress {
                 state.output = Some(output.clone());
             }
         }
-        self.report.escalations.push(Escalation::of(failure, next.level()));
+        let mut escalation = Escalation::of(failure, next.level());
+        if let Next::Blame { blamed, .. } = next
+            && *blamed != step
+        {
+            escalation.blamed = Some(self.name(self.step_index(*blamed)?));
+        }
+        self.report.escalations.push(escalation);
         // A rejected output, or the effects of a failed attempt that its compensation can
         // undo, are compensated before the step runs again (a transient retry reuses the
         // landed effects instead).
@@ -399,6 +409,40 @@ impl Progress {
                 self.steps[i].pass += 1;
                 if undo_now {
                     self.phase = Phase::Compensating { queue: vec![i], then: Then::Reprompt(i) };
+                }
+            }
+            Next::Blame { blamed, tier, requested, note } => {
+                let b = self.step_index(*blamed)?;
+                if b > i {
+                    return Err(JournalError::new(format!("step {i} blamed the later step {b}")));
+                }
+                self.report.blames.push(BlameRecord {
+                    found_by: self.name(i),
+                    attempt: failure.attempt,
+                    blamed: requested.clone().unwrap_or_else(|| self.name(b)),
+                    reprompted: self.name(b),
+                    level: next.level(),
+                    note: note.clone(),
+                });
+                // The blamed step climbs its own rungs.
+                match tier {
+                    Some(tier) => self.steps[b].tier = *tier,
+                    None => self.steps[b].reprompts_used += 1,
+                }
+                for state in &mut self.steps[b..=i] {
+                    state.pass += 1;
+                }
+                if b == i {
+                    // Not followed: the failing step is re-prompted like for its own failure.
+                    if undo_now {
+                        self.phase = Phase::Compensating { queue: vec![i], then: Then::Reprompt(i) };
+                    }
+                } else {
+                    // What the blamed step sees as its `previous_error()`: the failure found
+                    // downstream, whose `step` names the step that found it.
+                    self.steps[b].last_failure = Some(failure.clone());
+                    let queue = self.undo_queue(b, i + usize::from(undo_now));
+                    self.phase = Phase::Compensating { queue, then: Then::Blame(b) };
                 }
             }
             Next::Restart { from, requested, note, observation } => {
@@ -557,8 +601,12 @@ impl Progress {
         self.deadline_ms = None;
         self.phase = match parked.clone() {
             Parked::Step { step: i, .. } => {
+                // A new pass through the ladder for every step: a step after the commit point
+                // that blames an earlier one whose rungs ran out gets them back too.
+                for state in &mut self.steps {
+                    state.fresh_budgets();
+                }
                 let state = &mut self.steps[i];
-                state.fresh_budgets();
                 state.restarts = 0;
                 state.pass += 1;
                 Phase::Forward(i)
@@ -642,6 +690,14 @@ impl Progress {
                     state.fresh_budgets();
                 }
                 self.phase = Phase::Forward(from);
+            }
+            Then::Blame(blamed) => {
+                // The steps after the blamed one run again on its new output: a new problem
+                // for them. The blamed step keeps climbing its own rungs.
+                for state in &mut self.steps[blamed + 1..] {
+                    state.fresh_budgets();
+                }
+                self.phase = Phase::Forward(blamed);
             }
         }
     }

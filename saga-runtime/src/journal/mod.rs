@@ -14,7 +14,7 @@ mod fold;
 mod record;
 mod timeline;
 
-pub(crate) use fold::{Parked, Phase, Progress, Then};
+pub(crate) use fold::{Parked, Phase, Progress, StepState, Then};
 pub use record::{CompensationNext, Event, LandedEffect, Next, Payload, Record};
 pub use timeline::{Summary, Timeline, summarize};
 

@@ -304,6 +304,26 @@ pub enum Next {
         /// The new state, visible to every later step.
         observation: Option<Arc<serde_json::Value>>,
     },
+    /// Level 1 or 2 (logical, blaming an earlier step with `StepError::blame`): compensate the
+    /// completed compensable steps from `blamed` to the failing step (last first), then run
+    /// `blamed` again with the failure as its `previous_error()`, on its own rungs; the steps
+    /// after it run again on its new output. A blame that cannot be followed names the failing
+    /// step as `blamed`, with the step it asked for in `requested` and why in `note`.
+    Blame {
+        /// Index of the step that runs again: the blamed one, or the failing one when the blame
+        /// was not followed.
+        blamed: u32,
+        /// Level 2: the stronger model tier the blamed step runs on (its re-prompts are used
+        /// up); `None` for a re-prompt (level 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tier: Option<u32>,
+        /// The step the failure blamed, when the blame was not followed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested: Option<String>,
+        /// Why the blame was not followed, when it was not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
     /// Level 3: notify, compensate everything, finish `Compensated`.
     RollBack,
     /// Level 4 after the commit point: page a human and park.
@@ -315,8 +335,8 @@ impl Next {
     pub fn level(&self) -> Level {
         match self {
             Next::Retry { .. } | Next::Restart { .. } => Level::Retry,
-            Next::Reprompt => Level::Reprompt,
-            Next::SwitchModel { .. } => Level::SwitchModel,
+            Next::Reprompt | Next::Blame { tier: None, .. } => Level::Reprompt,
+            Next::SwitchModel { .. } | Next::Blame { tier: Some(_), .. } => Level::SwitchModel,
             Next::RollBack => Level::Compensate,
             Next::Park => Level::PageHuman,
         }

@@ -55,6 +55,28 @@ impl fmt::Display for Timeline<'_> {
                     Next::Retry { delay } => write!(f, "retry in {delay:?}"),
                     Next::Reprompt => write!(f, "re-prompt with the error"),
                     Next::SwitchModel { tier } => write!(f, "retry on model tier {tier}"),
+                    Next::Blame { blamed, tier, requested, note } => {
+                        match (requested, tier) {
+                            (Some(_), None) => write!(f, "re-prompt with the error")?,
+                            (Some(_), Some(tier)) => write!(f, "retry on model tier {tier}")?,
+                            (None, None) => write!(
+                                f,
+                                "`{}` blamed `{}`: undo back to it and re-prompt it with this failure",
+                                failure.step,
+                                name(blamed)
+                            )?,
+                            (None, Some(tier)) => write!(
+                                f,
+                                "`{}` blamed `{}`: undo back to it and run it on model tier {tier} with this failure",
+                                failure.step,
+                                name(blamed)
+                            )?,
+                        }
+                        if let Some(note) = note {
+                            write!(f, " ({note})")?;
+                        }
+                        Ok(())
+                    }
                     Next::Restart { from, note, observation, .. } => {
                         write!(f, "environment changed: restart from `{}`", name(from))?;
                         if let Some(observation) = observation {

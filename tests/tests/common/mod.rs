@@ -75,6 +75,8 @@ pub struct Call {
     pub attempt: u32,
     pub tier: u32,
     pub previous_error: Option<String>,
+    /// The step that found `previous_error` (another step when it blamed this one).
+    pub previous_error_step: Option<String>,
     pub result: CallResult,
 }
 
@@ -131,6 +133,7 @@ impl Harness {
             attempt: cx.attempt(),
             tier: cx.model_tier(),
             previous_error: cx.previous_error().map(|f| f.message.clone()),
+            previous_error_step: cx.previous_error().map(|f| f.step.clone()),
             result,
         });
         match plan {
