@@ -48,6 +48,9 @@ pub(crate) struct Engine {
     pub(crate) limits: Arc<Limits>,
     /// Faults injected by the test harness (`testing::FaultMatrix`); `None` in production.
     pub(crate) faults: Option<Arc<dyn Faults>>,
+    /// Cancellations asked for sagas this runtime is driving: each driver looks before its
+    /// next attempt.
+    pub(crate) cancels: Mutex<std::collections::HashMap<SagaId, String>>,
 }
 
 /// What the driver does next.
@@ -402,6 +405,13 @@ impl<'r, S: Saga> Driver<'r, S> {
     }
 
     async fn attempt(&mut self, i: usize) -> Result<(), RuntimeError> {
+        let cancel = self.engine.cancels.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.saga_id);
+        if let Some(reason) = cancel
+            && self.progress.cannot_cancel().is_none()
+        {
+            tracing::warn!(saga_id = %self.saga_id, %reason, "cancelled by an operator: rolling back");
+            return self.record(Event::Cancelled { step: i as u32, reason });
+        }
         let step_def = &self.definition.steps()[i];
         let tier = self.progress.steps[i].tier;
         let attempt = match self.progress.steps[i].open_attempt {

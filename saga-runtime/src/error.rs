@@ -56,6 +56,8 @@ pub enum FailureKind {
     /// The runtime is configured wrong for the step (it calls a downstream whose rate limit
     /// was never declared): retrying cannot help, so the step fails for good at once.
     Misconfigured,
+    /// An operator cancelled the saga (`Runtime::cancel`): it was rolled back at once.
+    Cancelled,
     /// The saga ran past its deadline (`#[saga(deadline = ..)]` or a per-run deadline): it is
     /// rolled back (level 3), or parked for a human after its commit point.
     DeadlinePassed,
@@ -264,6 +266,7 @@ impl fmt::Display for Failure {
                     FailureKind::TooLarge => "returned more than a checkpoint holds",
                     FailureKind::Misconfigured => "cannot run as the runtime is configured",
                     FailureKind::DeadlinePassed => "ran past the saga's deadline",
+                    FailureKind::Cancelled => "was cancelled by an operator",
                     FailureKind::Error => "failed",
                 };
                 write!(f, "step `{}` {how} on attempt {} ({})", self.step, self.attempt, self.class)?

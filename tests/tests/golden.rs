@@ -160,6 +160,15 @@ fn every_record_kind_keeps_its_json() {
             Event::Resolved { step: 0, note: "released by hand".into() },
             r#"{"resolved":{"step":0,"note":"released by hand"}}"#,
         ),
+        (Event::Reminded, r#""reminded""#),
+        (
+            Event::OrphanRemoved { kind: "branch".into(), resource: "agent/x/1".into() },
+            r#"{"orphan_removed":{"kind":"branch","resource":"agent/x/1"}}"#,
+        ),
+        (
+            Event::Cancelled { step: 1, reason: "not needed".into() },
+            r#"{"cancelled":{"step":1,"reason":"not needed"}}"#,
+        ),
         (
             Event::Throttled { step: 0, attempt: 2, compensation: false, downstream: "bank".into(), waited_ms: 1250 },
             r#"{"throttled":{"step":0,"attempt":2,"compensation":false,"downstream":"bank","waited_ms":1250}}"#,

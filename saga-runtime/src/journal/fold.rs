@@ -274,6 +274,7 @@ impl Progress {
                 self.report.notified += 1;
             }
             Event::Paged => self.paged()?,
+            Event::Cancelled { step, reason } => self.cancelled(*step, reason)?,
             Event::Reminded => {
                 if !(matches!(self.phase, Phase::Parked(_)) && self.paged) {
                     return Err(JournalError::new("a `reminded` record for a saga that is not parked and paged"));
@@ -476,6 +477,55 @@ impl Progress {
                 self.phase = Phase::Parked(Parked::Step { step: i, failure: failure.clone() });
             }
         }
+        self.settle();
+        Ok(())
+    }
+
+    /// Why the saga cannot be cancelled now, if it cannot: it finished, rolls back already, or
+    /// passed its commit point (nothing after it is ever undone).
+    pub(crate) fn cannot_cancel(&self) -> Option<String> {
+        let commit_passed = self.definition.commit_index().is_some_and(|c| self.steps[c].output.is_some());
+        match &self.phase {
+            Phase::Finished(status) => Some(format!("it is {status} already")),
+            Phase::Compensating { .. } | Phase::Parked(Parked::Compensation { .. }) => {
+                Some("it is rolling back already (resume or resolve it to finish the rollback)".to_owned())
+            }
+            _ if commit_passed => Some(format!(
+                "it passed its commit point `{}`, after which nothing is undone: resume it, or finish it by hand",
+                self.definition.steps()[self.definition.commit_index().unwrap_or_default()].name()
+            )),
+            Phase::Forward(_) | Phase::Parked(Parked::Step { .. }) => None,
+        }
+    }
+
+    /// The step a saga stands at (for a cancellation).
+    pub(crate) fn current_step(&self) -> usize {
+        match &self.phase {
+            Phase::Forward(i) => (*i).min(self.steps.len().saturating_sub(1)),
+            Phase::Parked(Parked::Step { step, .. }) => *step,
+            _ => 0,
+        }
+    }
+
+    fn cancelled(&mut self, step: u32, reason: &str) -> Result<(), JournalError> {
+        let i = self.step_index(step)?;
+        if let Some(why) = self.cannot_cancel() {
+            return Err(JournalError::new(format!("a `cancelled` record while {why}")));
+        }
+        let failure = Failure {
+            step: self.name(i),
+            compensation: None,
+            class: crate::error::FailureClass::Logical,
+            kind: FailureKind::Cancelled,
+            attempt: self.steps[i].attempts,
+            message: format!("cancelled by an operator: {reason}"),
+        };
+        self.steps[i].open_attempt = None;
+        self.report.escalations.push(Escalation::of(&failure, Level::Compensate));
+        self.rollback_failure = Some(failure);
+        self.notified = false;
+        let queue = self.undo_queue(0, self.steps.len());
+        self.phase = Phase::Compensating { queue, then: Then::RollBack };
         self.settle();
         Ok(())
     }

@@ -192,6 +192,14 @@ pub enum Event {
         /// Whether a human was paged about it.
         paged: bool,
     },
+    /// An operator cancelled the saga (`Runtime::cancel`, `saga cancel`): it is rolled back
+    /// now (level 3), whatever step it stood at, as long as its commit point has not passed.
+    Cancelled {
+        /// The step it stood at.
+        step: u32,
+        /// Why, as the operator said.
+        reason: String,
+    },
     /// The pager was called again for a parked saga that had waited for a human longer than
     /// `Policy::repage_after` since its last page (by a sweep).
     Reminded,
@@ -248,6 +256,7 @@ impl Event {
             Event::Resolved { .. } => "resolved",
             Event::Throttled { .. } => "throttled",
             Event::Reminded => "reminded",
+            Event::Cancelled { .. } => "cancelled",
             Event::OrphanRemoved { .. } => "orphan_removed",
         }
     }
@@ -264,7 +273,8 @@ impl Event {
             | Event::CompensationDone { step, .. }
             | Event::CompensationFailed { step, .. }
             | Event::Resolved { step, .. }
-            | Event::Throttled { step, .. } => Some(*step),
+            | Event::Throttled { step, .. }
+            | Event::Cancelled { step, .. } => Some(*step),
             Event::Started { .. }
             | Event::Notified
             | Event::Paged

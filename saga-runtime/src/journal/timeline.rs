@@ -124,6 +124,14 @@ impl fmt::Display for Timeline<'_> {
             Event::Resolved { step, note } => {
                 write!(f, "{}: compensated by hand ({note:?}); the rollback continues", name(step))
             }
+            Event::Cancelled { step, reason } => {
+                write!(
+                    f,
+                    "{}: cancelled by an operator ({reason:?})\n    -> {}: roll back: compensate every completed step",
+                    name(step),
+                    Level::Compensate
+                )
+            }
             Event::Reminded => write!(f, "pager called again: still waiting for a human"),
             Event::OrphanRemoved { kind, resource } => {
                 write!(f, "sweep: removed {kind} `{resource}`, left behind by the saga")

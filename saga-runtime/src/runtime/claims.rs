@@ -27,6 +27,8 @@ pub(super) struct Claims {
     pub(super) lease: Duration,
     local: Mutex<LocalLocks>,
     held: Arc<AtomicUsize>,
+    /// The sagas this runtime holds now (what `cancel` looks at).
+    holding: Mutex<std::collections::HashSet<SagaId>>,
     heartbeat: AtomicBool,
 }
 
@@ -37,6 +39,7 @@ impl Claims {
             lease,
             local: Mutex::default(),
             held: Arc::default(),
+            holding: Mutex::default(),
             heartbeat: AtomicBool::new(false),
         }
     }
@@ -92,6 +95,7 @@ impl Held {
         self.released = true;
         let Some(inner) = self.inner.upgrade() else { return };
         inner.claims.held.fetch_sub(1, Ordering::Relaxed);
+        inner.claims.holding.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.saga_id);
         if released_by_last_write {
             return;
         }
@@ -111,6 +115,7 @@ impl Drop for Held {
         }
         let Some(inner) = self.inner.upgrade() else { return };
         inner.claims.held.fetch_sub(1, Ordering::Relaxed);
+        inner.claims.holding.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.saga_id);
         let store = inner.engine.store.clone();
         let (saga_id, fence) = (self.saga_id.clone(), self.fence.clone());
         let mut release = Box::pin(async move {
@@ -144,8 +149,15 @@ impl Inner {
     /// A saga this runtime just created (epoch 1), held from now on.
     pub(super) fn hold(self: &Arc<Self>, saga_id: &SagaId, fence: Fence, local: LocalGuard) -> Held {
         self.claims.held.fetch_add(1, Ordering::Relaxed);
+        self.claims.holding.lock().unwrap_or_else(|e| e.into_inner()).insert(saga_id.clone());
         self.start_heartbeat();
         Held { inner: Arc::downgrade(self), saga_id: saga_id.clone(), fence, released: false, _local: local }
+    }
+
+    /// Whether a task of this runtime drives (or waits to drive) `saga_id` now.
+    pub(super) fn drives(&self, saga_id: &SagaId) -> bool {
+        self.claims.holding.lock().unwrap_or_else(|e| e.into_inner()).contains(saga_id)
+            || self.claims.locks().contains_key(saga_id)
     }
 
     /// Claims an existing saga if nobody holds it now (a sweep's way: it never waits for a

@@ -157,6 +157,14 @@ pub enum RuntimeError {
         /// The downstreams the runtime declares.
         declared: String,
     },
+    /// `cancel` was called on a saga that cannot be rolled back any more.
+    #[error("saga `{saga_id}` cannot be cancelled: {reason}")]
+    CannotCancel {
+        /// The saga id.
+        saga_id: SagaId,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
     /// A sweep could not do its chore on a saga's resource (the resource kind's `remove`
     /// failed); the next sweep tries again.
     #[error("sweep of saga `{saga_id}`: {reason}; the next sweep tries again")]
@@ -193,7 +201,8 @@ impl RuntimeError {
             | RuntimeError::NoMatchingVersion { saga_id, .. }
             | RuntimeError::Unregistered { saga_id, .. }
             | RuntimeError::Journal { saga_id, .. }
-            | RuntimeError::Sweep { saga_id, .. } => Some(saga_id),
+            | RuntimeError::Sweep { saga_id, .. }
+            | RuntimeError::CannotCancel { saga_id, .. } => Some(saga_id),
             RuntimeError::UnknownLimit { .. } => None,
         }
     }

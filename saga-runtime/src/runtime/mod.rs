@@ -90,6 +90,8 @@ struct Registration {
     resolve: Erased,
     /// A sweep's chore on a stored saga (a reminder, an orphan's removal).
     chore: sweep::Choreman,
+    /// Rolls a stored saga back at once (`cancel`).
+    cancel: Erased,
 }
 
 fn attach_erased<S: Saga>(
@@ -108,6 +110,14 @@ fn resolve_erased<S: Saga>(
     Box::pin(async move {
         runtime.resolve_as::<S>(&saga_id, note.unwrap_or_default()).await.map(|outcome| outcome.status())
     })
+}
+
+fn cancel_erased<S: Saga>(
+    runtime: Runtime,
+    saga_id: SagaId,
+    reason: Option<String>,
+) -> BoxFuture<'static, Result<Status, RuntimeError>> {
+    Box::pin(async move { runtime.cancel_as::<S>(&saga_id, reason.unwrap_or_default()).await })
 }
 
 /// Configures a [`Runtime`]. Every setting has a default: a [`MemoryStore`],
@@ -197,6 +207,7 @@ impl RuntimeBuilder {
             attach: attach_erased::<S>,
             resolve: resolve_erased::<S>,
             chore: sweep::chore_erased::<S>,
+            cancel: cancel_erased::<S>,
         });
         self
     }
@@ -302,6 +313,7 @@ impl RuntimeBuilder {
                 engine: Engine {
                     limits,
                     faults: self.faults,
+                    cancels: Default::default(),
                     store,
                     codec,
                     policy: self.policy,
@@ -635,6 +647,36 @@ impl Runtime {
         let summary = self.summary(saga_id).await?;
         let registration = self.registration(saga_id, &summary)?;
         (registration.resolve)(self.clone(), saga_id.clone(), Some(note.into())).await
+    }
+
+    /// Cancels a saga: rolls it back now (level 3, failure kind `Cancelled`), compensating
+    /// every completed step in reverse order, whatever step it stands at, as long as its commit
+    /// point has not passed (after it nothing is undone: [`RuntimeError::CannotCancel`]). A saga
+    /// this runtime is driving right now rolls back before its next attempt, and `Running` is
+    /// returned; another saga is claimed (waiting while another process holds it), rolled back,
+    /// and its final status returned. The saga's type must be registered.
+    pub async fn cancel(&self, saga_id: &SagaId, reason: impl Into<String>) -> Result<Status, RuntimeError> {
+        let reason = reason.into();
+        let summary = self.summary(saga_id).await?;
+        let registration = self.registration(saga_id, &summary)?;
+        if self.inner.drives(saga_id) {
+            self.inner.engine.cancels.lock().unwrap_or_else(|e| e.into_inner()).insert(saga_id.clone(), reason);
+            return Ok(Status::Running);
+        }
+        (registration.cancel)(self.clone(), saga_id.clone(), Some(reason)).await
+    }
+
+    async fn cancel_as<S: Saga>(&self, saga_id: &SagaId, reason: String) -> Result<Status, RuntimeError> {
+        let (held, mut driver) = self.claim_and_load::<S>(saga_id).await?;
+        if let Some(why) = driver.progress.cannot_cancel() {
+            held.release(false).await;
+            return Err(RuntimeError::CannotCancel { saga_id: saga_id.clone(), reason: why });
+        }
+        let step = driver.progress.current_step();
+        driver.record(Event::Cancelled { step: step as u32, reason })?;
+        let outcome = driver.drive().await;
+        held.release(driver.released_by_last_write()).await;
+        outcome.map(|outcome| outcome.status())
     }
 
     async fn resolve_as<S: Saga>(&self, saga_id: &SagaId, note: String) -> Result<Outcome<S::Output>, RuntimeError> {

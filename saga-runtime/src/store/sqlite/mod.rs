@@ -58,6 +58,8 @@ pub struct SqliteOptions {
     keys: Option<Keyring>,
     busy_timeout: Duration,
     max_size: Option<u64>,
+    pub(super) exclusive: bool,
+    pub(super) reader: bool,
 }
 
 impl SqliteOptions {
@@ -69,7 +71,27 @@ impl SqliteOptions {
             keys: None,
             busy_timeout: Duration::from_secs(5),
             max_size: None,
+            exclusive: false,
+            reader: false,
         }
+    }
+
+    /// Holds the file alone (`true`): no other process can read it while this one runs (the
+    /// `saga` CLI cannot), and SQLite keeps the log's index in memory rather than in a `-shm`
+    /// file. Default `false`: readers may look while this process writes (measured cost on the
+    /// writer: see the README's Speed section). A disk too full for the `-shm` file falls back
+    /// to exclusive by itself.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// Opens the file only to read it, next to the process that owns it (the `saga` CLI's
+    /// way): no lock, no migration, no write; every write is refused with
+    /// [`StoreError::ReadOnly`]. The owner must not hold it [`exclusive`](Self::exclusive)ly.
+    pub fn reader(mut self) -> Self {
+        self.reader = true;
+        self
     }
 
     /// How hard each commit is synced (default [`Synchronous::Full`]).
@@ -112,7 +134,7 @@ impl SqliteOptions {
         let location = self.path.display().to_string();
         let thread = std::thread::Builder::new()
             .name("saga-sqlite-writer".to_owned())
-            .spawn(move || match schema::open(&options) {
+            .spawn(move || match if options.reader { schema::open_reader(&options) } else { schema::open(&options) } {
                 Ok(opened) => {
                     let _ = ready.send(Ok(opened.read_only));
                     let path = options.path.clone();

@@ -84,7 +84,8 @@ const SCHEMA_3: &str = "CREATE TABLE tombstones (
 /// What the store learned when it opened.
 pub(super) struct Opened {
     pub(super) connection: Connection,
-    pub(super) lock: File,
+    /// The process lock (`None` for a reader).
+    pub(super) lock: Option<File>,
     pub(super) watch: Watch,
     /// Why the store refuses writes, when it does.
     pub(super) read_only: Option<String>,
@@ -143,11 +144,25 @@ pub(super) fn open(options: &SqliteOptions) -> Result<Opened, StoreError> {
     let sql = |e: rusqlite::Error| sqlite_error(path, "opening the store", e);
     let mut connection = Connection::open(path).map_err(sql)?;
     connection.busy_timeout(options.busy_timeout).map_err(sql)?;
-    // First of all, before any read: the process holds the file exclusively (the lock above),
-    // so SQLite keeps the log's index in memory instead of a `-shm` file (which a full disk
-    // cannot extend), and need not take and release its file locks on every transaction.
-    connection.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(sql)?;
-    let application_id: i64 = connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
+    // First of all, before any read. By default the file is shared with readers (the `saga`
+    // CLI, `SqliteOptions::reader`): SQLite keeps the log's index in a `-shm` file. With
+    // `exclusive(true)`, or when that file cannot be made (a full disk), the process holds the
+    // file alone and keeps the index in memory.
+    if options.exclusive {
+        connection.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(sql)?;
+    }
+    let application_id: i64 = match connection.pragma_query_value(None, "application_id", |r| r.get(0)) {
+        Ok(id) => id,
+        Err(error) if !options.exclusive && is_transient(&error) => {
+            tracing::warn!(store = %location, %error, "cannot share the file with readers (the disk may be full): opening it exclusively");
+            drop(connection);
+            connection = Connection::open(path).map_err(sql)?;
+            connection.busy_timeout(options.busy_timeout).map_err(sql)?;
+            connection.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(sql)?;
+            connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?
+        }
+        Err(error) => return Err(sql(error)),
+    };
     let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
     let tables: i64 = connection.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(sql)?;
     if application_id != 0 && application_id != APPLICATION_ID {
@@ -235,7 +250,58 @@ pub(super) fn open(options: &SqliteOptions) -> Result<Opened, StoreError> {
         Err(error) => return Err(sql(error)),
     };
     let watch = Watch::new(path).map_err(|e| io("watching the database file", e))?;
-    Ok(Opened { connection, lock, watch, read_only, free_claims })
+    Ok(Opened { connection, lock: Some(lock), watch, read_only, free_claims })
+}
+
+/// Opens the file to read it while another process may own it (`SqliteOptions::reader`): no
+/// process lock, a read-only connection, no migration and no write of any kind. The owner must
+/// share the file with readers (its default), and the file must be of this version's schema.
+pub(super) fn open_reader(options: &SqliteOptions) -> Result<Opened, StoreError> {
+    let path = &options.path;
+    let location = path.display().to_string();
+    if !path.exists() {
+        return Err(StoreError::backend(format!(
+            "`{location}` does not exist: check the path (a saga store is created by the first runtime that opens it)"
+        )));
+    }
+    let sql = |e: rusqlite::Error| sqlite_error(path, "opening the store to read it", e);
+    let connection = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    connection.busy_timeout(options.busy_timeout).map_err(sql)?;
+    let version = match connection.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)) {
+        Ok(version) => version,
+        Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+            return Err(StoreError::Locked { location });
+        }
+        Err(error) => return Err(sql(error)),
+    };
+    let application_id: i64 = connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
+    if application_id != APPLICATION_ID {
+        return Err(StoreError::NotASagaStore {
+            location,
+            reason: format!("its application id is {application_id:#x}, not a saga store's"),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema { location, found: version, supported: SCHEMA_VERSION });
+    }
+    if version < SCHEMA_VERSION {
+        return Err(StoreError::backend(format!(
+            "`{location}` has schema version {version}, older than version {SCHEMA_VERSION} of this build: a reader changes nothing, so open it once with a runtime of this version (which migrates it), then read it"
+        )));
+    }
+    let read_only = check_keys(&connection, options, &location)?.or_else(|| {
+        Some("it was opened to read (`SqliteOptions::reader`): writes go through the process that owns it".to_owned())
+    });
+    let watch = Watch::new(path).map_err(|e| {
+        StoreError::Backend(
+            crate::store::BackendError::new(e).location(location.clone()).action("watching the database file"),
+        )
+    })?;
+    Ok(Opened { connection, lock: None, watch, read_only, free_claims: false })
 }
 
 /// The most bytes the write-ahead log keeps after a checkpoint.
@@ -343,7 +409,7 @@ fn check_keys(tx: &Connection, options: &SqliteOptions, location: &str) -> Resul
         sample: sample_id.as_ref().zip(sample.as_ref().map(|(_, input)| input.as_slice())),
     };
     let check = codec::check_keys(location, options.keyring(), sealing)?;
-    if let Some(canary) = check.new_canary {
+    if let Some(canary) = check.new_canary.filter(|_| !options.reader) {
         tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sealed', x'31'), ('key_check', ?1)", [canary])
             .map_err(sql)?;
     }

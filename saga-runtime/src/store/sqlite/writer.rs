@@ -121,7 +121,7 @@ pub(super) struct Writer {
     pub(super) connection: Connection,
     pub(super) watch: Watch,
     /// Keeps the process lock while the writer lives.
-    pub(super) _lock: std::fs::File,
+    pub(super) _lock: Option<std::fs::File>,
     pub(super) classify: Classify,
     /// Why the store refuses everything: its file was deleted, moved or replaced.
     pub(super) gone: Option<StoreError>,
@@ -171,6 +171,10 @@ impl Writer {
     /// deleted under the store is rescued instead: its frames, which this process still holds,
     /// are checkpointed into the database, and a new log is started at its path.
     fn still_there(&mut self) -> Result<(), StoreError> {
+        if self._lock.is_none() {
+            // A reader: the owner watches the files (and may delete its log when it closes).
+            return Ok(());
+        }
         if self.gone.is_none() && self.watch.log_is_gone() && !self.watch.database_is_gone() {
             match self.rescue_log() {
                 Ok(()) => tracing::warn!(
