@@ -179,7 +179,7 @@ fn parse_args() -> Result<Args, String> {
     if !SCENARIOS.iter().any(|(name, _, _)| *name == parsed.scenario) {
         return Err(format!("unknown scenario {:?}", parsed.scenario));
     }
-    if command != Command::Main && parsed.pg.is_none() {
+    if !matches!(command, Command::Main | Command::Worker) && parsed.pg.is_none() {
         return Err("workers share a PostgreSQL database: add --pg URL (for example --pg postgres://postgres@127.0.0.1:5432/postgres)".to_owned());
     }
     if let Some(step) = &parsed.crash_after {

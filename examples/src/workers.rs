@@ -62,14 +62,26 @@ async fn connect(url: &str) -> Result<PostgresStore> {
 
 /// `worker`: drives sagas until Ctrl-C (or, for the demo's children, until stdin closes).
 pub async fn worker(args: &Args) -> Result<ExitCode> {
-    let url = args.pg.as_deref().expect("checked by parse_args");
     fakes::name_process(&args.name);
-    let world = Arc::new(World::open(Some(&world_file(args))));
-    let store = connect(url).await?;
-    let runtime = demo_runtime(&world, Instant::now()).store(store).lease(LEASE).build();
+    let (runtime, place) = match (&args.pg, &args.db) {
+        (Some(url), _) => {
+            let world = Arc::new(World::open(Some(&world_file(args))));
+            let store = connect(url).await?;
+            (demo_runtime(&world, Instant::now()).store(store).lease(LEASE).build(), format!("schema {SCHEMA}"))
+        }
+        // On the main job's SQLite file (and its fakes' world): the process that owns the
+        // file, carrying out what `saga resolve`, `resume` or `cancel` ask for its sagas.
+        (None, Some(db)) => {
+            let world_file = args.world.clone().unwrap_or_else(|| crate::world_path(db));
+            let world = Arc::new(World::open(Some(&world_file)));
+            let store = saga_runtime::store::SqliteStore::open(db).await?;
+            (demo_runtime(&world, Instant::now()).store(store).build(), db.display().to_string())
+        }
+        (None, None) => return Err("give the worker a store: --db PATH or --pg URL".into()),
+    };
     let worker = runtime.worker().concurrency(4).spawn();
     println!(
-        "{}worker up (owner {}): claiming code-change sagas from schema {SCHEMA}; Ctrl-C stops it gracefully",
+        "{}worker up (owner {}): claiming code-change sagas from {place}; Ctrl-C stops it gracefully",
         fakes::process(),
         runtime.owner()
     );

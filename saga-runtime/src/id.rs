@@ -8,7 +8,8 @@ use std::sync::Arc;
 /// `Runtime::run` gives each new saga a UUIDv7 (time-ordered); `Runtime::run_with_id` takes
 /// one from the caller, which makes starting a saga idempotent: the same id never starts a
 /// second saga. Cloning is cheap (the text is shared).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct SagaId(Arc<str>);
 
 impl SagaId {

@@ -16,7 +16,7 @@ mod timeline;
 
 pub(crate) use fold::{Parked, Phase, Progress, StepState, Then};
 pub use record::{CompensationNext, Event, LandedEffect, Next, Payload, Record};
-pub use timeline::{Summary, Timeline, summarize};
+pub use timeline::{Summary, Timeline, TimelineLine, summarize};
 
 /// A journal that contradicts itself: records out of order, or a record that does not follow
 /// from the ones before it (it was edited, or written by a buggy version).

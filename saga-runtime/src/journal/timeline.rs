@@ -20,13 +20,44 @@ pub struct Timeline<'a> {
 impl fmt::Display for Timeline<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let steps = self.definition.steps();
-        let name = |i: &u32| steps.get(*i as usize).map_or("?", |s| s.name());
-        let compensation = |i: &u32| steps.get(*i as usize).and_then(|s| s.compensation()).unwrap_or("?");
-        match &self.record.event {
+        let names: Vec<&str> = steps.iter().map(|s| s.name()).collect();
+        let compensations: Vec<Option<&str>> = steps.iter().map(|s| s.compensation()).collect();
+        write_line(f, &names, &compensations, self.record)
+    }
+}
+
+/// A journal record as one line of a timeline, for a tool that has the step names but not the
+/// saga's code (the `saga` CLI reads them from the store's kept definitions).
+pub struct TimelineLine<'a> {
+    /// The step names, by index.
+    pub steps: &'a [&'a str],
+    /// The compensations, by step index.
+    pub compensations: &'a [Option<&'a str>],
+    /// The record.
+    pub record: &'a Record,
+}
+
+impl fmt::Display for TimelineLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_line(f, self.steps, self.compensations, self.record)
+    }
+}
+
+fn write_line(
+    f: &mut fmt::Formatter<'_>,
+    steps: &[&str],
+    compensations: &[Option<&str>],
+    record: &Record,
+) -> fmt::Result {
+    {
+        let name = |i: &u32| steps.get(*i as usize).copied().unwrap_or("?");
+        let compensation = |i: &u32| compensations.get(*i as usize).copied().flatten().unwrap_or("?");
+        let this = record;
+        match &this.event {
             Event::Started { saga, version, fingerprint, deadline_ms } => {
                 write!(f, "started {saga} v{version} ({fingerprint})")?;
                 if let Some(deadline) = deadline_ms {
-                    let left = deadline.saturating_sub(self.record.at_ms);
+                    let left = deadline.saturating_sub(this.at_ms);
                     write!(f, ", deadline in {:.1} s", left as f64 / 1000.0)?;
                 }
                 Ok(())

@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     claims: Claims,
     /// The kinds of resource a sweep looks for orphans of.
     orphan_kinds: Vec<OrphanKind>,
+    /// The fingerprints of the definitions this runtime has kept in the store already.
+    defined: std::sync::Mutex<std::collections::HashSet<&'static str>>,
     /// The retention policy the background pruner applies, if any.
     retention: Option<Retention>,
     /// Whether the background pruner runs.
@@ -92,6 +94,8 @@ struct Registration {
     chore: sweep::Choreman,
     /// Rolls a stored saga back at once (`cancel`).
     cancel: Erased,
+    /// Un-parks a stored saga (`resume`).
+    resume: Erased,
 }
 
 fn attach_erased<S: Saga>(
@@ -110,6 +114,14 @@ fn resolve_erased<S: Saga>(
     Box::pin(async move {
         runtime.resolve_as::<S>(&saga_id, note.unwrap_or_default()).await.map(|outcome| outcome.status())
     })
+}
+
+fn resume_erased<S: Saga>(
+    runtime: Runtime,
+    saga_id: SagaId,
+    _: Option<String>,
+) -> BoxFuture<'static, Result<Status, RuntimeError>> {
+    Box::pin(async move { runtime.resume::<S>(&saga_id).await.map(|outcome| outcome.status()) })
 }
 
 fn cancel_erased<S: Saga>(
@@ -208,6 +220,7 @@ impl RuntimeBuilder {
             resolve: resolve_erased::<S>,
             chore: sweep::chore_erased::<S>,
             cancel: cancel_erased::<S>,
+            resume: resume_erased::<S>,
         });
         self
     }
@@ -327,6 +340,7 @@ impl RuntimeBuilder {
                 registrations: self.registrations,
                 claims: Claims::new(self.lease),
                 orphan_kinds: self.orphan_kinds,
+                defined: Default::default(),
                 retention: self.retention,
                 pruner: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -498,6 +512,7 @@ impl Runtime {
     ) -> Result<Outcome<S::Output>, RuntimeError> {
         check_limits(S::definition(), &self.inner.engine.limits)?;
         self.start_pruner();
+        self.define(S::definition()).await;
         let (input, secrets) = encode_input(&saga_id, &saga)?;
         let local = if fresh { self.inner.unshared(&saga_id) } else { self.inner.lock_locally(&saga_id).await };
         let engine = &self.inner.engine;
@@ -647,6 +662,66 @@ impl Runtime {
         let summary = self.summary(saga_id).await?;
         let registration = self.registration(saga_id, &summary)?;
         (registration.resolve)(self.clone(), saga_id.clone(), Some(note.into())).await
+    }
+
+    /// Keeps `definition` in the store for tools (once per runtime and type; a store that
+    /// cannot keep definitions, or refuses writes, is fine: tools then show step numbers).
+    pub(crate) async fn define(&self, definition: &'static crate::Definition) {
+        let first = self.inner.defined.lock().unwrap_or_else(|e| e.into_inner()).insert(definition.fingerprint());
+        if !first {
+            return;
+        }
+        let stored = crate::store::StoredDefinition::of(definition);
+        if let Err(error) = self.inner.engine.store.save_definition(stored).await {
+            tracing::debug!(saga = definition.name(), %error, "the store does not keep the saga's definition");
+        }
+    }
+
+    /// Carries out the operators' requests this runtime can (`saga resume`, `resolve`,
+    /// `cancel`, `sweep` leave them in the store for the process that owns the saga): those of
+    /// sagas of its registered types, and sweeps. Workers do it by themselves; a process that
+    /// owns an embedded store without running a worker calls this now and then. Returns the
+    /// requests it carried out, with how each ended.
+    pub async fn serve_requests(&self) -> Result<Vec<crate::store::Request>, RuntimeError> {
+        use crate::store::{RequestAction, RequestState};
+        let taken =
+            self.inner.engine.store.take_requests(&self.inner.claims.owner, &self.kinds(), 16, now_ms()).await?;
+        let mut served = Vec::with_capacity(taken.len());
+        for mut request in taken {
+            let outcome: Result<String, RuntimeError> = match (request.action, &request.saga_id) {
+                (RequestAction::Sweep, _) => self.sweep().await.map(|report| report.to_string()),
+                (_, None) => Err(RuntimeError::Store {
+                    saga_id: None,
+                    error: crate::store::StoreError::backend("the request names no saga"),
+                }),
+                (action, Some(saga_id)) => {
+                    let note = request.note.clone();
+                    let done = async {
+                        let summary = self.summary(saga_id).await?;
+                        let registration = self.registration(saga_id, &summary)?;
+                        match action {
+                            RequestAction::Resume => (registration.resume)(self.clone(), saga_id.clone(), None).await,
+                            RequestAction::Resolve => self.resolve(saga_id, note).await,
+                            _ => self.cancel(saga_id, note).await,
+                        }
+                    };
+                    done.await.map(|status| match status {
+                        Status::Running => format!("{}: the saga rolls back before its next step", action.as_str()),
+                        status => format!("{}: the saga is {status} now", action.as_str()),
+                    })
+                }
+            };
+            let (state, result) = match outcome {
+                Ok(text) => (RequestState::Done, text),
+                Err(error) => (RequestState::Failed, error.to_string()),
+            };
+            tracing::info!(request = request.id, action = request.action.as_str(), state = state.as_str(), %result, "carried out an operator's request");
+            self.inner.engine.store.finish_request(request.id, state, result.clone(), now_ms()).await?;
+            request.state = state;
+            request.result = Some(result);
+            served.push(request);
+        }
+        Ok(served)
     }
 
     /// Cancels a saga: rolls it back now (level 3, failure kind `Cancelled`), compensating

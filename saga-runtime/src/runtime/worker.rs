@@ -165,10 +165,24 @@ async fn run(config: WorkerBuilder, mut stop: watch::Receiver<bool>, stats: Arc<
     let mut wakeups = runtime.store().wakeups();
     let mut drives: JoinSet<()> = JoinSet::new();
     let mut sweeping: Option<tokio::task::JoinHandle<()>> = None;
+    let mut serving: Option<tokio::task::JoinHandle<()>> = None;
+    for registration in &runtime.inner.registrations {
+        runtime.define(registration.definition).await;
+    }
     let mut next_sweep = config.sweep_every.map(|every| tokio::time::Instant::now() + every);
     loop {
         if *stop.borrow() {
             break;
+        }
+        // Operators' requests (`saga resume`, `cancel`, ...), on a task of their own: one may
+        // drive a saga for a while.
+        if serving.as_ref().is_none_or(|task| task.is_finished()) {
+            let runtime = runtime.clone();
+            serving = Some(tokio::spawn(async move {
+                if let Err(error) = runtime.serve_requests().await {
+                    tracing::debug!(%error, "could not take operators' requests");
+                }
+            }));
         }
         if let (Some(every), Some(at)) = (config.sweep_every, next_sweep)
             && tokio::time::Instant::now() >= at
@@ -222,6 +236,9 @@ async fn run(config: WorkerBuilder, mut stop: watch::Receiver<bool>, stats: Arc<
     }
     if let Some(sweep) = sweeping {
         sweep.abort();
+    }
+    if let Some(serve) = serving {
+        let _ = serve.await;
     }
     let grace = tokio::time::sleep(config.grace);
     tokio::pin!(grace);
@@ -307,6 +324,7 @@ impl Runtime {
         deadline: Option<super::RunDeadline>,
     ) -> Result<SagaId, RuntimeError> {
         super::check_limits(S::definition(), &self.inner.engine.limits)?;
+        self.define(S::definition()).await;
         let (input, _) = super::encode_input(&saga_id, &saga)?;
         let new = self.new_saga::<S>(&saga_id, &input, None, deadline)?.saga;
         match self.store().create(new).await.map_err(|e| RuntimeError::store(&saga_id, e))? {

@@ -1,11 +1,12 @@
 //! The in-memory store: the default, for tests and for runs that need no durability.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, Order, PruneCursor, PruneQuery,
-    RecordRow, SagaKind, SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Tombstone, Wakeup,
+    Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewRequest, NewSaga, Order, PruneCursor,
+    PruneQuery, RecordRow, Request, RequestState, SagaKind, SagaPage, SagaQuery, SagaSummary, StoreError,
+    StoredDefinition, StoredSaga, Tombstone, Wakeup,
 };
 use crate::BoxFuture;
 use crate::id::SagaId;
@@ -32,7 +33,14 @@ struct Inner {
     order: BTreeSet<(u64, SagaId)>,
     /// What is left of pruned sagas.
     tombstones: HashMap<SagaId, Tombstone>,
+    /// The saga types' definitions, by name and fingerprint.
+    definitions: BTreeMap<(String, String), StoredDefinition>,
+    /// Operators' requests, oldest first, with the kind each is for and when it was taken.
+    requests: Vec<(Request, Option<(String, String)>, Option<u64>)>,
 }
+
+/// A request taken by a process that did not finish it within this long is offered again.
+pub(super) const REQUEST_RETAKE_MS: u64 = 60_000;
 
 /// A finished saga's place in the order of pruning.
 fn prune_key(summary: &SagaSummary) -> (u64, &str) {
@@ -325,6 +333,86 @@ impl CheckpointStore for MemoryStore {
 
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
         Some(self.wakeups.subscribe())
+    }
+
+    fn save_definition(&self, definition: StoredDefinition) -> BoxFuture<'_, Result<(), StoreError>> {
+        let key = (definition.name.clone(), definition.fingerprint.clone());
+        self.lock().definitions.insert(key, definition);
+        ready(Ok(()))
+    }
+
+    fn definitions(&self) -> BoxFuture<'_, Result<Vec<StoredDefinition>, StoreError>> {
+        ready(Ok(self.lock().definitions.values().cloned().collect()))
+    }
+
+    fn submit(&self, request: NewRequest) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut inner = self.lock();
+        let id = inner.requests.len() as u64 + 1;
+        let stored = Request {
+            id,
+            action: request.action,
+            saga_id: request.saga_id,
+            saga: request.kind.as_ref().map(|(name, _)| name.clone()),
+            note: request.note,
+            requested_at_ms: request.at_ms,
+            state: RequestState::Pending,
+            taken_by: None,
+            result: None,
+            done_at_ms: None,
+        };
+        inner.requests.push((stored, request.kind, None));
+        drop(inner);
+        let _ = self.wakeups.send(Wakeup::Due);
+        ready(Ok(id))
+    }
+
+    fn take_requests<'a>(
+        &'a self,
+        owner: &'a str,
+        kinds: &'a [SagaKind],
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Request>, StoreError>> {
+        let mut inner = self.lock();
+        let mut taken = Vec::new();
+        for (request, kind, taken_at) in &mut inner.requests {
+            if taken.len() >= limit {
+                break;
+            }
+            let offered = request.state == RequestState::Pending
+                || (request.state == RequestState::Taken
+                    && taken_at.is_some_and(|at| at + REQUEST_RETAKE_MS <= now_ms));
+            let ours = match kind {
+                None => true,
+                Some((name, fingerprint)) => kinds.iter().any(|k| k.name == *name && k.fingerprint == *fingerprint),
+            };
+            if offered && ours {
+                request.state = RequestState::Taken;
+                request.taken_by = Some(owner.to_owned());
+                *taken_at = Some(now_ms);
+                taken.push(request.clone());
+            }
+        }
+        ready(Ok(taken))
+    }
+
+    fn finish_request(
+        &self,
+        id: u64,
+        state: RequestState,
+        result: String,
+        at_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        if let Some((request, _, _)) = self.lock().requests.iter_mut().find(|(r, _, _)| r.id == id) {
+            request.state = state;
+            request.result = Some(result);
+            request.done_at_ms = Some(at_ms);
+        }
+        ready(Ok(()))
+    }
+
+    fn requests(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Request>, StoreError>> {
+        ready(Ok(self.lock().requests.iter().rev().take(limit).map(|(r, _, _)| r.clone()).collect()))
     }
 
     fn location(&self) -> String {

@@ -44,6 +44,7 @@
 
 mod error;
 mod memory;
+mod operator;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
@@ -51,6 +52,7 @@ mod sqlite;
 
 pub use error::{BackendError, StoreError};
 pub use memory::MemoryStore;
+pub use operator::{NewRequest, Request, RequestAction, RequestState, StoredDefinition, StoredStep};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
@@ -785,6 +787,58 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn lock_item<'a>(&'a self, item: &'a str) -> BoxFuture<'a, Result<Option<ItemLock>, StoreError>> {
         let key = format!("{}\n{item}", self.location());
         Box::pin(async move { Ok(ItemLock::in_process(key)) })
+    }
+
+    /// Keeps the definition of a saga type a runtime drives (the same one again changes
+    /// nothing), so that tools without the code (the `saga` CLI) can name steps and draw
+    /// graphs.
+    fn save_definition(&self, definition: StoredDefinition) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = definition;
+        unsupported(self, "keeping saga definitions")
+    }
+
+    /// Every definition kept by [`save_definition`](Self::save_definition).
+    fn definitions(&self) -> BoxFuture<'_, Result<Vec<StoredDefinition>, StoreError>> {
+        unsupported(self, "keeping saga definitions")
+    }
+
+    /// Leaves a request (resume, resolve, cancel, sweep) for a process that can carry it out,
+    /// and returns its number. A tool may submit next to the process that owns the store.
+    fn submit(&self, request: NewRequest) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let _ = request;
+        unsupported(self, "operators' requests")
+    }
+
+    /// Takes up to `limit` pending requests that `owner` can carry out: those of sagas of
+    /// `kinds`, and those of no saga (a sweep). A request taken by a process that died is
+    /// offered again after a minute.
+    fn take_requests<'a>(
+        &'a self,
+        owner: &'a str,
+        kinds: &'a [SagaKind],
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Request>, StoreError>> {
+        let _ = (owner, kinds, limit, now_ms);
+        unsupported(self, "operators' requests")
+    }
+
+    /// Records how a taken request ended.
+    fn finish_request(
+        &self,
+        id: u64,
+        state: RequestState,
+        result: String,
+        at_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = (id, state, result, at_ms);
+        unsupported(self, "operators' requests")
+    }
+
+    /// The newest `limit` requests, newest first.
+    fn requests(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Request>, StoreError>> {
+        let _ = limit;
+        unsupported(self, "operators' requests")
     }
 
     /// Rate limits shared by every process that uses this store, so that all the workers of

@@ -32,6 +32,7 @@ use super::{
 use crate::BoxFuture;
 use crate::id::SagaId;
 use crate::seal::Keyring;
+use crate::store::{NewRequest, StoredDefinition};
 
 /// How to connect a [`PostgresStore`].
 ///
@@ -440,6 +441,77 @@ impl CheckpointStore for PostgresStore {
     #[cfg(feature = "encryption")]
     fn keyring(&self) -> Option<&Keyring> {
         self.shared.keys.as_ref()
+    }
+
+    fn save_definition(&self, definition: StoredDefinition) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.refuse_writes()?;
+            queries::save_definition(&self.shared.pool, &self.shared.schema, &definition, crate::writer::now_ms())
+                .await
+                .map_err(|e| self.error("keeping a saga definition", e))
+        })
+    }
+
+    fn definitions(&self) -> BoxFuture<'_, Result<Vec<StoredDefinition>, StoreError>> {
+        Box::pin(async move {
+            queries::definitions(&self.shared.pool, &self.shared.schema)
+                .await
+                .map_err(|e| self.error("reading the saga definitions", e))?
+        })
+    }
+
+    fn submit(&self, request: NewRequest) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let channel = listen::channel(&self.shared.schema);
+            queries::submit(&self.shared.pool, &self.shared.schema, &channel, &request)
+                .await
+                .map_err(|e| self.error("leaving a request for the workers", e))
+        })
+    }
+
+    fn take_requests<'a>(
+        &'a self,
+        owner: &'a str,
+        kinds: &'a [super::SagaKind],
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<super::Request>, StoreError>> {
+        Box::pin(async move {
+            self.refuse_writes()?;
+            queries::take_requests(
+                &self.shared.pool,
+                &self.shared.schema,
+                owner,
+                kinds,
+                limit,
+                now_ms,
+                super::memory::REQUEST_RETAKE_MS,
+            )
+            .await
+            .map_err(|e| self.error("taking operators' requests", e))
+        })
+    }
+
+    fn finish_request(
+        &self,
+        id: u64,
+        state: super::RequestState,
+        result: String,
+        at_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            queries::finish_request(&self.shared.pool, &self.shared.schema, id, state, &result, at_ms)
+                .await
+                .map_err(|e| self.error("recording how a request ended", e))
+        })
+    }
+
+    fn requests(&self, limit: usize) -> BoxFuture<'_, Result<Vec<super::Request>, StoreError>> {
+        Box::pin(async move {
+            queries::requests(&self.shared.pool, &self.shared.schema, limit)
+                .await
+                .map_err(|e| self.error("reading operators' requests", e))
+        })
     }
 
     fn lock_item<'a>(&'a self, item: &'a str) -> BoxFuture<'a, Result<Option<super::ItemLock>, StoreError>> {

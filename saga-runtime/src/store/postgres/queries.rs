@@ -8,8 +8,9 @@ use sqlx::{PgConnection, PgPool, Row};
 use crate::id::SagaId;
 use crate::outcome::Status;
 use crate::store::{
-    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewSaga, Order, PruneCursor, PruneQuery, RecordRow, SagaKind,
-    SagaQuery, SagaSummary, StoreError, StoredSaga, Tombstone,
+    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewRequest, NewSaga, Order, PruneCursor, PruneQuery, RecordRow,
+    Request, RequestAction, RequestState, SagaKind, SagaQuery, SagaSummary, StoreError, StoredDefinition, StoredSaga,
+    Tombstone,
 };
 
 const SAGA_COLUMNS: &str = "id, name, version, fingerprint, status, stage, records, head, created_at, updated_at, due_at, owner, lease_until, epoch";
@@ -475,4 +476,149 @@ pub(super) async fn expire_tombstones(
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
+}
+
+// ------------------------------------------------------------------ operators' tables
+
+pub(super) async fn save_definition(
+    pool: &PgPool,
+    schema: &str,
+    definition: &StoredDefinition,
+    now_ms: u64,
+) -> sqlx::Result<()> {
+    let body = serde_json::to_string(definition).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(safe(format!(
+        "INSERT INTO {schema}.definitions (name, fingerprint, version, body, seen_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name, fingerprint) DO UPDATE SET body = EXCLUDED.body, seen_at = EXCLUDED.seen_at"
+    )))
+    .bind(&definition.name)
+    .bind(&definition.fingerprint)
+    .bind(definition.version as i32)
+    .bind(body)
+    .bind(now_ms as i64)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn definitions(
+    pool: &PgPool,
+    schema: &str,
+) -> sqlx::Result<Result<Vec<StoredDefinition>, StoreError>> {
+    let bodies: Vec<String> =
+        sqlx::query_scalar(safe(format!("SELECT body FROM {schema}.definitions ORDER BY name, version")))
+            .fetch_all(pool)
+            .await?;
+    Ok(bodies
+        .iter()
+        .map(|body| {
+            serde_json::from_str(body)
+                .map_err(|e| StoreError::backend(format!("a stored saga definition cannot be read ({e})")))
+        })
+        .collect())
+}
+
+pub(super) async fn submit(pool: &PgPool, schema: &str, channel: &str, request: &NewRequest) -> sqlx::Result<u64> {
+    let (saga, fingerprint) = match &request.kind {
+        Some((name, fingerprint)) => (Some(name.as_str()), Some(fingerprint.as_str())),
+        None => (None, None),
+    };
+    let id: i64 = sqlx::query_scalar(safe(format!(
+        "WITH made AS (
+             INSERT INTO {schema}.requests (action, saga_id, saga, fingerprint, note, requested_at, state)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending') RETURNING id
+         ), announced AS (SELECT pg_notify($7, 'due'))
+         SELECT id FROM made, announced"
+    )))
+    .bind(request.action.as_str())
+    .bind(request.saga_id.as_ref().map(SagaId::as_str))
+    .bind(saga)
+    .bind(fingerprint)
+    .bind(&request.note)
+    .bind(request.at_ms as i64)
+    .bind(channel)
+    .fetch_one(pool)
+    .await?;
+    Ok(id as u64)
+}
+
+const REQUEST_COLUMNS: &str = "id, action, saga_id, saga, note, requested_at, state, taken_by, result, done_at";
+
+fn request(row: &PgRow) -> Request {
+    let action: String = row.get(1);
+    let state: String = row.get(6);
+    Request {
+        id: row.get::<i64, _>(0) as u64,
+        action: RequestAction::parse(&action).unwrap_or(RequestAction::Sweep),
+        saga_id: row.get::<Option<String>, _>(2).map(SagaId::new),
+        saga: row.get(3),
+        note: row.get(4),
+        requested_at_ms: row.get::<i64, _>(5) as u64,
+        state: RequestState::parse(&state).unwrap_or(RequestState::Failed),
+        taken_by: row.get(7),
+        result: row.get(8),
+        done_at_ms: row.get::<Option<i64>, _>(9).map(|t| t as u64),
+    }
+}
+
+/// Takes open requests of the given kinds (and the sagaless ones), one taker each (`SKIP
+/// LOCKED`); a request taken longer ago than `retake_after_ms` is offered again.
+pub(super) async fn take_requests(
+    pool: &PgPool,
+    schema: &str,
+    owner: &str,
+    kinds: &[SagaKind],
+    limit: usize,
+    now_ms: u64,
+    retake_after_ms: u64,
+) -> sqlx::Result<Vec<Request>> {
+    let names: Vec<&str> = kinds.iter().map(|k| k.name.as_str()).collect();
+    let fingerprints: Vec<&str> = kinds.iter().map(|k| k.fingerprint.as_str()).collect();
+    let rows = sqlx::query(safe(format!(
+        "UPDATE {schema}.requests SET state = 'taken', taken_by = $1, taken_at = $2
+         WHERE id IN (
+             SELECT id FROM {schema}.requests
+             WHERE (state = 'pending' OR (state = 'taken' AND taken_at <= $3))
+               AND (saga IS NULL OR (saga, fingerprint) IN (SELECT * FROM UNNEST($4::text[], $5::text[])))
+             ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED
+         )
+         RETURNING {REQUEST_COLUMNS}"
+    )))
+    .bind(owner)
+    .bind(now_ms as i64)
+    .bind(now_ms.saturating_sub(retake_after_ms) as i64)
+    .bind(&names)
+    .bind(&fingerprints)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    let mut taken: Vec<Request> = rows.iter().map(request).collect();
+    taken.sort_by_key(|r| r.id);
+    Ok(taken)
+}
+
+pub(super) async fn finish_request(
+    pool: &PgPool,
+    schema: &str,
+    id: u64,
+    state: RequestState,
+    result: &str,
+    at_ms: u64,
+) -> sqlx::Result<()> {
+    sqlx::query(safe(format!("UPDATE {schema}.requests SET state = $2, result = $3, done_at = $4 WHERE id = $1")))
+        .bind(id as i64)
+        .bind(state.as_str())
+        .bind(result)
+        .bind(at_ms as i64)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn requests(pool: &PgPool, schema: &str, limit: usize) -> sqlx::Result<Vec<Request>> {
+    let rows = sqlx::query(safe(format!("SELECT {REQUEST_COLUMNS} FROM {schema}.requests ORDER BY id DESC LIMIT $1")))
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(request).collect())
 }

@@ -9,14 +9,15 @@ use crate::seal::Keyring;
 use crate::store::StoreError;
 
 /// The newest schema version this build knows.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// What marks a PostgreSQL schema as a saga store.
 const APPLICATION: &str = "saga-runtime";
 
 /// The migrations, in order: version `n` is `MIGRATIONS[n - 1]`. `{s}` is the schema.
 /// Version 2: the rate-limit buckets shared by every worker; tombstones of pruned sagas, and
-/// the index of finished sagas by the time they finished that pruning walks.
+/// the index of finished sagas by the time they finished that pruning walks. Version 3: the
+/// saga types' definitions and operators' requests, for tools.
 const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE {s}.sagas (
@@ -73,6 +74,31 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tombstones_by_pruned ON {s}.tombstones (pruned_at, id);
     CREATE INDEX sagas_finished ON {s}.sagas (updated_at, id) WHERE status IN ('completed', 'compensated');
+",
+    "
+    CREATE TABLE {s}.definitions (
+        name        TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        seen_at     BIGINT NOT NULL,
+        PRIMARY KEY (name, fingerprint)
+    );
+    CREATE TABLE {s}.requests (
+        id           BIGSERIAL PRIMARY KEY,
+        action       TEXT NOT NULL,
+        saga_id      TEXT,
+        saga         TEXT,
+        fingerprint  TEXT,
+        note         TEXT NOT NULL,
+        requested_at BIGINT NOT NULL,
+        state        TEXT NOT NULL,
+        taken_by     TEXT,
+        taken_at     BIGINT,
+        result       TEXT,
+        done_at      BIGINT
+    );
+    CREATE INDEX requests_open ON {s}.requests (id) WHERE state IN ('pending', 'taken');
 ",
 ];
 

@@ -31,8 +31,9 @@ use tokio::sync::oneshot;
 use self::queries::{Found, QueryError};
 use self::writer::{Command, Job, Writer};
 use super::{
-    BackendError, Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, PruneCursor,
-    PruneQuery, RecordRow, SagaPage, SagaQuery, SagaSummary, StoreError, StoredSaga, Tombstone, Wakeup,
+    BackendError, Checkpoint, CheckpointStore, Claim, ClaimRequest, Claimed, Created, Fence, NewRequest, NewSaga,
+    PruneCursor, PruneQuery, RecordRow, Request, RequestState, SagaKind, SagaPage, SagaQuery, SagaSummary, StoreError,
+    StoredDefinition, StoredSaga, Tombstone, Wakeup,
 };
 use crate::BoxFuture;
 use crate::id::SagaId;
@@ -505,6 +506,69 @@ impl CheckpointStore for SqliteStore {
     /// the next sagas.
     fn reclaim(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.write(0, |c| queries::reclaim(c, RECLAIM_STEP)))
+    }
+
+    fn save_definition(&self, definition: StoredDefinition) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(0, move |c| queries::save_definition(c, &definition, crate::writer::now_ms())))
+    }
+
+    fn definitions(&self) -> BoxFuture<'_, Result<Vec<StoredDefinition>, StoreError>> {
+        Box::pin(self.read(queries::definitions))
+    }
+
+    /// Through the writer of the process that owns the file; from a reader
+    /// ([`SqliteOptions::reader`]), on a short connection of its own: a request is not a saga,
+    /// and SQLite orders the two writers.
+    fn submit(&self, request: NewRequest) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            if self.shared.read_only.is_none() {
+                let id = self.write(0, move |c| queries::submit(c, &request)).await?;
+                let _ = self.shared.wakeups.send(Wakeup::Due);
+                return Ok(id);
+            }
+            let path = self.shared.path.clone();
+            tokio::task::spawn_blocking(move || {
+                let sql = |e: rusqlite::Error| {
+                    sqlite_error(&path, "leaving a request for the process that owns the store", e)
+                };
+                let connection =
+                    Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(sql)?;
+                connection.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
+                queries::submit(&connection, &request).map_err(|error| match error {
+                    QueryError::Store(error) => error,
+                    QueryError::Sql(error) => sql(error),
+                })
+            })
+            .await
+            .map_err(|e| StoreError::backend(format!("the request could not be written: {e}")))?
+        })
+    }
+
+    fn take_requests<'a>(
+        &'a self,
+        owner: &'a str,
+        kinds: &'a [SagaKind],
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Request>, StoreError>> {
+        let (owner, kinds) = (owner.to_owned(), kinds.to_vec());
+        Box::pin(self.write(0, move |c| {
+            queries::take_requests(c, &owner, &kinds, limit, now_ms, super::memory::REQUEST_RETAKE_MS)
+        }))
+    }
+
+    fn finish_request(
+        &self,
+        id: u64,
+        state: RequestState,
+        result: String,
+        at_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(0, move |c| queries::finish_request(c, id, state, &result, at_ms)))
+    }
+
+    fn requests(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Request>, StoreError>> {
+        Box::pin(self.read(move |c| queries::requests(c, limit)))
     }
 
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {

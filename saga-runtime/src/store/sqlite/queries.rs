@@ -6,8 +6,9 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 use crate::id::SagaId;
 use crate::outcome::Status;
 use crate::store::{
-    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewSaga, Order, PruneCursor, PruneQuery, RecordRow, SagaKind,
-    SagaQuery, SagaSummary, StoreError, StoredSaga, Tombstone,
+    Checkpoint, Claim, ClaimRequest, Claimed, Fence, NewRequest, NewSaga, Order, PruneCursor, PruneQuery, RecordRow,
+    Request, RequestAction, RequestState, SagaKind, SagaQuery, SagaSummary, StoreError, StoredDefinition, StoredSaga,
+    Tombstone,
 };
 
 const SAGA_COLUMNS: &str = "id, name, version, fingerprint, status, stage, records, head, created_at, updated_at, due_at, owner, lease_until, epoch";
@@ -482,3 +483,126 @@ pub(super) fn reclaim(connection: &Connection, most: i64) -> Result<u64> {
 
 /// Free pages a file always keeps (1 MiB of 4 KiB pages).
 const RESERVE_PAGES: i64 = 256;
+
+// ------------------------------------------------------------------ operators' tables
+
+pub(super) fn save_definition(connection: &Connection, definition: &StoredDefinition, now_ms: u64) -> Result<()> {
+    let body = serde_json::to_string(definition).map_err(|e| QueryError::Store(StoreError::backend(e)))?;
+    connection
+        .prepare_cached(
+            "INSERT INTO definitions (name, fingerprint, version, body, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (name, fingerprint) DO UPDATE SET body = excluded.body, seen_at = excluded.seen_at",
+        )?
+        .execute(params![definition.name, definition.fingerprint, definition.version, body, now_ms as i64])?;
+    Ok(())
+}
+
+pub(super) fn definitions(connection: &Connection) -> Result<Vec<StoredDefinition>> {
+    let mut statement = connection.prepare_cached("SELECT body FROM definitions ORDER BY name, version")?;
+    let bodies: Vec<String> = statement.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    bodies
+        .iter()
+        .map(|body| {
+            serde_json::from_str(body).map_err(|e| {
+                QueryError::Store(StoreError::backend(format!("a stored saga definition cannot be read ({e})")))
+            })
+        })
+        .collect()
+}
+
+pub(super) fn submit(connection: &Connection, request: &NewRequest) -> Result<u64> {
+    let (saga, fingerprint) = match &request.kind {
+        Some((name, fingerprint)) => (Some(name.as_str()), Some(fingerprint.as_str())),
+        None => (None, None),
+    };
+    connection
+        .prepare_cached(
+            "INSERT INTO requests (action, saga_id, saga, fingerprint, note, requested_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+        )?
+        .execute(params![
+            request.action.as_str(),
+            request.saga_id.as_ref().map(SagaId::as_str),
+            saga,
+            fingerprint,
+            request.note,
+            request.at_ms as i64
+        ])?;
+    Ok(connection.last_insert_rowid() as u64)
+}
+
+const REQUEST_COLUMNS: &str = "id, action, saga_id, saga, note, requested_at, state, taken_by, result, done_at";
+
+fn request(row: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
+    let action: String = row.get(1)?;
+    let state: String = row.get(6)?;
+    Ok(Request {
+        id: row.get::<_, i64>(0)? as u64,
+        action: RequestAction::parse(&action).unwrap_or(RequestAction::Sweep),
+        saga_id: row.get::<_, Option<String>>(2)?.map(SagaId::new),
+        saga: row.get(3)?,
+        note: row.get(4)?,
+        requested_at_ms: row.get::<_, i64>(5)? as u64,
+        state: RequestState::parse(&state).unwrap_or(RequestState::Failed),
+        taken_by: row.get(7)?,
+        result: row.get(8)?,
+        done_at_ms: row.get::<_, Option<i64>>(9)?.map(|t| t as u64),
+    })
+}
+
+pub(super) fn take_requests(
+    connection: &Connection,
+    owner: &str,
+    kinds: &[SagaKind],
+    limit: usize,
+    now_ms: u64,
+    retake_after_ms: u64,
+) -> Result<Vec<Request>> {
+    let open: Vec<(i64, Option<String>, Option<String>)> = connection
+        .prepare_cached(
+            "SELECT id, saga, fingerprint FROM requests
+             WHERE state = 'pending' OR (state = 'taken' AND taken_at <= ?1) ORDER BY id",
+        )?
+        .query_map([now_ms.saturating_sub(retake_after_ms) as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut taken = Vec::new();
+    for (id, saga, fingerprint) in open {
+        if taken.len() >= limit {
+            break;
+        }
+        let ours = match (&saga, &fingerprint) {
+            (Some(name), Some(fingerprint)) => kinds.iter().any(|k| k.name == *name && k.fingerprint == *fingerprint),
+            _ => true,
+        };
+        if !ours {
+            continue;
+        }
+        connection
+            .prepare_cached("UPDATE requests SET state = 'taken', taken_by = ?2, taken_at = ?3 WHERE id = ?1")?
+            .execute(params![id, owner, now_ms as i64])?;
+        let row = connection
+            .prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ?1"))?
+            .query_row([id], request)?;
+        taken.push(row);
+    }
+    Ok(taken)
+}
+
+pub(super) fn finish_request(
+    connection: &Connection,
+    id: u64,
+    state: RequestState,
+    result: &str,
+    at_ms: u64,
+) -> Result<()> {
+    connection
+        .prepare_cached("UPDATE requests SET state = ?2, result = ?3, done_at = ?4 WHERE id = ?1")?
+        .execute(params![id as i64, state.as_str(), result, at_ms as i64])?;
+    Ok(())
+}
+
+pub(super) fn requests(connection: &Connection, limit: usize) -> Result<Vec<Request>> {
+    let mut statement =
+        connection.prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM requests ORDER BY id DESC LIMIT ?1"))?;
+    Ok(statement.query_map([limit as i64], request)?.collect::<rusqlite::Result<_>>()?)
+}

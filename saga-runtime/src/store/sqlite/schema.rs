@@ -17,7 +17,7 @@ use crate::store::StoreError;
 const APPLICATION_ID: i64 = 0x5341_4741;
 
 /// The newest schema version this build knows.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Schema 1: sagas and their journals. Payloads (`input`, `body`) are sealed (see `codec`);
 /// the name, status, stage, record kinds and step names stay queryable.
@@ -80,6 +80,33 @@ const SCHEMA_3: &str = "CREATE TABLE tombstones (
     ) WITHOUT ROWID;
     CREATE INDEX tombstones_by_pruned ON tombstones (pruned_at, id);
     CREATE INDEX sagas_finished ON sagas (updated_at, id) WHERE status IN ('completed', 'compensated');";
+
+/// Schema 4: for operators' tools. The definitions of the saga types the runtimes drive (so
+/// that a tool without the code can name steps), and requests a tool leaves for the process
+/// that owns the file (resume, resolve, cancel, sweep).
+const SCHEMA_4: &str = "CREATE TABLE definitions (
+        name        TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        seen_at     INTEGER NOT NULL,
+        PRIMARY KEY (name, fingerprint)
+    ) WITHOUT ROWID;
+    CREATE TABLE requests (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        action       TEXT NOT NULL,
+        saga_id      TEXT,
+        saga         TEXT,
+        fingerprint  TEXT,
+        note         TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        taken_by     TEXT,
+        taken_at     INTEGER,
+        result       TEXT,
+        done_at      INTEGER
+    );
+    CREATE INDEX requests_open ON requests (id) WHERE state IN ('pending', 'taken');";
 
 /// What the store learned when it opened.
 pub(super) struct Opened {
@@ -213,6 +240,9 @@ pub(super) fn open(options: &SqliteOptions) -> Result<Opened, StoreError> {
     }
     if version < 3 {
         tx.execute_batch(SCHEMA_3).map_err(migrate)?;
+    }
+    if version < 4 {
+        tx.execute_batch(SCHEMA_4).map_err(migrate)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(migrate)?;

@@ -1,0 +1,264 @@
+//! The `saga` binary end to end: sagas in every state in a SQLite file, owned by a worker that
+//! keeps running; the CLI reads next to it (list, show, stats, graph, the JSON forms), finds the
+//! parked saga, reads why it parked, resolves it through a request the worker carries out, and
+//! sees it finish. Outputs are snapshots (insta), with times masked.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use saga_runtime::prelude::*;
+use saga_runtime::store::{SqliteOptions, SqliteStore};
+use serde::{Deserialize, Serialize};
+
+/// A little world: what was reserved and charged.
+#[derive(Default)]
+struct Ledger {
+    entries: Mutex<Vec<String>>,
+    /// The refund endpoint answers 502 this many more times.
+    refund_failures: Mutex<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Order {
+    /// `complete`, `compensate` (the check fails for good) or `park` (and the refund fails).
+    fate: String,
+    cents: u64,
+}
+
+#[saga]
+impl Order {
+    #[step(compensate = refund)]
+    async fn charge(&self, cx: &StepContext) -> StepResult<u64> {
+        cx.resource::<Arc<Ledger>>().entries.lock().unwrap().push(format!("charged {}", self.cents));
+        Ok(self.cents)
+    }
+    async fn refund(&self, cx: &StepContext, charge: &u64) -> StepResult<()> {
+        let ledger = cx.resource::<Arc<Ledger>>();
+        let mut failures = ledger.refund_failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(StepError::transient("the bank answered 502 Bad Gateway"));
+        }
+        ledger.entries.lock().unwrap().push(format!("refunded {charge}"));
+        Ok(())
+    }
+
+    #[step(idempotent)]
+    async fn check(&self, _cx: &StepContext, charge: &u64) -> StepResult<u64> {
+        match self.fate.as_str() {
+            "complete" => Ok(*charge),
+            _ => Err(StepError::logical("the receipt names the wrong customer")),
+        }
+    }
+
+    #[step(commit)]
+    async fn ship(&self, _cx: &StepContext, check: &u64) -> StepResult<String> {
+        Ok(format!("shipped for {check}"))
+    }
+}
+
+fn runtime(store: SqliteStore, ledger: &Arc<Ledger>) -> Runtime {
+    Runtime::builder()
+        .store(store)
+        .resource(ledger.clone())
+        .policy(Policy {
+            reprompts: 0,
+            model_tiers: 1,
+            compensation_retries: 1,
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+                jitter: Jitter::None,
+                ..Backoff::default()
+            },
+            ..Policy::default()
+        })
+        .register::<Order>()
+        .build()
+}
+
+/// Runs `saga --store <db> <args>`: (exit code, stdout, stderr).
+fn saga(db: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .arg("--store")
+        .arg(db)
+        .args(args)
+        .env_remove("SAGA_KEY")
+        .output()
+        .expect("the saga binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Times and durations masked, so that snapshots are stable.
+fn masked(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut line = line.to_owned();
+        // `2026-12-02 05:01:04.969`
+        while let Some(start) = find_time(&line) {
+            line.replace_range(start..start + 23, "<time>");
+        }
+        // `+12 ms` / `+1.5 s` at the start of timeline lines.
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('+') && trimmed.contains("  ") {
+            let rest = trimmed.split_once("  ").map_or("", |(_, rest)| rest);
+            line = format!("    +<t>  {rest}");
+        }
+        // Durations measured by the run (`"p50": 5`).
+        for key in ["\"p50\": ", "\"p99\": "] {
+            if let Some(at) = line.find(key) {
+                let start = at + key.len();
+                let end = line[start..].find(|c: char| !c.is_ascii_digit()).map_or(line.len(), |e| start + e);
+                line.replace_range(start..end, "<d>");
+            }
+        }
+        out.push_str(&mask_millis(&line));
+        out.push('\n');
+    }
+    out
+}
+
+fn find_time(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    (0..bytes.len().saturating_sub(22)).find(|&i| {
+        let s = &bytes[i..i + 23];
+        s[4] == b'-' && s[7] == b'-' && s[10] == b' ' && s[13] == b':' && s[16] == b':' && s[19] == b'.'
+            && s.iter().enumerate().all(|(j, c)| matches!(j, 4 | 7 | 10 | 13 | 16 | 19) || c.is_ascii_digit())
+    })
+}
+
+/// Epoch milliseconds (13 digits) and short durations in JSON and gantts.
+fn mask_millis(line: &str) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    for c in line.chars().chain(std::iter::once('\0')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        if digits.len() == 13 {
+            out.push_str("<ms>");
+        } else {
+            out.push_str(&digits);
+        }
+        digits.clear();
+        if c != '\0' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    ledger: Arc<Ledger>,
+    worker_runtime: Runtime,
+}
+
+/// Three sagas (completed, compensated, parked), then a worker that owns the file.
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sagas.db");
+    let ledger = Arc::new(Ledger::default());
+    {
+        let runtime = runtime(SqliteStore::open(&db).await.unwrap(), &ledger);
+        for fate in ["complete", "compensate"] {
+            runtime.run_with_id(SagaId::new(format!("order-{fate}")), Order { fate: fate.into(), cents: 500 }).await.unwrap();
+        }
+        *ledger.refund_failures.lock().unwrap() = 2;
+        let parked = runtime.run_with_id(SagaId::new("order-park"), Order { fate: "park".into(), cents: 700 }).await.unwrap();
+        assert_eq!(parked.status(), Status::NeedsHuman);
+    }
+    let worker_runtime = runtime(SqliteStore::open(&db).await.unwrap(), &ledger);
+    Fixture { _dir: dir, db, ledger, worker_runtime }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_the_parked_saga_reads_why_resolves_it_and_sees_it_finish() {
+    let fixture = fixture().await;
+    let worker = fixture.worker_runtime.worker().poll_interval(Duration::from_millis(50)).spawn();
+    let db = &fixture.db;
+
+    let (code, list, _) = saga(db, &["list"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("list", masked(&list));
+
+    let (code, parked, _) = saga(db, &["list", "--parked", "--format", "json"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("list_parked_json", masked(&parked));
+
+    let (code, show, _) = saga(db, &["show", "order-park"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("show_parked", masked(&show));
+
+    let (code, resolved, stderr) = saga(db, &["resolve", "order-park", "--note", "refunded by hand in the bank's console", "--wait"]);
+    assert_eq!((code, stderr.as_str()), (0, ""), "{resolved}");
+    assert_eq!(resolved, "request #1 done: resolve: the saga is compensated now\n");
+
+    let (_, after, _) = saga(db, &["list", "--status", "needs_human"]);
+    assert_eq!(after, "no saga matches\n");
+    let (_, requests, _) = saga(db, &["requests", "--format", "json"]);
+    insta::assert_snapshot!("requests_json", masked(&requests));
+    let (_, show, _) = saga(db, &["show", "order-park"]);
+    assert!(show.contains("charge: compensated by hand (\"refunded by hand in the bank's console\"); the rollback continues"), "{show}");
+    assert!(show.contains("outcome: COMPENSATED"), "{show}");
+
+    let (_, stats, _) = saga(db, &["stats", "--format", "json"]);
+    insta::assert_snapshot!("stats_json", masked(&stats));
+    worker.shutdown().await;
+    assert_eq!(
+        fixture.ledger.entries.lock().unwrap().clone(),
+        ["charged 500", "charged 500", "refunded 500", "charged 700"],
+        "the resolve refunded nothing itself (the human did)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pictures_and_bad_input() {
+    let fixture = fixture().await;
+    let db = &fixture.db;
+
+    let (code, graph, _) = saga(db, &["graph", "order"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("graph_definition", graph);
+    let (_, run, _) = saga(db, &["graph", "order-compensate"]);
+    insta::assert_snapshot!("graph_run", run);
+    let (_, gantt, _) = saga(db, &["show", "order-compensate", "--format", "mermaid"]);
+    insta::assert_snapshot!("show_gantt", masked(&gantt));
+
+    let (code, _, error) = saga(db, &["show", "order-parc"]);
+    assert_eq!(code, 1);
+    assert_eq!(error, "error: no saga with id `order-parc` is stored; did you mean `order-park`?\n");
+    let (code, _, error) = saga(db, &["resume", "order-complete"]);
+    assert_eq!(code, 1);
+    assert_eq!(error, "error: saga `order-complete` cannot be resumed now: it is completed, not waiting for a human\n");
+    let (code, _, error) = saga(&fixture._dir.path().join("nope.db"), &["list"]);
+    assert_eq!(code, 1);
+    assert!(error.starts_with("error: there is no store at"), "{error}");
+
+    // A request with nobody to carry it out says so, and waits in the store.
+    drop(fixture.worker_runtime);
+    let (code, queued, _) = saga(db, &["resume", "order-park"]);
+    assert_eq!(code, 0);
+    assert!(queued.contains("no process owns the store now: it will be carried out when a worker opens it"), "{queued}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_owner_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sagas.db");
+    let ledger = Arc::new(Ledger::default());
+    let store = SqliteOptions::new(&db).exclusive(true).open().await.unwrap();
+    let runtime = runtime(store, &ledger);
+    runtime.run(Order { fate: "complete".into(), cents: 1 }).await.unwrap();
+    let (code, _, error) = saga(&db, &["list"]);
+    assert_eq!(code, 1);
+    assert!(error.contains("is held exclusively by the process that owns it"), "{error}");
+}
