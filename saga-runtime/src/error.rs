@@ -31,10 +31,11 @@ impl fmt::Display for FailureClass {
 }
 
 /// How a failure came about, beyond its class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum FailureKind {
     /// The step (or compensation) returned an error.
+    #[default]
     Error,
     /// The step returned an output that its `validate` method rejected.
     Rejected,
@@ -222,6 +223,25 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+/// `{:?}` of the runtime's error enums: the message and its causes, as anyhow prints an error,
+/// so that `main` returning `Result<(), Box<dyn Error>>` shows the text that says what to do
+/// instead of the variant's fields.
+pub(crate) fn debug_message(error: &dyn std::error::Error, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(f, "{error}")?;
+    let causes: Vec<String> = std::iter::successors(error.source(), |e| e.source()).map(|e| e.to_string()).collect();
+    // A cause whose text the message already contains adds nothing (the store's errors
+    // include their backend's message).
+    let message = error.to_string();
+    let causes: Vec<&String> = causes.iter().filter(|c| !message.contains(c.as_str())).collect();
+    if !causes.is_empty() {
+        write!(f, "\n\nCaused by:")?;
+        for (n, cause) in causes.iter().enumerate() {
+            write!(f, "\n    {n}: {cause}")?;
+        }
+    }
+    Ok(())
+}
 
 /// A checkpoint could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]

@@ -507,6 +507,19 @@ async fn interruptions_have_a_budget_of_their_own() {
         ],
         "the transient budget (3) was spent, and the interruptions did not need it"
     );
+    // The report says the same: an interrupted attempt does not read as a plain transient one.
+    let escalations: Vec<(Level, FailureClass, FailureKind, &str, u32)> =
+        outcome.report().escalations.iter().map(|e| (e.level, e.class, e.kind, e.step.as_str(), e.attempt)).collect();
+    assert_eq!(
+        escalations,
+        [
+            (Level::Retry, FailureClass::Transient, FailureKind::Error, "comment", 1),
+            (Level::Retry, FailureClass::Transient, FailureKind::Error, "comment", 2),
+            (Level::Retry, FailureClass::Transient, FailureKind::Error, "comment", 3),
+            (Level::Retry, FailureClass::Transient, FailureKind::Interrupted, "comment", 4),
+            (Level::Retry, FailureClass::Transient, FailureKind::Interrupted, "comment", 5),
+        ]
+    );
 
     // A step that dies with its process every time is parked for a human after
     // `interruptions` stops in a row: never rolled back (a crash it did not cause looks the
@@ -553,4 +566,17 @@ async fn interruptions_have_a_budget_of_their_own() {
     let outcome = runtime.run_with_id(id.clone(), ReleasePr::new()).await.unwrap();
     assert!(outcome.is_completed(), "eight kills in a row never rolled it back nor parked it: {outcome:?}");
     assert_eq!(outcome.report().levels(), [Level::Retry; 8]);
+}
+
+/// A report serialized before escalations carried their kind still reads: the kind is `Error`.
+#[test]
+fn an_escalation_serialized_without_its_kind_reads_as_a_returned_error() {
+    let old = r#"{"level":"Retry","class":"Transient","step":"comment","attempt":1,"error":"503"}"#;
+    let escalation: Escalation = serde_json::from_str(old).unwrap();
+    assert_eq!(
+        (escalation.level, escalation.class, escalation.kind, escalation.step.as_str(), escalation.error.as_str()),
+        (Level::Retry, FailureClass::Transient, FailureKind::Error, "comment", "503")
+    );
+    let written = serde_json::to_value(&escalation).unwrap();
+    assert_eq!(written["kind"], "Error", "the kind is written from now on");
 }
