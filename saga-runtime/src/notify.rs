@@ -8,8 +8,9 @@ use crate::outcome::Incident;
 
 /// Called once when a saga rolls back (level 3).
 ///
-/// Closures `Fn(&Incident) + Send + Sync + 'static` implement it. The default logs the
-/// incident through `tracing` at warn level.
+/// Closures `Fn(&Incident) + Send + Sync + 'static` implement it. The default,
+/// [`LogNotifier`], logs the incident through `tracing` at warn level, or writes it to stderr
+/// when no tracing subscriber is installed.
 pub trait Notifier: Send + Sync + 'static {
     /// Tells someone that the saga is being compensated.
     fn notify(&self, incident: &Incident);
@@ -17,8 +18,9 @@ pub trait Notifier: Send + Sync + 'static {
 
 /// Called once when a saga is parked for a human (level 4).
 ///
-/// Closures `Fn(&Incident) + Send + Sync + 'static` implement it. The default logs the
-/// incident through `tracing` at error level.
+/// Closures `Fn(&Incident) + Send + Sync + 'static` implement it. The default, [`LogPager`],
+/// logs the incident through `tracing` at error level, or writes it to stderr when no tracing
+/// subscriber is installed.
 pub trait Pager: Send + Sync + 'static {
     /// Pages a human.
     fn page(&self, incident: &Incident);
@@ -36,24 +38,52 @@ impl<F: Fn(&Incident) + Send + Sync + 'static> Pager for F {
     }
 }
 
-/// The default notifier: a `tracing` warning.
+/// The default notifier: a `tracing` warning, or a line on stderr when no tracing subscriber
+/// is installed (a rollback is never silent).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogNotifier;
 
 impl Notifier for LogNotifier {
     fn notify(&self, incident: &Incident) {
-        tracing::warn!(saga_id = %incident.saga_id, saga = %incident.saga, level = incident.level as u8, "{incident}");
+        if no_subscriber() {
+            to_stderr("ROLLED BACK", incident);
+        } else {
+            tracing::warn!(saga_id = %incident.saga_id, saga = %incident.saga, level = incident.level as u8, "{incident}");
+        }
     }
 }
 
-/// The default pager: a `tracing` error.
+/// The default pager: a `tracing` error, or a line on stderr when no tracing subscriber is
+/// installed (a page is never silent).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogPager;
 
 impl Pager for LogPager {
     fn page(&self, incident: &Incident) {
-        tracing::error!(saga_id = %incident.saga_id, saga = %incident.saga, level = incident.level as u8, "{incident}");
+        if no_subscriber() {
+            to_stderr("PAGE", incident);
+        } else {
+            tracing::error!(saga_id = %incident.saga_id, saga = %incident.saga, level = incident.level as u8, "{incident}");
+        }
     }
+}
+
+/// Whether no tracing subscriber would see an event here (none set globally nor for this
+/// thread): then the default notifier and pager write to stderr instead.
+fn no_subscriber() -> bool {
+    tracing::dispatcher::get_default(|dispatch| dispatch.is::<tracing::subscriber::NoSubscriber>())
+}
+
+/// One incident as a line on stderr; the first one of the process also says how to route
+/// incidents elsewhere.
+fn to_stderr(what: &str, incident: &Incident) {
+    static HINT: std::sync::Once = std::sync::Once::new();
+    HINT.call_once(|| {
+        eprintln!(
+            "saga-runtime: no tracing subscriber is installed, so incidents are written here; route them with `Runtime::builder().notifier(..)` and `.pager(..)`, or install a subscriber"
+        )
+    });
+    eprintln!("saga-runtime {what}: {incident}");
 }
 
 /// One journal record as it is written, for observers.
