@@ -74,6 +74,9 @@ pub struct StepContext {
     pub(crate) limits: Arc<crate::limits::Limits>,
     /// The downstreams this attempt drew tokens from (paused together on a `retry_after`).
     pub(crate) used_limits: Mutex<Vec<String>>,
+    /// Set by [`resource`](StepContext::resource) before it panics for a missing resource: the
+    /// driver turns that panic into a configuration error (see `FailureKind::Misconfigured`).
+    pub(crate) misconfigured: OnceLock<String>,
 }
 
 impl StepContext {
@@ -145,16 +148,26 @@ impl StepContext {
     ///
     /// # Panics
     ///
-    /// When no value of type `T` is registered; the message names the type and the fix. Use
-    /// [`try_resource`](Self::try_resource) for optional resources.
+    /// When no value of type `T` is registered; the message names the type and the fix. The
+    /// runtime catches that panic as what it is, a configuration error
+    /// ([`FailureKind::Misconfigured`](crate::FailureKind::Misconfigured)): the saga is parked
+    /// for a human at once, without retries and without compensations (which would need the
+    /// same runtime); once the resource is registered, `resume` continues it from this step.
+    /// Use [`try_resource`](Self::try_resource) for optional resources.
     pub fn resource<T: Send + Sync + 'static>(&self) -> &T {
         match self.resources.get::<T>() {
             Some(value) => value,
-            None => panic!(
-                "no resource of type `{}` is registered on this Runtime: add `.resource(value)` to `Runtime::builder()`",
-                type_name::<T>()
-            ),
+            None => {
+                let message = missing_resource(type_name::<T>());
+                let _ = self.misconfigured.set(message.clone());
+                panic!("{message}")
+            }
         }
+    }
+
+    /// The configuration error a missing resource caused in this attempt, if any.
+    pub(crate) fn misconfiguration(&self) -> Option<StepError> {
+        self.misconfigured.get().map(|message| StepError::logical(message).with_kind(crate::FailureKind::Misconfigured))
     }
 
     /// A resource registered with `Runtime::builder().resource(value)`, if there is one.
@@ -328,6 +341,13 @@ impl StepContext {
     }
 }
 
+/// The message of a missing resource: the type, the fix, and what happens to the saga.
+fn missing_resource(type_name: &str) -> String {
+    format!(
+        "no resource of type `{type_name}` is registered on this Runtime: add `.resource(value)` to `Runtime::builder()`, then `resume` the saga (it is parked, nothing was compensated)"
+    )
+}
+
 /// The failure of a call to a downstream no limit was declared for.
 pub(crate) fn unknown_limit(name: &str, declared: &[&str]) -> StepError {
     let declared = match declared {
@@ -337,7 +357,7 @@ pub(crate) fn unknown_limit(name: &str, declared: &[&str]) -> StepError {
         }
     };
     StepError::logical(format!(
-        "no rate limit is declared for downstream `{name}` ({declared}): add `Runtime::builder().limit(\"{name}\", Limit::per_second(..))`"
+        "no rate limit is declared for downstream `{name}` ({declared}): add `Runtime::builder().limit(\"{name}\", Limit::per_second(..))`, then `resume` the saga (it is parked, nothing was compensated)"
     ))
     .with_kind(crate::FailureKind::Misconfigured)
 }

@@ -382,6 +382,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             resources: self.engine.resources.clone(),
             limits: self.engine.limits.clone(),
             used_limits: Mutex::new(Vec::new()),
+            misconfigured: OnceLock::new(),
         }
     }
 
@@ -467,6 +468,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             }
             Err(error) => Err(error),
         };
+        let result = misconfigured(result, &cx);
         let used_limits = std::mem::take(&mut *cx.used_limits.lock().unwrap_or_else(|e| e.into_inner()));
         drop(cx);
         self.fold_effects()?;
@@ -694,6 +696,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             }
             Err(error) => Err(error),
         };
+        let result = misconfigured(result, &cx);
         let used_limits = std::mem::take(&mut *cx.used_limits.lock().unwrap_or_else(|e| e.into_inner()));
         drop(cx);
         self.fold_effects()?;
@@ -895,6 +898,16 @@ async fn guarded(
     result.unwrap_or_else(|panic| {
         Err(StepError::logical(format!("panicked: {}", panic_message(&*panic))).with_kind(FailureKind::Panicked))
     })
+}
+
+/// A panic of `cx.resource` for a resource nobody registered is a configuration error, not a
+/// logical failure: the ladder parks the saga at once instead of re-prompting (see
+/// `ladder::decide`).
+fn misconfigured(result: Result<(), StepError>, cx: &StepContext) -> Result<(), StepError> {
+    match result {
+        Err(error) if error.kind() == FailureKind::Panicked => Err(cx.misconfiguration().unwrap_or(error)),
+        result => result,
+    }
 }
 
 /// The failure of a saga that ran past its deadline, `when` (before an attempt, or cutting

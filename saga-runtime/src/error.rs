@@ -52,8 +52,11 @@ pub enum FailureKind {
     /// (`RuntimeBuilder::max_payload`): a logical failure, since checkpointing it would stall
     /// every saga of the store.
     TooLarge,
-    /// The runtime is configured wrong for the step (it calls a downstream whose rate limit
-    /// was never declared): retrying cannot help, so the step fails for good at once.
+    /// The runtime is configured wrong for the step or compensation: it asks for a resource
+    /// nobody registered (`cx.resource::<T>()`), or calls a downstream whose rate limit was
+    /// never declared (`cx.limit(..)`). Retrying cannot help and compensating would need the
+    /// same runtime, so the saga is parked for a human at once (level 4), nothing compensated;
+    /// after the fix, `resume` continues it from there.
     Misconfigured,
     /// The saga ran past its deadline (`#[saga(deadline = ..)]` or a per-run deadline): it is
     /// rolled back (level 3), or parked for a human after its commit point.

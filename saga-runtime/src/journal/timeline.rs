@@ -6,7 +6,7 @@ use super::JournalError;
 use super::fold::Progress;
 use super::record::{CompensationNext, Event, Next, Record};
 use crate::definition::Definition;
-use crate::error::Failure;
+use crate::error::{Failure, FailureKind};
 use crate::outcome::{Level, Report, Status};
 
 /// A journal record, displayed as one line of a timeline with the definition's step names.
@@ -66,7 +66,13 @@ impl fmt::Display for Timeline<'_> {
                         Ok(())
                     }
                     Next::RollBack => write!(f, "roll back: compensate every completed step"),
-                    Next::Park => write!(f, "after the commit point: page a human and park"),
+                    Next::Park => match failure.kind {
+                        FailureKind::Misconfigured => {
+                            write!(f, "a configuration error: page a human and park (nothing is compensated)")
+                        }
+                        FailureKind::Interrupted => write!(f, "page a human and park"),
+                        _ => write!(f, "after the commit point: page a human and park"),
+                    },
                 }
             }
             Event::CompensationStarted { step, attempt } => {
