@@ -187,11 +187,29 @@ impl StepContext {
     /// step). Each effect of an attempt needs its own name: using one name twice in an attempt
     /// is a logical failure. Inside a compensation, effects are not journaled: `run` simply
     /// runs (compensations are retried, so make them idempotent).
-    pub async fn effect<R, E, F>(&self, name: &str, run: F) -> Result<R, StepError>
+    ///
+    /// `run` returns a [`StepResult`](crate::StepResult), so `Ok(value)` needs no annotation
+    /// and `?` converts the common errors (`std::io::Error`, `serde_json::Error`, and
+    /// `anyhow::Error` with the `anyhow` feature) with a default class; pick another with
+    /// [`Classify`](crate::Classify):
+    ///
+    /// ```
+    /// # use saga_runtime::prelude::*;
+    /// # async fn step(cx: &StepContext) -> StepResult<usize> {
+    /// let notes = cx.effect("read_notes", async {
+    ///     let text = std::fs::read_to_string("NOTES.md")?; // io::Error: class by its kind
+    ///     Ok(text.len())
+    /// }).await?;
+    /// let reply = cx.effect("post", async {
+    ///     let status = std::fs::metadata("out.txt").transient()?.len(); // the class you pick
+    ///     Ok(status)
+    /// }).await?;
+    /// # Ok(notes + reply as usize) }
+    /// ```
+    pub async fn effect<R, F>(&self, name: &str, run: F) -> Result<R, StepError>
     where
         R: Serialize + DeserializeOwned,
-        E: Into<StepError>,
-        F: Future<Output = Result<R, E>>,
+        F: Future<Output = Result<R, StepError>>,
     {
         self.effect_keyed(name, None, |_key| run).await
     }
@@ -200,13 +218,12 @@ impl StepContext {
     /// key (passed to `run`, to give the downstream service) hashes `input`, so running the
     /// step again (a retry, a re-prompt, a resume) with a different input runs the new effect,
     /// while the same input returns the stored result.
-    pub async fn effect_with<I, R, E, F, Fut>(&self, name: &str, input: &I, run: F) -> Result<R, StepError>
+    pub async fn effect_with<I, R, F, Fut>(&self, name: &str, input: &I, run: F) -> Result<R, StepError>
     where
         I: Serialize + ?Sized,
         R: Serialize + DeserializeOwned,
-        E: Into<StepError>,
         F: FnOnce(String) -> Fut,
-        Fut: Future<Output = Result<R, E>>,
+        Fut: Future<Output = Result<R, StepError>>,
     {
         let input = serde_json::to_vec(input)
             .map_err(|e| StepError::logical(format!("the input of effect `{name}` cannot be serialized: {e}")))?;
@@ -222,16 +239,15 @@ impl StepContext {
         idempotency::effect_key(self.idempotency_key(), name, input, self.pass)
     }
 
-    async fn effect_keyed<R, E, F, Fut>(&self, name: &str, input: Option<&[u8]>, run: F) -> Result<R, StepError>
+    async fn effect_keyed<R, F, Fut>(&self, name: &str, input: Option<&[u8]>, run: F) -> Result<R, StepError>
     where
         R: Serialize + DeserializeOwned,
-        E: Into<StepError>,
         F: FnOnce(String) -> Fut,
-        Fut: Future<Output = Result<R, E>>,
+        Fut: Future<Output = Result<R, StepError>>,
     {
         let key = self.effect_key(name, input);
         if self.compensation.is_some() {
-            return run(key).await.map_err(Into::into);
+            return run(key).await;
         }
         {
             let mut used = self.used_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -248,7 +264,7 @@ impl StepContext {
                 StepError::logical(format!("the stored result of effect `{name}` no longer fits its type: {e}"))
             });
         }
-        let result = run(key.clone()).await.map_err(Into::into)?;
+        let result = run(key.clone()).await?;
         crash_point("an effect ran, before its journal write");
         let bytes = serde_json::to_vec(&result)
             .map_err(|e| StepError::logical(format!("the result of effect `{name}` cannot be serialized: {e}")))?;

@@ -181,6 +181,103 @@ impl fmt::Display for StepError {
 
 impl std::error::Error for StepError {}
 
+/// `?` on an I/O error in a step or an effect: the class follows the error's kind. A timeout,
+/// an interruption, a refused, reset or aborted connection, an unreachable network or host, a
+/// busy resource or a short read is [`Transient`](FailureClass::Transient) (it may pass by
+/// itself); any other kind (a missing file, a denied permission, bad input) is
+/// [`Logical`](FailureClass::Logical) (the step asked for something wrong). Pick another class
+/// with [`Classify`].
+impl From<std::io::Error> for StepError {
+    fn from(error: std::io::Error) -> Self {
+        StepError::new(io_class(error.kind()), error)
+    }
+}
+
+/// `?` on a JSON error (parsing a model's answer, an API's reply): a failed read underneath is
+/// [`Transient`](FailureClass::Transient), bad or unexpected JSON is
+/// [`Logical`](FailureClass::Logical) (re-prompted with the error). Pick another class with
+/// [`Classify`].
+impl From<serde_json::Error> for StepError {
+    fn from(error: serde_json::Error) -> Self {
+        let class = match error.io_error_kind() {
+            Some(kind) => io_class(kind),
+            None => FailureClass::Logical,
+        };
+        StepError::new(class, error)
+    }
+}
+
+/// `?` on an `anyhow::Error` (feature `anyhow`): a [`StepError`] anywhere in its chain keeps
+/// its class and builders (`retry_after`, `restart_from`, ...), else an I/O error in the chain
+/// classifies it as `From<std::io::Error>` does, else it is [`Logical`](FailureClass::Logical).
+/// The message is the whole chain (`"{:#}"`: each context, then the cause). Pick another class
+/// with [`Classify`].
+#[cfg(feature = "anyhow")]
+impl From<anyhow::Error> for StepError {
+    fn from(error: anyhow::Error) -> Self {
+        let message = format!("{error:#}");
+        if let Some(inner) = error.chain().find_map(|cause| cause.downcast_ref::<StepError>()) {
+            return StepError { message, ..inner.clone() };
+        }
+        let class = error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+            .map_or(FailureClass::Logical, |io| io_class(io.kind()));
+        StepError::new(class, message)
+    }
+}
+
+/// The class of an I/O error's kind: what may pass by itself is transient.
+fn io_class(kind: std::io::ErrorKind) -> FailureClass {
+    use std::io::ErrorKind::*;
+    match kind {
+        TimedOut | Interrupted | WouldBlock | ConnectionRefused | ConnectionReset | ConnectionAborted
+        | NotConnected | BrokenPipe | UnexpectedEof | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+        | NetworkDown | ResourceBusy => FailureClass::Transient,
+        _ => FailureClass::Logical,
+    }
+}
+
+/// Picks the failure class of any error, for `?` in a step or an effect:
+/// `call().await.transient()?`.
+///
+/// `?` alone converts `std::io::Error`, `serde_json::Error` and (feature `anyhow`)
+/// `anyhow::Error` with a default class; these methods override it, and work for any error
+/// that implements `Display`.
+///
+/// ```
+/// use saga_runtime::prelude::*;
+///
+/// fn vendor_call() -> Result<String, std::io::Error> {
+///     Err(std::io::Error::new(std::io::ErrorKind::NotFound, "503 from the vendor"))
+/// }
+/// fn step() -> StepResult<String> {
+///     let answer = vendor_call().transient()?; // NotFound alone would be logical
+///     Ok(answer)
+/// }
+/// assert_eq!(step().unwrap_err().class(), FailureClass::Transient);
+/// ```
+pub trait Classify<T> {
+    /// The error as a [`StepError::transient`].
+    fn transient(self) -> Result<T, StepError>;
+    /// The error as a [`StepError::logical`].
+    fn logical(self) -> Result<T, StepError>;
+    /// The error as a [`StepError::environmental`].
+    fn environmental(self) -> Result<T, StepError>;
+}
+
+impl<T, E: fmt::Display> Classify<T> for Result<T, E> {
+    fn transient(self) -> Result<T, StepError> {
+        self.map_err(StepError::transient)
+    }
+    fn logical(self) -> Result<T, StepError> {
+        self.map_err(StepError::logical)
+    }
+    fn environmental(self) -> Result<T, StepError> {
+        self.map_err(StepError::environmental)
+    }
+}
+
 /// A recorded failure: which step failed, how, and on which attempt.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {

@@ -150,7 +150,7 @@ pub use saga_macros::{saga, step};
 
 pub use context::StepContext;
 pub use definition::{Definition, StepDef, StepKind};
-pub use error::{CodecError, Failure, FailureClass, FailureKind, StepError};
+pub use error::{Classify, CodecError, Failure, FailureClass, FailureKind, StepError};
 pub use id::SagaId;
 pub use journal::{JournalError, LandedEffect};
 pub use limits::{Limit, Permit, SharedLimits};
@@ -187,8 +187,9 @@ pub mod prelude {
     #[cfg(feature = "sqlite")]
     pub use crate::store::SqliteStore;
     pub use crate::{
-        Backoff, CheckpointStore, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore, Outcome,
-        Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status, StepContext, StepError, StepResult, saga, step,
+        Backoff, CheckpointStore, Classify, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore,
+        Outcome, Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status, StepContext, StepError, StepResult, saga,
+        step,
     };
 }
 
