@@ -309,12 +309,19 @@ impl StepContext {
     /// (see [`scrub`](crate::scrub)). The write starts at once in the background (it does not
     /// wait for the step to finish): the exchange is durable within one commit of the store,
     /// and the step's next write waits for it.
+    ///
+    /// With the `otel` feature, the exchange is also an OpenTelemetry span event of the attempt
+    /// (GenAI conventions, the scrubbed texts; see the `otel` module).
     pub fn record_llm(&self, prompt: &str, response: &str) {
+        let prompt = self.scrubber.scrub(prompt).into_owned();
+        let response = self.scrubber.scrub(response).into_owned();
+        #[cfg(feature = "otel")]
+        crate::otel::llm_exchange(&prompt, &response, self.tier);
         self.writer.push_unfolded(Event::LlmExchange {
             step: self.step_index,
             attempt: self.attempt,
-            prompt: self.scrubber.scrub(prompt).into_owned(),
-            response: self.scrubber.scrub(response).into_owned(),
+            prompt,
+            response,
         });
         self.writer.commit_soon();
     }

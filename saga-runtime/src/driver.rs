@@ -579,6 +579,8 @@ impl<'r, S: Saga> Driver<'r, S> {
             tier,
             class = tracing::field::Empty,
             level = tracing::field::Empty,
+            // The span's status for OpenTelemetry (feature `otel`): a failed attempt is an error.
+            otel.status_code = tracing::field::Empty,
         )
     }
 
@@ -611,10 +613,11 @@ impl<'r, S: Saga> Driver<'r, S> {
         };
         span.record("class", tracing::field::display(failure.class));
         span.record("level", next.level() as u8);
+        span.record("otel.status_code", "error");
         span.in_scope(|| {
             tracing::warn!(
                 class = %failure.class,
-                level = next.level() as u8,
+                ladder_level = next.level() as u8,
                 error = %failure.message,
                 "step failed: {}", next.level()
             )
@@ -656,6 +659,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             attempt = tracing::field::Empty,
             class = tracing::field::Empty,
             level = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         if let Some(interrupted) = self.progress.steps[i].open_compensation_attempt {
             let in_a_row = self.progress.steps[i].compensation_interruptions_used + 1;
@@ -732,6 +736,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             message: self.scrubber.scrub(error.message()).into_owned(),
         };
         span.record("class", tracing::field::display(failure.class));
+        span.record("otel.status_code", "error");
         let delay = match next {
             CompensationNext::Retry { delay } => Some(delay),
             CompensationNext::Park => {

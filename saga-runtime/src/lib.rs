@@ -133,6 +133,8 @@ pub mod journal;
 pub mod ladder;
 mod limits;
 mod notify;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod outcome;
 mod policy;
 pub mod redact;

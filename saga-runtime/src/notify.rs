@@ -48,7 +48,7 @@ impl Notifier for LogNotifier {
         if no_subscriber() {
             to_stderr("ROLLED BACK", incident);
         } else {
-            tracing::warn!(saga_id = %incident.saga_id, saga = %incident.saga, level = incident.level as u8, "{incident}");
+            tracing::warn!(saga_id = %incident.saga_id, saga = %incident.saga, ladder_level = incident.level as u8, "{incident}");
         }
     }
 }
@@ -63,7 +63,7 @@ impl Pager for LogPager {
         if no_subscriber() {
             to_stderr("PAGE", incident);
         } else {
-            tracing::error!(saga_id = %incident.saga_id, saga = %incident.saga, level = incident.level as u8, "{incident}");
+            tracing::error!(saga_id = %incident.saga_id, saga = %incident.saga, ladder_level = incident.level as u8, "{incident}");
         }
     }
 }
