@@ -156,7 +156,7 @@ pub use error::{Classify, CodecError, Failure, FailureClass, FailureKind, StepEr
 pub use id::SagaId;
 pub use journal::{JournalError, LandedEffect};
 pub use limits::{Limit, Permit, SharedLimits};
-pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
+pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager, TimelinePrinter};
 pub use outcome::{
     AttemptRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome, RemovedOrphan, Report,
     RestartRecord, Status, StoreOutage, Throttle,

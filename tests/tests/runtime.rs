@@ -580,3 +580,63 @@ fn an_escalation_serialized_without_its_kind_reads_as_a_returned_error() {
     let written = serde_json::to_value(&escalation).unwrap();
     assert_eq!(written["kind"], "Error", "the kind is written from now on");
 }
+
+/// A writer into a shared buffer, to read what a printer wrote.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `TimelinePrinter` prints every journal record as the runtime writes it, one timeline line
+/// each (a failure with the ladder's decision on a second line), after the seconds since it
+/// started and the prefix and saga tag asked for.
+#[tokio::test(start_paused = true)]
+async fn the_timeline_printer_prints_every_record_as_it_is_written() {
+    let harness = Harness::with_script(Script::new().then("run_tests", transient(1)));
+    let buffer = Buffer::default();
+    let printer = saga_runtime::TimelinePrinter::to_writer(buffer.clone()).prefix("[w1] ").saga_ids(true);
+    let runtime = Runtime::builder().policy(exact_backoff()).resource(harness.clone()).observer(printer).build();
+    runtime.run_with_id(SagaId::new("printed-1f2e"), ReleasePr::new()).await.unwrap();
+
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    // The seconds column (`  0.002s  `) varies; the rest is exact.
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let (clock, rest) = line.split_at(10);
+            assert!(clock.trim().is_empty() || clock.trim().trim_end_matches('s').parse::<f64>().is_ok(), "{line}");
+            rest.to_owned()
+        })
+        .collect();
+    let fingerprint = ReleasePr::definition().fingerprint().to_owned();
+    let tag = "[w1] [saga …1f2e] ";
+    let expected: Vec<String> = [
+        format!("started release-pr v1 ({fingerprint})"),
+        "open_pr: attempt 1".into(),
+        "open_pr: completed on attempt 1".into(),
+        "run_tests: attempt 1".into(),
+        "run_tests: step `run_tests` failed on attempt 1 (transient): 503 from the vendor".into(),
+        "    -> level 0 (retry): retry in 500ms".into(),
+        "run_tests: attempt 2".into(),
+        "run_tests: completed on attempt 2".into(),
+        "comment: attempt 1".into(),
+        "comment: completed on attempt 1".into(),
+        "merge: attempt 1".into(),
+        "merge: completed on attempt 1".into(),
+        "announce: attempt 1".into(),
+        "announce: completed on attempt 1".into(),
+        "finished: completed".into(),
+    ]
+    .into_iter()
+    .map(|line| format!("{tag}{line}"))
+    .collect();
+    assert_eq!(lines, expected, "\n{text}");
+}
