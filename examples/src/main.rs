@@ -449,20 +449,14 @@ fn demo_runtime(world: &Arc<World>, started: Instant) -> saga_runtime::RuntimeBu
         .register::<CodeChange>()
         .resource(world.clone())
         .orphans(branch_kind(world))
-        .observer(move |event: &saga_runtime::Observed<'_>| {
-            let at = started.elapsed().as_secs_f64();
-            let process = fakes::process();
-            if process.is_empty() {
-                println!("{at:>7.3}s  {}", event.timeline());
-                return;
-            }
-            // A worker runs many sagas at once: name the process and the saga on every line.
-            let id = event.saga_id.as_str();
-            let tag = format!("{process}[saga …{}] ", &id[id.len().saturating_sub(4)..]);
-            for line in event.timeline().to_string().lines() {
-                println!("{at:>7.3}s  {tag}{}", line.trim_start());
-            }
-        })
+        // Every journal record as a line of the timeline; a worker runs many sagas at once, so
+        // its lines name the process and the saga.
+        .observer(
+            saga_runtime::TimelinePrinter::stdout()
+                .since(started)
+                .prefix(fakes::process())
+                .saga_ids(!fakes::process().is_empty()),
+        )
         .notifier(|incident: &Incident| println!("           {}[notifier] {incident}", fakes::process()))
         .pager(|incident: &Incident| println!("           {}[pager] PAGE: {incident}", fakes::process()))
 }

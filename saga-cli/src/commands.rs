@@ -27,9 +27,9 @@ fn status_of(text: &str) -> Result<Status> {
         "completed" => Ok(Status::Completed),
         "compensated" => Ok(Status::Compensated),
         "needs_human" | "parked" => Ok(Status::NeedsHuman),
-        other => Err(format!(
-            "unknown status `{other}`: use running, completed, compensated or needs_human (or --parked)"
-        )),
+        other => {
+            Err(format!("unknown status `{other}`: use running, completed, compensated or needs_human (or --parked)"))
+        }
     }
 }
 
@@ -56,17 +56,26 @@ pub async fn run(cli: Cli) -> Result<String> {
     let format = cli.format;
     match cli.command {
         Command::List { status, parked, name, since, limit, after } => {
-            let status = if parked { Some(Status::NeedsHuman) } else { status.as_deref().map(status_of).transpose()? };
+            let status =
+                if parked { Some(Status::NeedsHuman) } else { status.as_deref().map(status_of).transpose()? };
             list(&opened, format, status, name, since, limit, after).await
         }
         Command::Show { id } => show(&opened, format, &id).await,
         Command::Stats { name, limit } => stats(&opened, format, name, limit).await,
         Command::Graph { target } => graph(&opened, &target).await,
-        Command::Resolve { id, note, wait } => request(&opened, format, RequestAction::Resolve, Some(&id), note, wait).await,
-        Command::Resume { id, wait } => request(&opened, format, RequestAction::Resume, Some(&id), String::new(), wait).await,
-        Command::Cancel { id, reason, wait } => request(&opened, format, RequestAction::Cancel, Some(&id), reason, wait).await,
+        Command::Resolve { id, note, wait } => {
+            request(&opened, format, RequestAction::Resolve, Some(&id), note, wait).await
+        }
+        Command::Resume { id, wait } => {
+            request(&opened, format, RequestAction::Resume, Some(&id), String::new(), wait).await
+        }
+        Command::Cancel { id, reason, wait } => {
+            request(&opened, format, RequestAction::Cancel, Some(&id), reason, wait).await
+        }
         Command::Sweep { wait } => request(&opened, format, RequestAction::Sweep, None, String::new(), wait).await,
-        Command::Prune { older_than, keep_last, dry_run } => prune(&opened, &cli.store, &cli.schema, format, older_than, keep_last, dry_run).await,
+        Command::Prune { older_than, keep_last, dry_run } => {
+            prune(&opened, &cli.store, &cli.schema, format, older_than, keep_last, dry_run).await
+        }
         Command::Requests { limit } => requests(&opened, format, limit).await,
     }
 }
@@ -138,17 +147,15 @@ async fn find(opened: &Opened, id: &str) -> Result<SagaSummary> {
             time(tombstone.finished_at_ms)
         ));
     }
-    let page = opened
-        .store
-        .list(&SagaQuery::new().order(Order::NewestFirst).limit(1000))
-        .await
-        .map_err(|e| e.to_string())?;
+    let page =
+        opened.store.list(&SagaQuery::new().order(Order::NewestFirst).limit(1000)).await.map_err(|e| e.to_string())?;
     let mut near: Vec<(usize, String)> = page
         .sagas
         .iter()
         .map(|s| s.id.to_string())
         .map(|other| {
-            let distance = if other.starts_with(id) || other.ends_with(id) { 0 } else { strsim::levenshtein(id, &other) };
+            let distance =
+                if other.starts_with(id) || other.ends_with(id) { 0 } else { strsim::levenshtein(id, &other) };
             (distance, other)
         })
         .filter(|(distance, other)| *distance <= (other.len() / 3).max(3))
@@ -282,7 +289,8 @@ fn outcome_of(records: &[Record]) -> Value {
 /// What the saga held when it failed: the last failure, its observation, and the outputs
 /// checkpointed so far (scrubbed of credentials, shortened).
 fn state_at_failure(records: &[Record], steps: &Steps) -> Option<BTreeMap<String, String>> {
-    let failed = records.iter().rposition(|r| matches!(r.event, Event::StepFailed { .. } | Event::CompensationFailed { .. }))?;
+    let failed =
+        records.iter().rposition(|r| matches!(r.event, Event::StepFailed { .. } | Event::CompensationFailed { .. }))?;
     let mut state = BTreeMap::new();
     if let Event::StepFailed { failure, .. } | Event::CompensationFailed { failure, .. } = &records[failed].event {
         state.insert("failure".to_owned(), failure.to_string());
@@ -343,7 +351,9 @@ async fn stats(opened: &Opened, format: Format, name: Option<String>, limit: usi
                     Ok(records) => {
                         for record in &records {
                             match &record.event {
-                                Event::StepFailed { next, .. } => *entry.levels.entry(next.level() as u8).or_default() += 1,
+                                Event::StepFailed { next, .. } => {
+                                    *entry.levels.entry(next.level() as u8).or_default() += 1
+                                }
                                 Event::CompensationFailed { next, .. } => {
                                     entry.compensation_failures += 1;
                                     if matches!(next, CompensationNext::Park) {
@@ -383,7 +393,16 @@ async fn stats(opened: &Opened, format: Format, name: Option<String>, limit: usi
     if rows.is_empty() {
         return Ok("no saga stored\n".to_owned());
     }
-    let mut out = table(&["saga", "completed", "compensated", "needs human", "running", "escalations (level: count)", "compensation failures", "duration p50 / p99"]);
+    let mut out = table(&[
+        "saga",
+        "completed",
+        "compensated",
+        "needs human",
+        "running",
+        "escalations (level: count)",
+        "compensation failures",
+        "duration p50 / p99",
+    ]);
     for (name, s) in &by_name {
         let count = |status: &str| s.outcomes.get(status).copied().unwrap_or_default().to_string();
         out.add_row(vec![
@@ -418,7 +437,10 @@ async fn graph(opened: &Opened, target: &str) -> Result<String> {
     }
     let summary = find(opened, target).await.map_err(|e| {
         let names: Vec<&str> = definitions.iter().map(|d| d.name.as_str()).collect();
-        format!("{e}\n(or give a saga type's name: the store knows {})", if names.is_empty() { "none".to_owned() } else { names.join(", ") })
+        format!(
+            "{e}\n(or give a saga type's name: the store knows {})",
+            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+        )
     })?;
     let definition = definition_of(opened, &summary).await;
     let (records, rows) = journal(opened, &summary).await?;
@@ -488,7 +510,9 @@ async fn request(
             None => action.as_str().to_owned(),
         };
         if format == Format::Json {
-            return Ok(pretty(&json!({ "request": number, "action": action.as_str(), "state": "pending", "owner_running": !nobody })));
+            return Ok(pretty(
+                &json!({ "request": number, "action": action.as_str(), "state": "pending", "owner_running": !nobody }),
+            ));
         }
         let when = if nobody {
             "no process owns the store now: it will be carried out when a worker opens it".to_owned()

@@ -47,7 +47,8 @@ pub fn duration(ms: u64) -> String {
 pub fn parse_age(text: &str) -> Result<u64, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration: write it like `30m`, `12h` or `7d`"))?;
+    let n: u64 =
+        number.parse().map_err(|_| format!("`{text}` is not a duration: write it like `30m`, `12h` or `7d`"))?;
     let unit_ms = match unit {
         "s" => 1_000,
         "m" => 60_000,

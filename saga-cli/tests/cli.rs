@@ -128,7 +128,12 @@ fn find_time(line: &str) -> Option<usize> {
     let bytes = line.as_bytes();
     (0..bytes.len().saturating_sub(22)).find(|&i| {
         let s = &bytes[i..i + 23];
-        s[4] == b'-' && s[7] == b'-' && s[10] == b' ' && s[13] == b':' && s[16] == b':' && s[19] == b'.'
+        s[4] == b'-'
+            && s[7] == b'-'
+            && s[10] == b' '
+            && s[13] == b':'
+            && s[16] == b':'
+            && s[19] == b'.'
             && s.iter().enumerate().all(|(j, c)| matches!(j, 4 | 7 | 10 | 13 | 16 | 19) || c.is_ascii_digit())
     })
 }
@@ -170,10 +175,14 @@ async fn fixture() -> Fixture {
     {
         let runtime = runtime(SqliteStore::open(&db).await.unwrap(), &ledger);
         for fate in ["complete", "compensate"] {
-            runtime.run_with_id(SagaId::new(format!("order-{fate}")), Order { fate: fate.into(), cents: 500 }).await.unwrap();
+            runtime
+                .run_with_id(SagaId::new(format!("order-{fate}")), Order { fate: fate.into(), cents: 500 })
+                .await
+                .unwrap();
         }
         *ledger.refund_failures.lock().unwrap() = 2;
-        let parked = runtime.run_with_id(SagaId::new("order-park"), Order { fate: "park".into(), cents: 700 }).await.unwrap();
+        let parked =
+            runtime.run_with_id(SagaId::new("order-park"), Order { fate: "park".into(), cents: 700 }).await.unwrap();
         assert_eq!(parked.status(), Status::NeedsHuman);
     }
     let worker_runtime = runtime(SqliteStore::open(&db).await.unwrap(), &ledger);
@@ -198,7 +207,8 @@ async fn an_operator_finds_the_parked_saga_reads_why_resolves_it_and_sees_it_fin
     assert_eq!(code, 0);
     insta::assert_snapshot!("show_parked", masked(&show));
 
-    let (code, resolved, stderr) = saga(db, &["resolve", "order-park", "--note", "refunded by hand in the bank's console", "--wait"]);
+    let (code, resolved, stderr) =
+        saga(db, &["resolve", "order-park", "--note", "refunded by hand in the bank's console", "--wait"]);
     assert_eq!((code, stderr.as_str()), (0, ""), "{resolved}");
     assert_eq!(resolved, "request #1 done: resolve: the saga is compensated now\n");
 
@@ -207,7 +217,12 @@ async fn an_operator_finds_the_parked_saga_reads_why_resolves_it_and_sees_it_fin
     let (_, requests, _) = saga(db, &["requests", "--format", "json"]);
     insta::assert_snapshot!("requests_json", masked(&requests));
     let (_, show, _) = saga(db, &["show", "order-park"]);
-    assert!(show.contains("charge: compensated by hand (\"refunded by hand in the bank's console\"); the rollback continues"), "{show}");
+    assert!(
+        show.contains(
+            "charge: compensated by hand (\"refunded by hand in the bank's console\"); the rollback continues"
+        ),
+        "{show}"
+    );
     assert!(show.contains("outcome: COMPENSATED"), "{show}");
 
     let (_, stats, _) = saga(db, &["stats", "--format", "json"]);
@@ -247,7 +262,10 @@ async fn pictures_and_bad_input() {
     drop(fixture.worker_runtime);
     let (code, queued, _) = saga(db, &["resume", "order-park"]);
     assert_eq!(code, 0);
-    assert!(queued.contains("no process owns the store now: it will be carried out when a worker opens it"), "{queued}");
+    assert!(
+        queued.contains("no process owns the store now: it will be carried out when a worker opens it"),
+        "{queued}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,10 @@ pub(crate) struct Method {
     /// Whether the parameter after `cx` is an `Option<...>`: a compensation written so also
     /// undoes the landed effects of an attempt that failed without an output.
     pub(crate) takes_option: bool,
+    /// How many parameters it takes, `self` included.
+    pub(crate) arity: usize,
+    /// Its parameter list as written (its name when it takes none), for spans.
+    pub(crate) params: proc_macro2::TokenStream,
 }
 
 /// Whether the third parameter of `method` (after `&self` and `cx`) is `Option<...>`.
@@ -136,6 +140,12 @@ pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream, mut item: ItemImpl) -> Opt
                 ident: method.sig.ident.clone(),
                 is_async: method.sig.asyncness.is_some(),
                 takes_option: third_param_is_option(method),
+                arity: method.sig.inputs.len(),
+                params: if method.sig.inputs.is_empty() {
+                    quote::ToTokens::to_token_stream(&method.sig.ident)
+                } else {
+                    quote::ToTokens::to_token_stream(&method.sig.inputs)
+                },
             });
             continue;
         };

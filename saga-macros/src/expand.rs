@@ -228,11 +228,19 @@ impl Gen<'_> {
         let (rt, state_ident, idents, outputs) = (&self.rt, &self.state_ident, &self.idents, &self.outputs);
         // The one place each output type is required to be checkpointable, spanned on the type
         // the user wrote, so that a non-serializable output is one clear error.
-        let codecs = self.saga.steps.iter().enumerate().filter(|_| self.full()).map(|(index, step)| {
+        let codecs = (0..outputs.len()).filter(|_| self.full()).map(|index| {
             let output = &outputs[index];
-            let codec = format_ident!("__CODEC_{}", index);
-            let new = quote_spanned!(step.output_span=> #rt::codec::<#output>());
-            quote!(const #codec: #rt::Codec<#output> = #new;)
+            let codec = format_ident!("__codec_{}", index);
+            // Autoref specialization (see `__private::Probe`): one error for an output that
+            // cannot be checkpointed, whichever of its bounds it misses.
+            let span = syn::spanned::Spanned::span(output);
+            let new = quote_spanned!(span=> (&#rt::Probe::<#output>::new()).codec());
+            quote! {
+                fn #codec() -> #rt::Codec<#output> {
+                    use #rt::{NotCheckpointable as _, ViaStepOutput as _};
+                    #new
+                }
+            }
         });
         quote! {
             #[doc(hidden)]
@@ -496,14 +504,14 @@ impl Gen<'_> {
             Mode::Full => (
                 (0..self.idents.len()).collect(),
                 self.idents.clone(),
-                (0..self.idents.len()).map(|i| format_ident!("__CODEC_{}", i)).collect(),
+                (0..self.idents.len()).map(|i| format_ident!("__codec_{}", i)).collect(),
             ),
             Mode::Inert => (Vec::new(), Vec::new(), Vec::new()),
         };
         quote! {
             fn __encode(step: usize, state: &Self::State) -> ::core::result::Result<::std::vec::Vec<u8>, #rt::CodecError> {
                 match step {
-                    #(#indices => (Self::State::#codecs.encode)(#rt::input(&state.#steps)),)*
+                    #(#indices => (Self::State::#codecs().encode)(#rt::input(&state.#steps)),)*
                     _ => #rt::no_such_step(step),
                 }
             }
@@ -511,7 +519,7 @@ impl Gen<'_> {
             fn __decode(step: usize, state: &mut Self::State, bytes: &[u8]) -> ::core::result::Result<(), #rt::CodecError> {
                 match step {
                     #(#indices => {
-                        state.#steps = ::core::option::Option::Some((Self::State::#codecs.decode)(bytes)?);
+                        state.#steps = ::core::option::Option::Some((Self::State::#codecs().decode)(bytes)?);
                         ::core::result::Result::Ok(())
                     })*
                     _ => #rt::no_such_step(step),

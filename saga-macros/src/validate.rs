@@ -145,7 +145,34 @@ fn check_method(cx: &mut Ctxt, saga: &Saga, method: &syn::Ident, role: Role, ste
             Role::Validator if found.is_async => {
                 cx.error(method, format!("validator `{method}` must be a plain `fn`, not `async fn`: write `{form}`"))
             }
+            // Spanned on the parameters the user wrote: rustc would otherwise say only "takes 2
+            // arguments but 3 were supplied" on `#[saga]`.
+            Role::Compensation if found.arity != 3 => cx.error(
+                &found.params,
+                format!(
+                    "compensation `{method}` takes {}, but a compensation receives `&self`, its context and the output of step `{}`: write `{form}`",
+                    parameters(found.arity),
+                    step.ident
+                ),
+            ),
+            Role::Validator if found.arity != 2 => cx.error(
+                &found.params,
+                format!(
+                    "validator `{method}` takes {}, but a validator receives `&self` and the output of step `{}`: write `{form}`",
+                    parameters(found.arity),
+                    step.ident
+                ),
+            ),
             _ => {}
         },
+    }
+}
+
+/// "no parameter", "1 parameter", "2 parameters" (`self` counted).
+fn parameters(n: usize) -> String {
+    match n {
+        0 => "no parameter".to_owned(),
+        1 => "1 parameter".to_owned(),
+        n => format!("{n} parameters"),
     }
 }

@@ -74,6 +74,9 @@ pub struct StepContext {
     pub(crate) limits: Arc<crate::limits::Limits>,
     /// The downstreams this attempt drew tokens from (paused together on a `retry_after`).
     pub(crate) used_limits: Mutex<Vec<String>>,
+    /// Set by [`resource`](StepContext::resource) before it panics for a missing resource: the
+    /// driver turns that panic into a configuration error (see `FailureKind::Misconfigured`).
+    pub(crate) misconfigured: OnceLock<String>,
 }
 
 impl StepContext {
@@ -145,16 +148,26 @@ impl StepContext {
     ///
     /// # Panics
     ///
-    /// When no value of type `T` is registered; the message names the type and the fix. Use
-    /// [`try_resource`](Self::try_resource) for optional resources.
+    /// When no value of type `T` is registered; the message names the type and the fix. The
+    /// runtime catches that panic as what it is, a configuration error
+    /// ([`FailureKind::Misconfigured`](crate::FailureKind::Misconfigured)): the saga is parked
+    /// for a human at once, without retries and without compensations (which would need the
+    /// same runtime); once the resource is registered, `resume` continues it from this step.
+    /// Use [`try_resource`](Self::try_resource) for optional resources.
     pub fn resource<T: Send + Sync + 'static>(&self) -> &T {
         match self.resources.get::<T>() {
             Some(value) => value,
-            None => panic!(
-                "no resource of type `{}` is registered on this Runtime: add `.resource(value)` to `Runtime::builder()`",
-                type_name::<T>()
-            ),
+            None => {
+                let message = missing_resource(type_name::<T>());
+                let _ = self.misconfigured.set(message.clone());
+                panic!("{message}")
+            }
         }
+    }
+
+    /// The configuration error a missing resource caused in this attempt, if any.
+    pub(crate) fn misconfiguration(&self) -> Option<StepError> {
+        self.misconfigured.get().map(|message| StepError::logical(message).with_kind(crate::FailureKind::Misconfigured))
     }
 
     /// A resource registered with `Runtime::builder().resource(value)`, if there is one.
@@ -174,11 +187,29 @@ impl StepContext {
     /// step). Each effect of an attempt needs its own name: using one name twice in an attempt
     /// is a logical failure. Inside a compensation, effects are not journaled: `run` simply
     /// runs (compensations are retried, so make them idempotent).
-    pub async fn effect<R, E, F>(&self, name: &str, run: F) -> Result<R, StepError>
+    ///
+    /// `run` returns a [`StepResult`](crate::StepResult), so `Ok(value)` needs no annotation
+    /// and `?` converts the common errors (`std::io::Error`, `serde_json::Error`, and
+    /// `anyhow::Error` with the `anyhow` feature) with a default class; pick another with
+    /// [`Classify`](crate::Classify):
+    ///
+    /// ```
+    /// # use saga_runtime::prelude::*;
+    /// # async fn step(cx: &StepContext) -> StepResult<usize> {
+    /// let notes = cx.effect("read_notes", async {
+    ///     let text = std::fs::read_to_string("NOTES.md")?; // io::Error: class by its kind
+    ///     Ok(text.len())
+    /// }).await?;
+    /// let reply = cx.effect("post", async {
+    ///     let status = std::fs::metadata("out.txt").transient()?.len(); // the class you pick
+    ///     Ok(status)
+    /// }).await?;
+    /// # Ok(notes + reply as usize) }
+    /// ```
+    pub async fn effect<R, F>(&self, name: &str, run: F) -> Result<R, StepError>
     where
         R: Serialize + DeserializeOwned,
-        E: Into<StepError>,
-        F: Future<Output = Result<R, E>>,
+        F: Future<Output = Result<R, StepError>>,
     {
         self.effect_keyed(name, None, |_key| run).await
     }
@@ -187,13 +218,12 @@ impl StepContext {
     /// key (passed to `run`, to give the downstream service) hashes `input`, so running the
     /// step again (a retry, a re-prompt, a resume) with a different input runs the new effect,
     /// while the same input returns the stored result.
-    pub async fn effect_with<I, R, E, F, Fut>(&self, name: &str, input: &I, run: F) -> Result<R, StepError>
+    pub async fn effect_with<I, R, F, Fut>(&self, name: &str, input: &I, run: F) -> Result<R, StepError>
     where
         I: Serialize + ?Sized,
         R: Serialize + DeserializeOwned,
-        E: Into<StepError>,
         F: FnOnce(String) -> Fut,
-        Fut: Future<Output = Result<R, E>>,
+        Fut: Future<Output = Result<R, StepError>>,
     {
         let input = serde_json::to_vec(input)
             .map_err(|e| StepError::logical(format!("the input of effect `{name}` cannot be serialized: {e}")))?;
@@ -209,16 +239,15 @@ impl StepContext {
         idempotency::effect_key(self.idempotency_key(), name, input, self.pass)
     }
 
-    async fn effect_keyed<R, E, F, Fut>(&self, name: &str, input: Option<&[u8]>, run: F) -> Result<R, StepError>
+    async fn effect_keyed<R, F, Fut>(&self, name: &str, input: Option<&[u8]>, run: F) -> Result<R, StepError>
     where
         R: Serialize + DeserializeOwned,
-        E: Into<StepError>,
         F: FnOnce(String) -> Fut,
-        Fut: Future<Output = Result<R, E>>,
+        Fut: Future<Output = Result<R, StepError>>,
     {
         let key = self.effect_key(name, input);
         if self.compensation.is_some() {
-            return run(key).await.map_err(Into::into);
+            return run(key).await;
         }
         {
             let mut used = self.used_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -235,7 +264,7 @@ impl StepContext {
                 StepError::logical(format!("the stored result of effect `{name}` no longer fits its type: {e}"))
             });
         }
-        let result = run(key.clone()).await.map_err(Into::into)?;
+        let result = run(key.clone()).await?;
         crash_point("an effect ran, before its journal write");
         let bytes = serde_json::to_vec(&result)
             .map_err(|e| StepError::logical(format!("the result of effect `{name}` cannot be serialized: {e}")))?;
@@ -280,12 +309,19 @@ impl StepContext {
     /// (see [`scrub`](crate::scrub)). The write starts at once in the background (it does not
     /// wait for the step to finish): the exchange is durable within one commit of the store,
     /// and the step's next write waits for it.
+    ///
+    /// With the `otel` feature, the exchange is also an OpenTelemetry span event of the attempt
+    /// (GenAI conventions, the scrubbed texts; see the `otel` module).
     pub fn record_llm(&self, prompt: &str, response: &str) {
+        let prompt = self.scrubber.scrub(prompt).into_owned();
+        let response = self.scrubber.scrub(response).into_owned();
+        #[cfg(feature = "otel")]
+        crate::otel::llm_exchange(&prompt, &response, self.tier);
         self.writer.push_unfolded(Event::LlmExchange {
             step: self.step_index,
             attempt: self.attempt,
-            prompt: self.scrubber.scrub(prompt).into_owned(),
-            response: self.scrubber.scrub(response).into_owned(),
+            prompt,
+            response,
         });
         self.writer.commit_soon();
     }
@@ -328,6 +364,13 @@ impl StepContext {
     }
 }
 
+/// The message of a missing resource: the type, the fix, and what happens to the saga.
+fn missing_resource(type_name: &str) -> String {
+    format!(
+        "no resource of type `{type_name}` is registered on this Runtime: add `.resource(value)` to `Runtime::builder()`, then `resume` the saga (it is parked, nothing was compensated)"
+    )
+}
+
 /// The failure of a call to a downstream no limit was declared for.
 pub(crate) fn unknown_limit(name: &str, declared: &[&str]) -> StepError {
     let declared = match declared {
@@ -337,7 +380,7 @@ pub(crate) fn unknown_limit(name: &str, declared: &[&str]) -> StepError {
         }
     };
     StepError::logical(format!(
-        "no rate limit is declared for downstream `{name}` ({declared}): add `Runtime::builder().limit(\"{name}\", Limit::per_second(..))`"
+        "no rate limit is declared for downstream `{name}` ({declared}): add `Runtime::builder().limit(\"{name}\", Limit::per_second(..))`, then `resume` the saga (it is parked, nothing was compensated)"
     ))
     .with_kind(crate::FailureKind::Misconfigured)
 }

@@ -385,6 +385,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             resources: self.engine.resources.clone(),
             limits: self.engine.limits.clone(),
             used_limits: Mutex::new(Vec::new()),
+            misconfigured: OnceLock::new(),
         }
     }
 
@@ -477,6 +478,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             }
             Err(error) => Err(error),
         };
+        let result = misconfigured(result, &cx);
         let used_limits = std::mem::take(&mut *cx.used_limits.lock().unwrap_or_else(|e| e.into_inner()));
         drop(cx);
         self.fold_effects()?;
@@ -592,6 +594,8 @@ impl<'r, S: Saga> Driver<'r, S> {
             class = tracing::field::Empty,
             level = tracing::field::Empty,
             blamed = tracing::field::Empty,
+            // The span's status for OpenTelemetry (feature `otel`): a failed attempt is an error.
+            otel.status_code = tracing::field::Empty,
         )
     }
 
@@ -631,6 +635,7 @@ impl<'r, S: Saga> Driver<'r, S> {
         };
         span.record("class", tracing::field::display(failure.class));
         span.record("level", next.level() as u8);
+        span.record("otel.status_code", "error");
         // Who found the failure is the attempt's step; who was blamed for it, if another.
         let blamed = match &next {
             Next::Blame { blamed, .. } if *blamed as usize != i => {
@@ -642,7 +647,7 @@ impl<'r, S: Saga> Driver<'r, S> {
         span.in_scope(|| {
             tracing::warn!(
                 class = %failure.class,
-                level = next.level() as u8,
+                ladder_level = next.level() as u8,
                 blamed,
                 error = %failure.message,
                 "step failed: {}", next.level()
@@ -685,6 +690,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             attempt = tracing::field::Empty,
             class = tracing::field::Empty,
             level = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         if let Some(interrupted) = self.progress.steps[i].open_compensation_attempt {
             let in_a_row = self.progress.steps[i].compensation_interruptions_used + 1;
@@ -725,6 +731,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             }
             Err(error) => Err(error),
         };
+        let result = misconfigured(result, &cx);
         let used_limits = std::mem::take(&mut *cx.used_limits.lock().unwrap_or_else(|e| e.into_inner()));
         drop(cx);
         self.fold_effects()?;
@@ -760,6 +767,7 @@ impl<'r, S: Saga> Driver<'r, S> {
             message: self.scrubber.scrub(error.message()).into_owned(),
         };
         span.record("class", tracing::field::display(failure.class));
+        span.record("otel.status_code", "error");
         let delay = match next {
             CompensationNext::Retry { delay } => Some(delay),
             CompensationNext::Park => {
@@ -926,6 +934,16 @@ async fn guarded(
     result.unwrap_or_else(|panic| {
         Err(StepError::logical(format!("panicked: {}", panic_message(&*panic))).with_kind(FailureKind::Panicked))
     })
+}
+
+/// A panic of `cx.resource` for a resource nobody registered is a configuration error, not a
+/// logical failure: the ladder parks the saga at once instead of re-prompting (see
+/// `ladder::decide`).
+fn misconfigured(result: Result<(), StepError>, cx: &StepContext) -> Result<(), StepError> {
+    match result {
+        Err(error) if error.kind() == FailureKind::Panicked => Err(cx.misconfiguration().unwrap_or(error)),
+        result => result,
+    }
 }
 
 /// The failure of a saga that ran past its deadline, `when` (before an attempt, or cutting

@@ -33,10 +33,11 @@ impl fmt::Display for FailureClass {
 }
 
 /// How a failure came about, beyond its class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum FailureKind {
     /// The step (or compensation) returned an error.
+    #[default]
     Error,
     /// The step returned an output that its `validate` method rejected.
     Rejected,
@@ -53,8 +54,11 @@ pub enum FailureKind {
     /// (`RuntimeBuilder::max_payload`): a logical failure, since checkpointing it would stall
     /// every saga of the store.
     TooLarge,
-    /// The runtime is configured wrong for the step (it calls a downstream whose rate limit
-    /// was never declared): retrying cannot help, so the step fails for good at once.
+    /// The runtime is configured wrong for the step or compensation: it asks for a resource
+    /// nobody registered (`cx.resource::<T>()`), or calls a downstream whose rate limit was
+    /// never declared (`cx.limit(..)`). Retrying cannot help and compensating would need the
+    /// same runtime, so the saga is parked for a human at once (level 4), nothing compensated;
+    /// after the fix, `resume` continues it from there.
     Misconfigured,
     /// An operator cancelled the saga (`Runtime::cancel`): it was rolled back at once.
     Cancelled,
@@ -231,6 +235,103 @@ impl fmt::Display for StepError {
 
 impl std::error::Error for StepError {}
 
+/// `?` on an I/O error in a step or an effect: the class follows the error's kind. A timeout,
+/// an interruption, a refused, reset or aborted connection, an unreachable network or host, a
+/// busy resource or a short read is [`Transient`](FailureClass::Transient) (it may pass by
+/// itself); any other kind (a missing file, a denied permission, bad input) is
+/// [`Logical`](FailureClass::Logical) (the step asked for something wrong). Pick another class
+/// with [`Classify`].
+impl From<std::io::Error> for StepError {
+    fn from(error: std::io::Error) -> Self {
+        StepError::new(io_class(error.kind()), error)
+    }
+}
+
+/// `?` on a JSON error (parsing a model's answer, an API's reply): a failed read underneath is
+/// [`Transient`](FailureClass::Transient), bad or unexpected JSON is
+/// [`Logical`](FailureClass::Logical) (re-prompted with the error). Pick another class with
+/// [`Classify`].
+impl From<serde_json::Error> for StepError {
+    fn from(error: serde_json::Error) -> Self {
+        let class = match error.io_error_kind() {
+            Some(kind) => io_class(kind),
+            None => FailureClass::Logical,
+        };
+        StepError::new(class, error)
+    }
+}
+
+/// `?` on an `anyhow::Error` (feature `anyhow`): a [`StepError`] anywhere in its chain keeps
+/// its class and builders (`retry_after`, `restart_from`, ...), else an I/O error in the chain
+/// classifies it as `From<std::io::Error>` does, else it is [`Logical`](FailureClass::Logical).
+/// The message is the whole chain (`"{:#}"`: each context, then the cause). Pick another class
+/// with [`Classify`].
+#[cfg(feature = "anyhow")]
+impl From<anyhow::Error> for StepError {
+    fn from(error: anyhow::Error) -> Self {
+        let message = format!("{error:#}");
+        if let Some(inner) = error.chain().find_map(|cause| cause.downcast_ref::<StepError>()) {
+            return StepError { message, ..inner.clone() };
+        }
+        let class = error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+            .map_or(FailureClass::Logical, |io| io_class(io.kind()));
+        StepError::new(class, message)
+    }
+}
+
+/// The class of an I/O error's kind: what may pass by itself is transient.
+fn io_class(kind: std::io::ErrorKind) -> FailureClass {
+    use std::io::ErrorKind::*;
+    match kind {
+        TimedOut | Interrupted | WouldBlock | ConnectionRefused | ConnectionReset | ConnectionAborted
+        | NotConnected | BrokenPipe | UnexpectedEof | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+        | NetworkDown | ResourceBusy => FailureClass::Transient,
+        _ => FailureClass::Logical,
+    }
+}
+
+/// Picks the failure class of any error, for `?` in a step or an effect:
+/// `call().await.transient()?`.
+///
+/// `?` alone converts `std::io::Error`, `serde_json::Error` and (feature `anyhow`)
+/// `anyhow::Error` with a default class; these methods override it, and work for any error
+/// that implements `Display`.
+///
+/// ```
+/// use saga_runtime::prelude::*;
+///
+/// fn vendor_call() -> Result<String, std::io::Error> {
+///     Err(std::io::Error::new(std::io::ErrorKind::NotFound, "503 from the vendor"))
+/// }
+/// fn step() -> StepResult<String> {
+///     let answer = vendor_call().transient()?; // NotFound alone would be logical
+///     Ok(answer)
+/// }
+/// assert_eq!(step().unwrap_err().class(), FailureClass::Transient);
+/// ```
+pub trait Classify<T> {
+    /// The error as a [`StepError::transient`].
+    fn transient(self) -> Result<T, StepError>;
+    /// The error as a [`StepError::logical`].
+    fn logical(self) -> Result<T, StepError>;
+    /// The error as a [`StepError::environmental`].
+    fn environmental(self) -> Result<T, StepError>;
+}
+
+impl<T, E: fmt::Display> Classify<T> for Result<T, E> {
+    fn transient(self) -> Result<T, StepError> {
+        self.map_err(StepError::transient)
+    }
+    fn logical(self) -> Result<T, StepError> {
+        self.map_err(StepError::logical)
+    }
+    fn environmental(self) -> Result<T, StepError> {
+        self.map_err(StepError::environmental)
+    }
+}
+
 /// A recorded failure: which step failed, how, and on which attempt.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -277,6 +378,25 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+/// `{:?}` of the runtime's error enums: the message and its causes, as anyhow prints an error,
+/// so that `main` returning `Result<(), Box<dyn Error>>` shows the text that says what to do
+/// instead of the variant's fields.
+pub(crate) fn debug_message(error: &dyn std::error::Error, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(f, "{error}")?;
+    let causes: Vec<String> = std::iter::successors(error.source(), |e| e.source()).map(|e| e.to_string()).collect();
+    // A cause whose text the message already contains adds nothing (the store's errors
+    // include their backend's message).
+    let message = error.to_string();
+    let causes: Vec<&String> = causes.iter().filter(|c| !message.contains(c.as_str())).collect();
+    if !causes.is_empty() {
+        write!(f, "\n\nCaused by:")?;
+        for (n, cause) in causes.iter().enumerate() {
+            write!(f, "\n    {n}: {cause}")?;
+        }
+    }
+    Ok(())
+}
 
 /// A checkpoint could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@
 //! | environmental | compensate the completed compensable steps from the restart point on (reverse order), run again from `restart_from` with `observation()` set and fresh budgets; after `environment_restarts` restarts caused by the same step: level 3 | 0 |
 //! | level 3 | notify once, compensate every completed compensable step in reverse order (each compensation retried with the same backoff), return `Compensated` | 3 |
 //! | a compensation fails `compensation_retries + 1` times | stop, page once, park the saga, return `NeedsHuman` | 4 |
+//! | a configuration error (`FailureKind::Misconfigured`: a resource nobody registered, a downstream without a declared rate limit), of a step or a compensation | stop at once, page once, park the saga, return `NeedsHuman`; nothing is retried or compensated | 4 |
 //!
 //! An attempt (or a compensation) that a stop of the process interrupted is found on resume
 //! and retried with backoff (level 0) under its own budget, `interruptions`, which counts the
@@ -50,8 +51,17 @@ pub(crate) fn decide(
     let state = &progress.steps[step];
     let after_commit = definition.commit_index().is_some_and(|commit| step > commit);
     let exhausted = if after_commit { Next::Park } else { Next::RollBack };
-    if matches!(error.kind(), FailureKind::Misconfigured | FailureKind::DeadlinePassed) {
-        // Retrying cannot help: a configuration error stays, and the time is up.
+    if error.kind() == FailureKind::Misconfigured {
+        // A configuration error (a resource nobody registered, a downstream without a declared
+        // rate limit) is the deployment's fault, not the saga's: retrying, re-prompting or
+        // another model cannot help, and rolling back would undo good work with compensations
+        // that need the same runtime (and usually fail the same way). So the saga is parked at
+        // once for a human, with the failure naming what is missing and the fix; after the fix,
+        // `resume` continues from this step with fresh budgets.
+        return Next::Park;
+    }
+    if error.kind() == FailureKind::DeadlinePassed {
+        // Retrying cannot help: the time is up.
         return exhausted;
     }
     if error.kind() == FailureKind::Interrupted {
@@ -182,6 +192,10 @@ pub(crate) fn decide_compensation(
     error: &StepError,
 ) -> CompensationNext {
     let state = &progress.steps[step];
+    if error.kind() == FailureKind::Misconfigured {
+        // As for a step: retrying cannot fix the configuration; a human fixes it and resumes.
+        return CompensationNext::Park;
+    }
     if error.kind() == FailureKind::Interrupted {
         let used = state.compensation_interruptions_used;
         return if used < policy.interruptions {

@@ -136,6 +136,8 @@ pub mod journal;
 pub mod ladder;
 mod limits;
 mod notify;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod outcome;
 mod policy;
 pub mod redact;
@@ -153,11 +155,11 @@ pub use saga_macros::{saga, step};
 
 pub use context::StepContext;
 pub use definition::{Definition, StepDef, StepId, StepKind, StepRef};
-pub use error::{CodecError, Failure, FailureClass, FailureKind, StepError};
+pub use error::{Classify, CodecError, Failure, FailureClass, FailureKind, StepError};
 pub use id::SagaId;
 pub use journal::{JournalError, LandedEffect};
 pub use limits::{Limit, Permit, SharedLimits};
-pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager};
+pub use notify::{LogNotifier, LogPager, Notifier, Observed, Observer, Pager, TimelinePrinter};
 pub use outcome::{
     AttemptRecord, BlameRecord, CompensationReason, CompensationRecord, Escalation, Incident, Level, Outcome,
     RemovedOrphan, Report, RestartRecord, Status, StoreOutage, Throttle,
@@ -190,8 +192,9 @@ pub mod prelude {
     #[cfg(feature = "sqlite")]
     pub use crate::store::SqliteStore;
     pub use crate::{
-        Backoff, CheckpointStore, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore, Outcome,
-        Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status, StepContext, StepError, StepResult, saga, step,
+        Backoff, CheckpointStore, Classify, Escalation, Failure, FailureClass, Incident, Jitter, Level, MemoryStore,
+        Outcome, Policy, Report, Runtime, RuntimeError, Saga, SagaId, Status, StepContext, StepError, StepResult, saga,
+        step,
     };
 }
 
@@ -247,11 +250,68 @@ pub mod __private {
         pub decode: fn(&[u8]) -> Result<T, CodecError>,
     }
 
-    /// The codec of `T`; a free function so that an output that cannot be checkpointed is
-    /// reported with `StepOutput`'s message.
+    /// The codec of `T`.
     pub const fn codec<T: crate::saga::StepOutput>() -> Codec<T> {
         Codec { encode: encode::<T>, decode: decode::<T> }
     }
+
+    /// Asks for the codec of a step's output `T` by autoref specialization:
+    /// `(&Probe::<T>::new()).codec()` takes [`ViaStepOutput`] when `T` can be checkpointed, and
+    /// [`NotCheckpointable`] otherwise, whose one bound is one error saying what `T` lacks. (A
+    /// bound on `StepOutput` itself would report each missing trait of its blanket impl, with
+    /// rustc's list of the types that do implement `Serialize`: twice the error, 150 types.)
+    pub struct Probe<T>(std::marker::PhantomData<T>);
+
+    impl<T> Probe<T> {
+        /// The probe.
+        pub const fn new() -> Self {
+            Probe(std::marker::PhantomData)
+        }
+    }
+
+    impl<T> Default for Probe<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// The codec of an output that can be checkpointed.
+    pub trait ViaStepOutput<T> {
+        /// The codec.
+        fn codec(&self) -> Codec<T>;
+    }
+
+    impl<T: crate::saga::StepOutput> ViaStepOutput<T> for Probe<T> {
+        fn codec(&self) -> Codec<T> {
+            codec::<T>()
+        }
+    }
+
+    /// The fallback for an output that cannot be checkpointed: its bound fails, once.
+    pub trait NotCheckpointable<T> {
+        /// Never compiles: `T` is not [`Checkpointable`].
+        fn codec(&self) -> Codec<T>
+        where
+            T: Checkpointable;
+    }
+
+    impl<T> NotCheckpointable<T> for &Probe<T> {
+        fn codec(&self) -> Codec<T>
+        where
+            T: Checkpointable,
+        {
+            codec::<T>()
+        }
+    }
+
+    /// What the error of an output that cannot be checkpointed names. No type implements it:
+    /// an output that can be checkpointed never gets this far.
+    #[diagnostic::on_unimplemented(
+        message = "the output `{Self}` of a step must be `Serialize + DeserializeOwned + Send + Sync + 'static`, because it is checkpointed",
+        label = "this step output cannot be checkpointed",
+        note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}` (and keep it free of `Rc`, `RefCell` and borrowed data)"
+    )]
+    pub trait Checkpointable: crate::saga::StepOutput {}
 
     /// The output of an earlier step. The runtime only runs a step (or a compensation) when
     /// the outputs it reads are present.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Failure, FailureClass};
+use crate::error::{Failure, FailureClass, FailureKind};
 use crate::id::SagaId;
 
 /// The rungs of the escalation ladder. `level as u8` gives the number.
@@ -259,6 +259,11 @@ pub struct Escalation {
     pub level: Level,
     /// The failure class.
     pub class: FailureClass,
+    /// How the failure came about: a returned error, a rejected output, a timeout, a panic,
+    /// an attempt interrupted by a stop of the process, a configuration error, … (reports
+    /// written before this field existed read as [`FailureKind::Error`]).
+    #[serde(default)]
+    pub kind: FailureKind,
     /// The step that failed (for a failed compensation, the step it undoes).
     pub step: String,
     /// The attempt that failed (of the step, or of the compensation).
@@ -277,6 +282,7 @@ impl Escalation {
         Escalation {
             level,
             class: failure.class,
+            kind: failure.kind,
             step: failure.step.clone(),
             attempt: failure.attempt,
             error: failure.message.clone(),

@@ -351,7 +351,7 @@ async fn an_undeclared_downstream_is_a_configuration_error() {
     assert!(matches!(error, RuntimeError::UnknownLimit { .. }));
 
     let outcome = runtime.run(AsksAtRunTime).await.unwrap();
-    assert_eq!(outcome.status(), Status::Compensated, "no ladder for a configuration error");
+    assert_eq!(outcome.status(), Status::NeedsHuman, "no ladder for a configuration error: parked at once");
     let failure = outcome.failure().unwrap();
     assert_eq!(failure.kind, FailureKind::Misconfigured);
     assert!(failure.message.contains("no rate limit is declared for downstream `githb`"), "{}", failure.message);

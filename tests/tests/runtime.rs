@@ -236,27 +236,28 @@ async fn panics_are_caught_as_failures() {
     assert_eq!(incidents.all().len(), 1);
 }
 
-/// `cx.resource::<T>()` returns what the builder registered; a missing resource panics with
-/// a message naming the type and the fix, which the ladder records like any logical failure.
+/// `cx.resource::<T>()` returns what the builder registered; a missing resource is a
+/// configuration bug: the saga parks at once (no re-prompt, no tier switch, no compensation)
+/// with a message naming the type and the fix (tests/misconfigured.rs covers the resume).
 #[tokio::test(start_paused = true)]
 async fn resources_are_reached_by_type_and_a_missing_one_names_the_fix() {
     let outcome = Runtime::builder().resource(Greeting("hello".into())).build().run(Greeter).await.unwrap();
     assert_eq!(outcome.output().unwrap().greet, "hello, world");
 
-    let notified = Arc::new(Mutex::new(Vec::new()));
-    let sink = notified.clone();
-    let runtime = Runtime::builder().notifier(move |i: &Incident| sink.lock().unwrap().push(i.failure.clone())).build();
+    let paged = Arc::new(Mutex::new(Vec::new()));
+    let sink = paged.clone();
+    let runtime = Runtime::builder().pager(move |i: &Incident| sink.lock().unwrap().push(i.failure.clone())).build();
     let outcome = runtime.run(Greeter).await.unwrap();
-    let Outcome::Compensated { failure, report, .. } = &outcome else {
-        panic!("expected Compensated, got {outcome:?}")
-    };
-    assert_eq!(failure.kind, FailureKind::Panicked);
+    let Outcome::NeedsHuman { failure, report, .. } = &outcome else { panic!("expected NeedsHuman, got {outcome:?}") };
+    assert_eq!((failure.kind, failure.class, failure.attempt), (FailureKind::Misconfigured, FailureClass::Logical, 1));
     assert_eq!(
         failure.message,
-        "panicked: no resource of type `runtime::Greeting` is registered on this Runtime: add `.resource(value)` to `Runtime::builder()`"
+        "no resource of type `runtime::Greeting` is registered on this Runtime: add `.resource(value)` to `Runtime::builder()`, then `resume` the saga (it is parked, nothing was compensated)"
     );
-    assert_eq!(report.levels(), [Level::Reprompt, Level::Reprompt, Level::SwitchModel, Level::Compensate]);
-    assert_eq!(notified.lock().unwrap().as_slice(), std::slice::from_ref(failure));
+    assert_eq!(report.levels(), [Level::PageHuman]);
+    assert!(report.compensations.is_empty());
+    assert_eq!(report.attempts.len(), 1);
+    assert_eq!(paged.lock().unwrap().as_slice(), std::slice::from_ref(failure));
 }
 
 struct Greeting(String);
@@ -507,6 +508,19 @@ async fn interruptions_have_a_budget_of_their_own() {
         ],
         "the transient budget (3) was spent, and the interruptions did not need it"
     );
+    // The report says the same: an interrupted attempt does not read as a plain transient one.
+    let escalations: Vec<(Level, FailureClass, FailureKind, &str, u32)> =
+        outcome.report().escalations.iter().map(|e| (e.level, e.class, e.kind, e.step.as_str(), e.attempt)).collect();
+    assert_eq!(
+        escalations,
+        [
+            (Level::Retry, FailureClass::Transient, FailureKind::Error, "comment", 1),
+            (Level::Retry, FailureClass::Transient, FailureKind::Error, "comment", 2),
+            (Level::Retry, FailureClass::Transient, FailureKind::Error, "comment", 3),
+            (Level::Retry, FailureClass::Transient, FailureKind::Interrupted, "comment", 4),
+            (Level::Retry, FailureClass::Transient, FailureKind::Interrupted, "comment", 5),
+        ]
+    );
 
     // A step that dies with its process every time is parked for a human after
     // `interruptions` stops in a row: never rolled back (a crash it did not cause looks the
@@ -553,4 +567,77 @@ async fn interruptions_have_a_budget_of_their_own() {
     let outcome = runtime.run_with_id(id.clone(), ReleasePr::new()).await.unwrap();
     assert!(outcome.is_completed(), "eight kills in a row never rolled it back nor parked it: {outcome:?}");
     assert_eq!(outcome.report().levels(), [Level::Retry; 8]);
+}
+
+/// A report serialized before escalations carried their kind still reads: the kind is `Error`.
+#[test]
+fn an_escalation_serialized_without_its_kind_reads_as_a_returned_error() {
+    let old = r#"{"level":"Retry","class":"Transient","step":"comment","attempt":1,"error":"503"}"#;
+    let escalation: Escalation = serde_json::from_str(old).unwrap();
+    assert_eq!(
+        (escalation.level, escalation.class, escalation.kind, escalation.step.as_str(), escalation.error.as_str()),
+        (Level::Retry, FailureClass::Transient, FailureKind::Error, "comment", "503")
+    );
+    let written = serde_json::to_value(&escalation).unwrap();
+    assert_eq!(written["kind"], "Error", "the kind is written from now on");
+}
+
+/// A writer into a shared buffer, to read what a printer wrote.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `TimelinePrinter` prints every journal record as the runtime writes it, one timeline line
+/// each (a failure with the ladder's decision on a second line), after the seconds since it
+/// started and the prefix and saga tag asked for.
+#[tokio::test(start_paused = true)]
+async fn the_timeline_printer_prints_every_record_as_it_is_written() {
+    let harness = Harness::with_script(Script::new().then("run_tests", transient(1)));
+    let buffer = Buffer::default();
+    let printer = saga_runtime::TimelinePrinter::to_writer(buffer.clone()).prefix("[w1] ").saga_ids(true);
+    let runtime = Runtime::builder().policy(exact_backoff()).resource(harness.clone()).observer(printer).build();
+    runtime.run_with_id(SagaId::new("printed-1f2e"), ReleasePr::new()).await.unwrap();
+
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    // The seconds column (`  0.002s  `) varies; the rest is exact.
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let (clock, rest) = line.split_at(10);
+            assert!(clock.trim().is_empty() || clock.trim().trim_end_matches('s').parse::<f64>().is_ok(), "{line}");
+            rest.to_owned()
+        })
+        .collect();
+    let fingerprint = ReleasePr::definition().fingerprint().to_owned();
+    let tag = "[w1] [saga …1f2e] ";
+    let expected: Vec<String> = [
+        format!("started release-pr v1 ({fingerprint})"),
+        "open_pr: attempt 1".into(),
+        "open_pr: completed on attempt 1".into(),
+        "run_tests: attempt 1".into(),
+        "run_tests: step `run_tests` failed on attempt 1 (transient): 503 from the vendor".into(),
+        "    -> level 0 (retry): retry in 500ms".into(),
+        "run_tests: attempt 2".into(),
+        "run_tests: completed on attempt 2".into(),
+        "comment: attempt 1".into(),
+        "comment: completed on attempt 1".into(),
+        "merge: attempt 1".into(),
+        "merge: completed on attempt 1".into(),
+        "announce: attempt 1".into(),
+        "announce: completed on attempt 1".into(),
+        "finished: completed".into(),
+    ]
+    .into_iter()
+    .map(|line| format!("{tag}{line}"))
+    .collect();
+    assert_eq!(lines, expected, "\n{text}");
 }

@@ -200,9 +200,9 @@ async fn a_file_of_a_newer_schema_is_refused_and_left_unchanged() {
     rusqlite::Connection::open(db(&dir)).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let bytes = std::fs::read(db(&dir)).unwrap();
     let error = SqliteStore::open(db(&dir)).await.unwrap_err();
-    assert!(matches!(error, StoreError::NewerSchema { found: 99, supported: 3, .. }), "{error}");
+    assert!(matches!(error, StoreError::NewerSchema { found: 99, supported: 4, .. }), "{error}");
     assert!(
-        error.to_string().contains("has schema version 99, newer than version 3 that this build of saga-runtime knows")
+        error.to_string().contains("has schema version 99, newer than version 4 that this build of saga-runtime knows")
     );
     assert_eq!(std::fs::read(db(&dir)).unwrap(), bytes, "nothing was changed");
 }
@@ -497,4 +497,34 @@ impl Onboard {
         }
         Ok(format!("welcome-mail-id for {}", create_account.id))
     }
+}
+
+/// An error returned from `main` through `Box<dyn Error>` is printed with `{:?}`: it shows the
+/// message that says what to do, not the variant's fields; `{:#?}` keeps the structured form.
+#[tokio::test]
+async fn errors_returned_from_main_print_their_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, vec![0xAB; 8192]).unwrap();
+    let store_error = SqliteStore::open(&path).await.map(|_| ()).unwrap_err();
+    let message = format!(
+        "`{}` is not a SQLite database: point the store at a new file or at one it created; nothing was changed",
+        path.display()
+    );
+    assert_eq!(store_error.to_string(), message);
+    assert_eq!(format!("{store_error:?}"), message);
+    let structured = format!("{store_error:#?}");
+    assert!(structured.starts_with("NotADatabase {\n    location: \""), "{structured}");
+
+    let runtime_error = RuntimeError::from(store_error);
+    assert_eq!(format!("{runtime_error:?}"), message);
+    let boxed: Box<dyn std::error::Error> = Box::new(runtime_error);
+    assert_eq!(format!("{boxed:?}"), message, "what `main` prints");
+
+    let unknown = Runtime::default().resume::<Onboard>(&SagaId::new("nope")).await.unwrap_err();
+    assert_eq!(
+        format!("{unknown:?}"),
+        "no saga with id `nope` is stored: check the id, or start it with `run_with_id`"
+    );
+    assert_eq!(format!("{unknown:#?}"), "UnknownSaga {\n    saga_id: SagaId(\"nope\"),\n}");
 }

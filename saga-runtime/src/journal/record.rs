@@ -336,7 +336,8 @@ pub enum Next {
     },
     /// Level 3: notify, compensate everything, finish `Compensated`.
     RollBack,
-    /// Level 4 after the commit point: page a human and park.
+    /// Level 4: page a human and park (a step after the commit point out of its ladder, a step
+    /// interrupted too often, or a configuration error).
     Park,
 }
 

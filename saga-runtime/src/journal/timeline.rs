@@ -6,7 +6,7 @@ use super::JournalError;
 use super::fold::Progress;
 use super::record::{CompensationNext, Event, Next, Record};
 use crate::definition::Definition;
-use crate::error::Failure;
+use crate::error::{Failure, FailureKind};
 use crate::outcome::{Level, Report, Status};
 
 /// A journal record, displayed as one line of a timeline with the definition's step names.
@@ -119,7 +119,13 @@ fn write_line(
                         Ok(())
                     }
                     Next::RollBack => write!(f, "roll back: compensate every completed step"),
-                    Next::Park => write!(f, "after the commit point: page a human and park"),
+                    Next::Park => match failure.kind {
+                        FailureKind::Misconfigured => {
+                            write!(f, "a configuration error: page a human and park (nothing is compensated)")
+                        }
+                        FailureKind::Interrupted => write!(f, "page a human and park"),
+                        _ => write!(f, "after the commit point: page a human and park"),
+                    },
                 }
             }
             Event::CompensationStarted { step, attempt } => {

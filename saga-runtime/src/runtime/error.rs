@@ -1,6 +1,8 @@
 //! The errors of the runtime's own boundary (not of a saga's steps, which become an
 //! [`Outcome`](crate::Outcome)).
 
+use std::fmt;
+
 use crate::error::CodecError;
 use crate::id::SagaId;
 use crate::journal::JournalError;
@@ -10,8 +12,12 @@ use crate::store::StoreError;
 
 /// Errors of the runtime itself (not of a saga's steps, which become an [`Outcome`]).
 ///
+/// `{:?}` prints the message (and its causes), so that `main` returning
+/// `Result<(), Box<dyn Error>>` shows the text that says what to do; `{:#?}` prints the
+/// variant and its fields, which stay public for `match`.
+///
 /// [`Outcome`]: crate::Outcome
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
     /// The checkpoint store failed; the inner error says what to do. `saga_id` is the saga
@@ -215,6 +221,92 @@ impl RuntimeError {
 
     pub(crate) fn store(saga_id: &SagaId, error: StoreError) -> Self {
         RuntimeError::Store { saga_id: Some(saga_id.clone()), error }
+    }
+}
+
+impl fmt::Debug for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return crate::error::debug_message(self, f);
+        }
+        match self {
+            RuntimeError::Store { saga_id, error } => {
+                f.debug_struct("Store").field("saga_id", saga_id).field("error", error).finish()
+            }
+            RuntimeError::InputMismatch { saga_id } => {
+                f.debug_struct("InputMismatch").field("saga_id", saga_id).finish()
+            }
+            RuntimeError::Pruned { saga_id, status, finished_at_ms, pruned_at_ms } => f
+                .debug_struct("Pruned")
+                .field("saga_id", saga_id)
+                .field("status", status)
+                .field("finished_at_ms", finished_at_ms)
+                .field("pruned_at_ms", pruned_at_ms)
+                .finish(),
+            RuntimeError::Archive(error) => f.debug_tuple("Archive").field(error).finish(),
+            RuntimeError::UnknownSaga { saga_id } => f.debug_struct("UnknownSaga").field("saga_id", saga_id).finish(),
+            RuntimeError::WrongSaga { saga_id, stored, requested } => f
+                .debug_struct("WrongSaga")
+                .field("saga_id", saga_id)
+                .field("stored", stored)
+                .field("requested", requested)
+                .finish(),
+            RuntimeError::DefinitionMismatch {
+                saga_id,
+                name,
+                stored_version,
+                stored_fingerprint,
+                current_version,
+                current_fingerprint,
+            } => f
+                .debug_struct("DefinitionMismatch")
+                .field("saga_id", saga_id)
+                .field("name", name)
+                .field("stored_version", stored_version)
+                .field("stored_fingerprint", stored_fingerprint)
+                .field("current_version", current_version)
+                .field("current_fingerprint", current_fingerprint)
+                .finish(),
+            RuntimeError::Checkpoint { saga_id, step, error } => f
+                .debug_struct("Checkpoint")
+                .field("saga_id", saga_id)
+                .field("step", step)
+                .field("error", error)
+                .finish(),
+            RuntimeError::Encode { saga_id, step, error } => {
+                f.debug_struct("Encode").field("saga_id", saga_id).field("step", step).field("error", error).finish()
+            }
+            RuntimeError::CannotResolve { saga_id, reason } => {
+                f.debug_struct("CannotResolve").field("saga_id", saga_id).field("reason", reason).finish()
+            }
+            RuntimeError::CannotCancel { saga_id, reason } => {
+                f.debug_struct("CannotCancel").field("saga_id", saga_id).field("reason", reason).finish()
+            }
+            RuntimeError::NoMatchingVersion { saga_id, name, stored_version, stored_fingerprint, registered } => f
+                .debug_struct("NoMatchingVersion")
+                .field("saga_id", saga_id)
+                .field("name", name)
+                .field("stored_version", stored_version)
+                .field("stored_fingerprint", stored_fingerprint)
+                .field("registered", registered)
+                .finish(),
+            RuntimeError::Unregistered { saga_id, name } => {
+                f.debug_struct("Unregistered").field("saga_id", saga_id).field("name", name).finish()
+            }
+            RuntimeError::UnknownLimit { saga, step, downstream, declared } => f
+                .debug_struct("UnknownLimit")
+                .field("saga", saga)
+                .field("step", step)
+                .field("downstream", downstream)
+                .field("declared", declared)
+                .finish(),
+            RuntimeError::Sweep { saga_id, reason } => {
+                f.debug_struct("Sweep").field("saga_id", saga_id).field("reason", reason).finish()
+            }
+            RuntimeError::Journal { saga_id, error } => {
+                f.debug_struct("Journal").field("saga_id", saga_id).field("error", error).finish()
+            }
+        }
     }
 }
 

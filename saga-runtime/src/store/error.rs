@@ -8,7 +8,11 @@ use std::fmt;
 use crate::id::SagaId;
 
 /// Errors of a checkpoint store, each saying what happened and what to do, once.
-#[derive(Debug, thiserror::Error)]
+///
+/// `{:?}` prints the message (and its causes), so that `main` returning
+/// `Result<(), Box<dyn Error>>` shows the text that says what to do; `{:#?}` prints the
+/// variant and its fields, which stay public for `match`.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     // ---- about one saga --------------------------------------------------------------
@@ -137,6 +141,55 @@ pub enum StoreError {
     /// The database itself failed (I/O, a full disk, a lost connection).
     #[error(transparent)]
     Backend(BackendError),
+}
+
+impl fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return crate::error::debug_message(self, f);
+        }
+        let location =
+            |f: &mut fmt::Formatter<'_>, variant: &str, location: &String, more: &[(&str, &dyn fmt::Debug)]| {
+                let mut s = f.debug_struct(variant);
+                s.field("location", location);
+                for (name, value) in more {
+                    s.field(name, value);
+                }
+                s.finish()
+            };
+        match self {
+            StoreError::Conflict { saga_id, expected, found } => f
+                .debug_struct("Conflict")
+                .field("saga_id", saga_id)
+                .field("expected", expected)
+                .field("found", found)
+                .finish(),
+            StoreError::Fenced { saga_id, epoch, current } => f
+                .debug_struct("Fenced")
+                .field("saga_id", saga_id)
+                .field("epoch", epoch)
+                .field("current", current)
+                .finish(),
+            StoreError::Missing { saga_id } => f.debug_struct("Missing").field("saga_id", saga_id).finish(),
+            StoreError::Unreadable { saga_id, what, reason } => f
+                .debug_struct("Unreadable")
+                .field("saga_id", saga_id)
+                .field("what", what)
+                .field("reason", reason)
+                .finish(),
+            StoreError::Locked { location: l } => location(f, "Locked", l, &[]),
+            StoreError::NotADatabase { location: l } => location(f, "NotADatabase", l, &[]),
+            StoreError::NotASagaStore { location: l, reason } => location(f, "NotASagaStore", l, &[("reason", reason)]),
+            StoreError::NewerSchema { location: l, found, supported } => {
+                location(f, "NewerSchema", l, &[("found", found), ("supported", supported)])
+            }
+            StoreError::WrongKey { location: l, reason } => location(f, "WrongKey", l, &[("reason", reason)]),
+            StoreError::ReadOnly { location: l, reason } => location(f, "ReadOnly", l, &[("reason", reason)]),
+            StoreError::Gone { location: l, reason } => location(f, "Gone", l, &[("reason", reason)]),
+            StoreError::Unsupported { location: l, what } => location(f, "Unsupported", l, &[("what", what)]),
+            StoreError::Backend(backend) => f.debug_tuple("Backend").field(backend).finish(),
+        }
+    }
 }
 
 impl StoreError {

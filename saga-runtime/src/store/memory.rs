@@ -36,8 +36,11 @@ struct Inner {
     /// The saga types' definitions, by name and fingerprint.
     definitions: BTreeMap<(String, String), StoredDefinition>,
     /// Operators' requests, oldest first, with the kind each is for and when it was taken.
-    requests: Vec<(Request, Option<(String, String)>, Option<u64>)>,
+    requests: Vec<QueuedRequest>,
 }
+
+/// A request, the saga kind (name, fingerprint) it is for, and when it was taken.
+type QueuedRequest = (Request, Option<(String, String)>, Option<u64>);
 
 /// A request taken by a process that did not finish it within this long is offered again.
 pub(super) const REQUEST_RETAKE_MS: u64 = 60_000;

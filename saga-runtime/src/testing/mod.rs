@@ -23,7 +23,7 @@
 //!     async fn hold(&self, cx: &StepContext) -> StepResult<u64> {
 //!         cx.effect("hold", async {
 //!             cx.resource::<Arc<Accounts>>().holds.lock().unwrap().push(self.cents);
-//!             Ok::<_, StepError>(self.cents)
+//!             Ok(self.cents)
 //!         })
 //!         .await
 //!     }

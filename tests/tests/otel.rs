@@ -1,0 +1,188 @@
+//! OpenTelemetry export (feature `otel`), through the SDK's in-memory exporters: the spans,
+//! span events and metrics of one saga with a transient retry, a model exchange and a rollback
+//! whose compensation fails once, asserted whole. In a test binary of its own: tracing caches
+//! callsite interest process-wide, so a thread-scoped subscriber is only reliable alone.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use saga_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::layer::SubscriberExt;
+
+const TOKEN: &str = "ghp_R7sKx2Qm9VbL4tNw8ZcY1pHd6FjA3eUo5GiE";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Triage {
+    issue: u64,
+}
+
+#[saga]
+impl Triage {
+    #[step(compensate = discard)]
+    async fn draft(&self, cx: &StepContext) -> StepResult<String> {
+        if cx.attempt() == 1 {
+            return Err(StepError::transient("503 from the model vendor"));
+        }
+        let summary = "Login fails after the 2.3 upgrade.";
+        cx.record_llm(&format!("Summarize issue #{} (tracker token {TOKEN})", self.issue), summary);
+        Ok(summary.to_owned())
+    }
+    async fn discard(&self, cx: &StepContext, _draft: &String) -> StepResult<()> {
+        if cx.attempt() == 1 { Err(StepError::transient("the tracker timed out")) } else { Ok(()) }
+    }
+
+    #[step(idempotent)]
+    async fn post(&self, _cx: &StepContext) -> StepResult<u64> {
+        Err(StepError::logical("the issue is locked"))
+    }
+}
+
+/// The attributes worth asserting (not the layer's code locations, threads and timings).
+fn attributes(attributes: &[KeyValue]) -> String {
+    let mut kept: Vec<String> = attributes
+        .iter()
+        .filter(|kv| !kv.key.as_str().starts_with("code.") && !kv.key.as_str().starts_with("thread."))
+        .filter(|kv| !["busy_ns", "idle_ns", "target"].contains(&kv.key.as_str()))
+        .map(|kv| format!("{}={}", kv.key, kv.value))
+        .collect();
+    kept.sort();
+    kept.join(" ")
+}
+
+/// The spans as an indented tree (children in the order they started), each with its status
+/// and its events.
+fn tree(spans: &[SpanData]) -> String {
+    let mut children: HashMap<_, Vec<&SpanData>> = HashMap::new();
+    for span in spans {
+        children.entry(span.parent_span_id).or_default().push(span);
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|s| s.start_time);
+    }
+    fn render(
+        span: &SpanData,
+        depth: usize,
+        children: &HashMap<opentelemetry::trace::SpanId, Vec<&SpanData>>,
+        out: &mut String,
+    ) {
+        let pad = "  ".repeat(depth);
+        out.push_str(&format!("{pad}{} [{}] {:?}\n", span.name, attributes(&span.attributes), span.status));
+        for event in span.events.iter() {
+            out.push_str(&format!("{pad}  * {} [{}]\n", event.name, attributes(&event.attributes)));
+        }
+        for child in children.get(&span.span_context.span_id()).into_iter().flatten() {
+            render(child, depth + 1, children, out);
+        }
+    }
+    let mut out = String::new();
+    for root in children.get(&opentelemetry::trace::SpanId::INVALID).into_iter().flatten() {
+        render(root, 0, &children, &mut out);
+    }
+    out
+}
+
+/// Every data point as `name{attributes} = value` (histograms: their count), sorted.
+fn points(exporter: &InMemoryMetricExporter) -> Vec<String> {
+    let mut out = Vec::new();
+    let exported = exporter.get_finished_metrics().unwrap();
+    let last = exported.last().expect("metrics were exported");
+    for scope in last.scope_metrics() {
+        assert_eq!(scope.scope().name(), "saga-runtime");
+        for metric in scope.metrics() {
+            match metric.data() {
+                AggregatedMetrics::U64(MetricData::Sum(sum)) => {
+                    for p in sum.data_points() {
+                        let kvs: Vec<KeyValue> = p.attributes().cloned().collect();
+                        out.push(format!("{}{{{}}} = {}", metric.name(), attributes(&kvs), p.value()));
+                    }
+                }
+                AggregatedMetrics::F64(MetricData::Histogram(histogram)) => {
+                    assert_eq!(metric.unit(), "s");
+                    for p in histogram.data_points() {
+                        let kvs: Vec<KeyValue> = p.attributes().cloned().collect();
+                        assert!(p.sum() >= 0.0);
+                        out.push(format!("{}{{{}}} count {}", metric.name(), attributes(&kvs), p.count()));
+                    }
+                }
+                other => panic!("unexpected data for {}: {other:?}", metric.name()),
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_saga_exports_its_spans_its_model_exchange_and_its_metrics() {
+    let span_exporter = InMemorySpanExporter::default();
+    let tracer_provider = SdkTracerProvider::builder().with_simple_exporter(span_exporter.clone()).build();
+    let metric_exporter = InMemoryMetricExporter::default();
+    let meter_provider =
+        SdkMeterProvider::builder().with_reader(PeriodicReader::builder(metric_exporter.clone()).build()).build();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(saga_runtime::otel::layer(&tracer_provider)),
+    );
+
+    let policy = Policy {
+        reprompts: 0,
+        model_tiers: 1,
+        backoff: Backoff { jitter: Jitter::None, ..Backoff::default() },
+        ..Policy::default()
+    };
+    let runtime = Runtime::builder()
+        .policy(policy)
+        .notifier(|_: &Incident| {})
+        .observer(saga_runtime::otel::metrics(&meter_provider))
+        .build();
+    let outcome = runtime.run_with_id(SagaId::new("triage-7"), Triage { issue: 7 }).await.unwrap();
+    assert!(matches!(outcome, Outcome::Compensated { .. }), "{outcome:?}");
+    assert_eq!(outcome.report().slept, Duration::from_millis(1000), "one step retry, one compensation retry");
+
+    tracer_provider.force_flush().unwrap();
+    let spans = span_exporter.get_finished_spans().unwrap();
+    let rendered = tree(&spans);
+    assert!(!rendered.contains(TOKEN), "the prompt is exported scrubbed:\n{rendered}");
+    let prompt = saga_runtime::scrub(&format!("Summarize issue #7 (tracker token {TOKEN})"));
+    let expected = EXPECTED.replace("{PROMPT}", &serde_json::to_string(&prompt).unwrap());
+    assert_eq!(rendered, expected, "\n{rendered}");
+
+    meter_provider.force_flush().unwrap();
+    assert_eq!(
+        points(&metric_exporter),
+        [
+            "saga.compensation.failures{saga.compensation=discard saga.failure.class=transient saga.failure.kind=error saga.level=3 saga.name=triage saga.step=draft} = 1",
+            "saga.compensations{saga.compensation=discard saga.name=triage saga.step=draft} = 1",
+            "saga.escalations{saga.failure.class=logical saga.failure.kind=error saga.level=3 saga.name=triage saga.step=post} = 1",
+            "saga.escalations{saga.failure.class=transient saga.failure.kind=error saga.level=0 saga.name=triage saga.step=draft} = 1",
+            "saga.step.attempts{saga.name=triage saga.step=draft} = 2",
+            "saga.step.attempts{saga.name=triage saga.step=post} = 1",
+            "saga.step.duration{saga.attempt.outcome=completed saga.name=triage saga.step=draft} count 1",
+            "saga.step.duration{saga.attempt.outcome=failed saga.name=triage saga.step=draft} count 1",
+            "saga.step.duration{saga.attempt.outcome=failed saga.name=triage saga.step=post} count 1",
+        ]
+    );
+}
+
+/// The span tree: the saga, its steps, their attempts (the failed ones with an error status and
+/// the ladder's decision as an event), the model exchange as a GenAI event of the attempt that
+/// made it, and the compensation's two attempts under the saga.
+const EXPECTED: &str = r#"saga [saga=triage saga_id=triage-7] Unset
+  step [saga_id=triage-7 step=draft] Unset
+    attempt [attempt=1 class=transient level=0 step=draft tier=0] Error { description: "" }
+      * step failed: level 0 (retry) [class=transient error=503 from the model vendor ladder_level=0 level=WARN]
+    attempt [attempt=2 step=draft tier=0] Unset
+      * gen_ai.client.inference.operation.details [gen_ai.input.messages=[{"parts":[{"content":{PROMPT},"type":"text"}],"role":"user"}] gen_ai.operation.name=chat gen_ai.output.messages=[{"finish_reason":"stop","parts":[{"content":"Login fails after the 2.3 upgrade.","type":"text"}],"role":"assistant"}] gen_ai.output.type=text saga.model_tier=0]
+      * step completed [level=DEBUG]
+  step [saga_id=triage-7 step=post] Unset
+    attempt [attempt=1 class=logical level=3 step=post tier=0] Error { description: "" }
+      * step failed: level 3 (compensate) [class=logical error=the issue is locked ladder_level=3 level=WARN]
+  compensation [attempt=1 class=transient compensation=discard saga_id=triage-7 step=draft] Error { description: "" }
+    * compensation failed [class=transient error=the tracker timed out level=WARN]
+  compensation [attempt=2 compensation=discard saga_id=triage-7 step=draft] Unset
+    * compensated [level=INFO]
+"#;
