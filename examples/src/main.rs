@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run -p saga-examples -- --scenario NAME [--crash-after STEP] [--db PATH | --pg URL | --memory] [--fresh]
 //! cargo run -p saga-examples -- workers-demo --pg URL [--workers N] [--sagas N]
-//! cargo run -p saga-examples -- worker --pg URL [--name NAME]
+//! cargo run -p saga-examples -- worker (--pg URL | --db PATH) [--name NAME]
 //! cargo run -p saga-examples -- enqueue --pg URL [--sagas N]
 //! ```
 //!
@@ -103,17 +103,18 @@ fn usage() -> String {
     let mut text = String::from(
         "usage: saga-examples [--scenario NAME] [--crash-after STEP] [--db PATH | --pg URL | --memory] [--fresh]\n\
          \x20      saga-examples workers-demo --pg URL [--workers N] [--sagas N] [--latency-ms MS]\n\
-         \x20      saga-examples worker --pg URL [--name NAME]\n\
+         \x20      saga-examples worker (--pg URL | --db PATH) [--name NAME]\n\
          \x20      saga-examples enqueue --pg URL [--sagas N] [--latency-ms MS]\n\n\
          Runs a code-change agent saga checkpointed in sagas.db (--db to choose the file, --pg for a\n\
          PostgreSQL database, schema saga_example; --memory for none). Each run first resumes the sagas\n\
          a crashed run left unfinished; --crash-after STEP kills the process right after STEP's\n\
          checkpoint lands, so that the next run shows the resume. --fresh deletes the database (or the\n\
-         schema) and the fakes' state first. With SAGA_KEY set to 64 hex digits, inputs, outputs,\n\
+         schema) and the fakes' state first. With SAGA_KEY set to 64 hex digits (or `<key id>:<digits>`), inputs, outputs,\n\
          effect results and failure messages are encrypted at rest.\n\n\
          workers-demo starts worker processes on one PostgreSQL database (schema saga_workers), enqueues\n\
          sagas, kills one worker with SIGKILL mid-run and checks that every saga finished exactly once.\n\
-         worker runs one worker until Ctrl-C; enqueue starts sagas for the workers and waits for them\n\
+         worker runs one worker until Ctrl-C (on sagas.db by default: it then owns the file and carries\n\
+         out what `saga resolve`, `resume` and `cancel` ask); enqueue starts sagas for the workers and waits for them\n\
          (run several workers in other terminals, kill one, and watch the others finish its sagas).\n\
          Workers share the fakes' state in workers.world.json (--world to choose the file).\n\nscenarios:\n",
     );
@@ -287,9 +288,12 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut builder = demo_runtime(&world, started);
     let keyring = match std::env::var("SAGA_KEY") {
-        Ok(hex) => {
-            println!("encrypting at rest with the key in SAGA_KEY (key id `demo`)");
-            Some(Keyring::new(EncryptionKey::from_hex("demo", &hex)?))
+        // `<key id>:<64 hex digits>`, or the digits alone for key id `default`: the form the
+        // `saga` CLI reads, so the same SAGA_KEY opens the database there.
+        Ok(text) => {
+            let (id, hex) = text.split_once(':').unwrap_or(("default", text.as_str()));
+            println!("encrypting at rest with the key in SAGA_KEY (key id `{id}`)");
+            Some(Keyring::new(EncryptionKey::from_hex(id, hex)?))
         }
         Err(_) => None,
     };

@@ -149,6 +149,25 @@ async fn find(opened: &Opened, id: &str) -> Result<SagaSummary> {
     }
     let page =
         opened.store.list(&SagaQuery::new().order(Order::NewestFirst).limit(1000)).await.map_err(|e| e.to_string())?;
+    // An abbreviation (the start or the end of one id, four characters at least) names that saga,
+    // as a short hash names a commit.
+    if id.chars().count() >= 4 {
+        let matching: Vec<&SagaSummary> =
+            page.sagas.iter().filter(|s| s.id.as_str().starts_with(id) || s.id.as_str().ends_with(id)).collect();
+        match matching.as_slice() {
+            [one] => return Ok((*one).clone()),
+            [] => {}
+            several => {
+                let names: Vec<String> = several.iter().take(3).map(|s| format!("`{}`", s.id)).collect();
+                return Err(format!(
+                    "`{id}` is the start or the end of {} saga ids ({}{}): give more of the id",
+                    several.len(),
+                    names.join(", "),
+                    if several.len() > 3 { ", …" } else { "" }
+                ));
+            }
+        }
+    }
     let mut near: Vec<(usize, String)> = page
         .sagas
         .iter()

@@ -251,6 +251,16 @@ async fn pictures_and_bad_input() {
     let (code, _, error) = saga(db, &["show", "order-parc"]);
     assert_eq!(code, 1);
     assert_eq!(error, "error: no saga with id `order-parc` is stored; did you mean `order-park`?\n");
+    // The start or the end of one id names it; of several, it asks for more.
+    let (code, show, _) = saga(db, &["show", "park"]);
+    assert_eq!(code, 0);
+    assert!(show.starts_with("saga order-park (order v1,"), "{show}");
+    let (code, _, error) = saga(db, &["show", "order"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        error,
+        "error: `order` is the start or the end of 3 saga ids (`order-park`, `order-compensate`, `order-complete`): give more of the id\n"
+    );
     let (code, _, error) = saga(db, &["resume", "order-complete"]);
     assert_eq!(code, 1);
     assert_eq!(error, "error: saga `order-complete` cannot be resumed now: it is completed, not waiting for a human\n");

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use saga_runtime::prelude::*;
 use saga_runtime::store::{
-    Checkpoint, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow, SagaPage, SagaQuery, SqliteStore,
-    StoreError, StoredSaga,
+    Checkpoint, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow, SagaPage, SagaQuery, SqliteOptions,
+    SqliteStore, StoreError, StoredSaga,
 };
 use saga_runtime::{BoxFuture, CheckpointStore};
 use serde::{Deserialize, Serialize};
@@ -273,8 +273,51 @@ async fn raw_sqlx(path: &Path, commits: u64) -> Duration {
 
 /// Runs `runs` sagas with `in_flight` at a time; returns the time and the store writes.
 async fn sagas(path: &Path, runs: u64, in_flight: u64) -> (Duration, u64) {
+    sagas_on(SqliteStore::open(path).await.unwrap(), runs, in_flight).await
+}
+
+/// How the file is shared while the sagas run: the locking cost of letting `saga` read it.
+#[derive(Clone, Copy)]
+enum Sharing {
+    /// `exclusive(true)`: no reader can open the file.
+    Exclusive,
+    /// The default: readers may open the file, none does.
+    Shared,
+    /// The default, with a reader (what the `saga` CLI opens) listing the newest 50 sagas and
+    /// reading one journal every 50 ms next to the writer.
+    SharedWithReader,
+}
+
+async fn sagas_sharing(path: &Path, runs: u64, in_flight: u64, sharing: Sharing) -> Duration {
+    let store = SqliteOptions::new(path).exclusive(matches!(sharing, Sharing::Exclusive)).open().await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = matches!(sharing, Sharing::SharedWithReader).then(|| {
+        let (path, stop) = (path.to_owned(), stop.clone());
+        tokio::spawn(async move {
+            let reader = SqliteOptions::new(&path).reader().open().await.unwrap();
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let page = reader.list(&SagaQuery::new().limit(50)).await.unwrap();
+                if let Some(saga) = page.sagas.first() {
+                    reader.load(&saga.id).await.unwrap();
+                }
+                reads += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            reads
+        })
+    });
+    let (elapsed, _) = sagas_on(store, runs, in_flight).await;
+    stop.store(true, Ordering::Relaxed);
+    if let Some(reader) = reader {
+        assert!(reader.await.unwrap() > 0, "the reader read");
+    }
+    elapsed
+}
+
+async fn sagas_on(store: SqliteStore, runs: u64, in_flight: u64) -> (Duration, u64) {
     let writes = Arc::new(AtomicU64::new(0));
-    let store = Counting { inner: SqliteStore::open(path).await.unwrap(), writes: writes.clone() };
+    let store = Counting { inner: store, writes: writes.clone() };
     let runtime = Runtime::builder().store(store).build();
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -366,7 +409,7 @@ fn main() {
     let raw_sqlx = commits as f64 / run_case("sqlx", commits).as_secs_f64();
 
     println!(
-        "SQLite on this disk: WAL, synchronous = FULL, locking_mode = EXCLUSIVE (as the store); one small row per transaction\n"
+        "SQLite on this disk: WAL, synchronous = FULL, locking_mode = EXCLUSIVE (as the raw ceiling); one small row per transaction\n"
     );
     println!("| raw commit loop | commits/s | fsyncs/commit |");
     println!("|---|---:|---:|");
@@ -396,6 +439,35 @@ fn main() {
             "| {in_flight} | {per_second:.0} | {:.0} | {writes:.2} | {} | {raw:.0} | {of_ceiling:.3} | {steps_ratio:.3} |",
             per_second * 5.0,
             show(fsyncs(&format!("sagas-{in_flight}"), runs.min(if quick { 100 } else { 1_000 }))),
+        );
+    }
+    println!(
+        "\nsharing the file with readers (the `saga` CLI): the default (normal locking, a shared-memory WAL index) and \
+         the default with a reader listing and loading every 50 ms, against exclusive(true), {rounds} rounds of each side by side; \
+         medians of the per-round ratios\n"
+    );
+    println!("| in flight | exclusive sagas/s | shared ÷ exclusive | shared with a reader ÷ exclusive |");
+    println!("|---:|---:|---:|---:|");
+    for (in_flight, runs) in if quick { [(1, 100), (16, 400)] } else { [(1, 400), (16, 2_000)] } {
+        let measured: Vec<[f64; 3]> = (0..rounds)
+            .map(|_| {
+                let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+                let mut rates = [0.0; 3];
+                for (n, sharing) in
+                    [Sharing::Exclusive, Sharing::Shared, Sharing::SharedWithReader].into_iter().enumerate()
+                {
+                    let path = dir.path().join(format!("sharing-{n}.db"));
+                    rates[n] =
+                        runs as f64 / tokio.block_on(sagas_sharing(&path, runs, in_flight, sharing)).as_secs_f64();
+                }
+                rates
+            })
+            .collect();
+        println!(
+            "| {in_flight} | {:.0} | {:.3} | {:.3} |",
+            median(measured.iter().map(|r| r[0]).collect()),
+            median(measured.iter().map(|r| r[1] / r[0]).collect()),
+            median(measured.iter().map(|r| r[2] / r[0]).collect()),
         );
     }
     let runs = if quick { 400 } else { 2_000 };
