@@ -213,7 +213,11 @@ async fn journal(opened: &Opened, summary: &SagaSummary) -> Result<(Vec<Record>,
 async fn show(opened: &Opened, format: Format, id: &str) -> Result<String> {
     let summary = find(opened, id).await?;
     let definition = definition_of(opened, &summary).await;
-    let (records, rows) = journal(opened, &summary).await?;
+    let (records, rows) = match journal(opened, &summary).await {
+        Ok(journal) => journal,
+        Err(error) if format != Format::Mermaid => return sealed(opened, &summary, format).await.ok_or(error)?,
+        Err(error) => return Err(error),
+    };
     let steps = Steps::of(definition.as_ref(), &records, &rows);
     if format == Format::Mermaid {
         return Ok(gantt(&format!("saga {} ({})", summary.id, summary.name), &steps, &records));
@@ -266,6 +270,54 @@ async fn show(opened: &Opened, format: Format, id: &str) -> Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// Without `SAGA_KEY`, the journal of an encrypted store as far as it can be read: each record's
+/// time, kind and step, its payload shown as sealed. `None` when the journal is not sealed (the
+/// error that stopped the reading is then the one to show).
+async fn sealed(opened: &Opened, summary: &SagaSummary, format: Format) -> Option<Result<String>> {
+    if std::env::var_os("SAGA_KEY").is_some() {
+        return None;
+    }
+    let rows = opened.store.load(&summary.id).await.ok()??.records;
+    // The sealed format starts with 0x01 (an encrypted payload), the plain one with 0x00.
+    if !rows.first().is_some_and(|row| row.body.first() == Some(&1)) {
+        return None;
+    }
+    let start = rows.first().map_or(0, |r| r.at_ms);
+    if format == Format::Json {
+        let timeline: Vec<Value> = rows
+            .iter()
+            .map(|r| json!({ "seq": r.seq, "at_ms": r.at_ms, "kind": r.kind, "step": r.step, "sealed": true }))
+            .collect();
+        return Some(Ok(pretty(&json!({
+            "saga": summary_json(summary),
+            "timeline": timeline,
+            "state_at_failure": null,
+            "outcome": null,
+            "sealed": true,
+        }))));
+    }
+    let mut out = format!(
+        "saga {} ({} v{}, fingerprint {})\nstatus {} at `{}`; created {}, last write {}\n\n",
+        summary.id,
+        summary.name,
+        summary.version,
+        summary.fingerprint,
+        summary.status,
+        summary.stage,
+        time(summary.created_at_ms),
+        time(summary.updated_at_ms)
+    );
+    for row in &rows {
+        let offset = row.at_ms.saturating_sub(start);
+        let step = row.step.as_deref().map(|s| format!("{s}: ")).unwrap_or_default();
+        out.push_str(&format!("{:>9}  {step}{} [sealed]\n", format!("+{}", duration(offset)), row.kind));
+    }
+    out.push_str(
+        "\nthe store is encrypted: payloads (inputs, outputs, failures, model exchanges) are sealed; set SAGA_KEY=<key id>:<64 hex digits> to read them\n",
+    );
+    Some(Ok(out))
 }
 
 /// The outcome of a journal, from its records alone (no saga code needed).

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use saga_runtime::prelude::*;
 use saga_runtime::store::{SqliteOptions, SqliteStore};
+use saga_runtime::{EncryptionKey, Keyring};
 use serde::{Deserialize, Serialize};
 
 /// A little world: what was reserved and charged.
@@ -81,13 +82,17 @@ fn runtime(store: SqliteStore, ledger: &Arc<Ledger>) -> Runtime {
 
 /// Runs `saga --store <db> <args>`: (exit code, stdout, stderr).
 fn saga(db: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_saga"))
-        .arg("--store")
-        .arg(db)
-        .args(args)
-        .env_remove("SAGA_KEY")
-        .output()
-        .expect("the saga binary runs");
+    saga_with_key(db, None, args)
+}
+
+/// Runs `saga --store <db> <args>` with `SAGA_KEY` set to `key`, or unset.
+fn saga_with_key(db: &Path, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_saga"));
+    command.arg("--store").arg(db).args(args).env_remove("SAGA_KEY");
+    if let Some(key) = key {
+        command.env("SAGA_KEY", key);
+    }
+    let output = command.output().expect("the saga binary runs");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -289,4 +294,59 @@ async fn an_exclusive_owner_is_explained() {
     let (code, _, error) = saga(&db, &["list"]);
     assert_eq!(code, 1);
     assert!(error.contains("is held exclusively by the process that owns it"), "{error}");
+}
+
+/// An encrypted store: without `SAGA_KEY` the list works and `show` gives each record's time,
+/// kind and step with its payload sealed; with the key, the whole timeline; with a wrong key, a
+/// clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_store_is_shown_sealed_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sagas.db");
+    let hex = "ab".repeat(32);
+    let keyring = Keyring::new(EncryptionKey::from_hex("ops", &hex).unwrap());
+    let store = SqliteOptions::new(&db).encryption(keyring).open().await.unwrap();
+    let ledger = Arc::new(Ledger::default());
+    runtime(store, &ledger)
+        .run_with_id(SagaId::new("order-secret"), Order { fate: "complete".into(), cents: 4242 })
+        .await
+        .unwrap();
+
+    let (code, list, _) = saga(&db, &["list", "--format", "json"]);
+    assert_eq!(code, 0);
+    assert!(list.contains("\"id\": \"order-secret\""), "{list}");
+    let (code, show, _) = saga(&db, &["show", "order-secret"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = show
+        .lines()
+        .skip(3)
+        .take(8)
+        .map(|l| l.trim_start().split_once("  ").map_or(l, |(_, r)| r.trim_start()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "started [sealed]",
+            "charge: attempt_started [sealed]",
+            "charge: step_completed [sealed]",
+            "check: attempt_started [sealed]",
+            "check: step_completed [sealed]",
+            "ship: attempt_started [sealed]",
+            "ship: step_completed [sealed]",
+            "finished [sealed]",
+        ],
+        "{show}"
+    );
+    assert!(!show.contains("4242"), "no payload leaks: {show}");
+    assert!(show.contains("set SAGA_KEY=<key id>:<64 hex digits> to read them"), "{show}");
+
+    let key = format!("ops:{hex}");
+    let (code, show, _) = saga_with_key(&db, Some(&key), &["show", "order-secret"]);
+    assert_eq!(code, 0);
+    assert!(show.contains("outcome: COMPLETED"), "{show}");
+    assert!(show.contains("ship: completed on attempt 1"), "{show}");
+    let wrong = format!("ops:{}", "cd".repeat(32));
+    let (code, _, error) = saga_with_key(&db, Some(&wrong), &["show", "order-secret"]);
+    assert_eq!(code, 1);
+    assert!(error.contains("cannot be decrypted with key `ops`: the key is wrong"), "{error}");
 }
