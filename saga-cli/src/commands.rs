@@ -6,7 +6,8 @@ use std::time::Duration;
 use saga_runtime::journal::{CompensationNext, Event, Next, Record, summarize};
 use saga_runtime::retention::Retention;
 use saga_runtime::store::{
-    Cursor, NewRequest, Order, Request, RequestAction, RequestState, SagaQuery, SagaSummary, StoredDefinition,
+    Cursor, NewRequest, Order, Request, RequestAction, RequestState, SagaQuery, SagaSummary, StoreError,
+    StoredDefinition,
 };
 use saga_runtime::{RuntimeError, SagaId, Status};
 use serde_json::{Value, json};
@@ -74,7 +75,7 @@ pub async fn run(cli: Cli) -> Result<String> {
         }
         Command::Sweep { wait } => request(&opened, format, RequestAction::Sweep, None, String::new(), wait).await,
         Command::Prune { older_than, keep_last, dry_run } => {
-            prune(&opened, &cli.store, &cli.schema, format, older_than, keep_last, dry_run).await
+            prune(&opened, format, older_than, keep_last, dry_run).await
         }
         Command::Requests { limit } => requests(&opened, format, limit).await,
     }
@@ -644,8 +645,6 @@ async fn requests(opened: &Opened, format: Format, limit: usize) -> Result<Strin
 
 async fn prune(
     opened: &Opened,
-    store: &str,
-    schema: &str,
     format: Format,
     older_than: Option<String>,
     keep_last: Option<u64>,
@@ -671,11 +670,21 @@ async fn prune(
                 path.display()
             ));
         }
-        let owner = saga_runtime::store::SqliteStore::open(path).await.map_err(|e| e.to_string())?;
+        let mut options = saga_runtime::store::SqliteOptions::new(path);
+        if let Some(keys) = crate::open::keyring()? {
+            options = options.encryption(keys);
+        }
+        let owner = options.open().await.map_err(|e| e.to_string())?;
         let runtime = saga_runtime::Runtime::builder().store(owner).build();
-        runtime.prune(&retention).await.map_err(|e| e.to_string())?
+        runtime.prune(&retention).await.map_err(|e| match e {
+            RuntimeError::Store { error: error @ StoreError::ReadOnly { .. }, .. }
+                if std::env::var_os("SAGA_KEY").is_none() =>
+            {
+                format!("{error}\n(set SAGA_KEY=<key id>:<64 hex digits> to prune an encrypted store)")
+            }
+            other => other.to_string(),
+        })?
     } else {
-        let _ = (store, schema);
         opened.runtime.prune(&retention).await.map_err(|e| e.to_string())?
     };
     if format == Format::Json {

@@ -18,7 +18,7 @@ pub struct Opened {
 }
 
 /// `SAGA_KEY` as `<key id>:<64 hex digits>` (or the digits alone, for key id `default`).
-fn keyring() -> Result<Option<Keyring>, String> {
+pub fn keyring() -> Result<Option<Keyring>, String> {
     let Ok(text) = std::env::var("SAGA_KEY") else { return Ok(None) };
     let (id, hex) = match text.split_once(':') {
         Some((id, hex)) => (id.to_owned(), hex.to_owned()),
