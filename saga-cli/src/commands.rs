@@ -282,7 +282,7 @@ async fn sealed(opened: &Opened, summary: &SagaSummary, format: Format) -> Optio
     }
     let rows = opened.store.load(&summary.id).await.ok()??.records;
     // The sealed format starts with 0x01 (an encrypted payload), the plain one with 0x00.
-    if !rows.first().is_some_and(|row| row.body.first() == Some(&1)) {
+    if rows.first().is_none_or(|row| row.body.first() != Some(&1)) {
         return None;
     }
     let start = rows.first().map_or(0, |r| r.at_ms);
