@@ -443,19 +443,23 @@ fn main() {
     }
     println!(
         "\nsharing the file with readers (the `saga` CLI): the default (normal locking, a shared-memory WAL index) and \
-         the default with a reader listing and loading every 50 ms, against exclusive(true), {rounds} rounds of each side by side; \
+         the default with a reader listing and loading every 50 ms, against exclusive(true), {rounds} rounds of each side by side (in alternating order); \
          medians of the per-round ratios\n"
     );
     println!("| in flight | exclusive sagas/s | shared ÷ exclusive | shared with a reader ÷ exclusive |");
     println!("|---:|---:|---:|---:|");
     for (in_flight, runs) in if quick { [(1, 100), (16, 400)] } else { [(1, 400), (16, 2_000)] } {
         let measured: Vec<[f64; 3]> = (0..rounds)
-            .map(|_| {
+            .map(|round| {
                 let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
                 let mut rates = [0.0; 3];
-                for (n, sharing) in
-                    [Sharing::Exclusive, Sharing::Shared, Sharing::SharedWithReader].into_iter().enumerate()
-                {
+                // Every other round in the opposite order, so that neither mode always runs first.
+                let mut order: Vec<(usize, Sharing)> =
+                    [Sharing::Exclusive, Sharing::Shared, Sharing::SharedWithReader].into_iter().enumerate().collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for (n, sharing) in order {
                     let path = dir.path().join(format!("sharing-{n}.db"));
                     rates[n] =
                         runs as f64 / tokio.block_on(sagas_sharing(&path, runs, in_flight, sharing)).as_secs_f64();
