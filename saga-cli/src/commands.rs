@@ -323,18 +323,21 @@ async fn sealed(opened: &Opened, summary: &SagaSummary, format: Format) -> Optio
 
 /// The outcome of a journal, from its records alone (no saga code needed).
 fn outcome_of(records: &[Record]) -> Value {
-    let mut failure: Option<&saga_runtime::Failure> = None;
+    // The failure that began the rollback, and the one that parked the saga (a failed
+    // compensation, or a step that cannot be rolled back): a parked saga is explained by the
+    // latter, a compensated one (even after a human resolved its park) by the former.
+    let mut rollback: Option<&saga_runtime::Failure> = None;
+    let mut parked: Option<&saga_runtime::Failure> = None;
     let mut status = "running";
     for record in records {
         match &record.event {
-            Event::StepFailed { failure: f, next, .. } if matches!(next, Next::RollBack | Next::Park) => {
-                failure = Some(f);
-                if matches!(next, Next::Park) {
-                    status = "needs_human";
-                }
+            Event::StepFailed { failure: f, next, .. } if matches!(next, Next::RollBack) => rollback = Some(f),
+            Event::StepFailed { failure: f, next: Next::Park, .. } => {
+                parked = Some(f);
+                status = "needs_human";
             }
             Event::CompensationFailed { failure: f, next: CompensationNext::Park, .. } => {
-                failure = Some(f);
+                parked = Some(f);
                 status = "needs_human";
             }
             Event::Finished { status: s } => status = s.as_str(),
@@ -342,6 +345,10 @@ fn outcome_of(records: &[Record]) -> Value {
             _ => {}
         }
     }
+    let failure = match status {
+        "compensated" => rollback.or(parked),
+        _ => parked.or(rollback),
+    };
     let text = match (status, failure) {
         ("completed", _) => "COMPLETED".to_owned(),
         ("running", _) => "still running".to_owned(),

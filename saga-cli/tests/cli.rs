@@ -228,7 +228,13 @@ async fn an_operator_finds_the_parked_saga_reads_why_resolves_it_and_sees_it_fin
         ),
         "{show}"
     );
-    assert!(show.contains("outcome: COMPENSATED"), "{show}");
+    // Compensated after the human's resolve: explained by the failure that began the rollback.
+    assert!(
+        show.contains(
+            "outcome: COMPENSATED (step `check` failed on attempt 1 (logical): the receipt names the wrong customer)"
+        ),
+        "{show}"
+    );
 
     let (_, stats, _) = saga(db, &["stats", "--format", "json"]);
     insta::assert_snapshot!("stats_json", masked(&stats));
