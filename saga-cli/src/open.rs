@@ -37,7 +37,7 @@ fn is_postgres(store: &str) -> bool {
 pub async fn open(store: &str, schema: &str) -> Result<Opened, String> {
     let keys = keyring()?;
     let (store, sqlite): (Arc<dyn CheckpointStore>, Option<PathBuf>) = if is_postgres(store) {
-        let mut options = PostgresStore::options(store).schema(schema);
+        let mut options = PostgresStore::options(store).schema(schema).reader();
         if let Some(keys) = keys {
             options = options.encryption(keys);
         }
@@ -66,6 +66,9 @@ fn explain(error: StoreError) -> String {
         StoreError::Locked { location } => format!(
             "`{location}` is held exclusively by the process that owns it (`SqliteOptions::exclusive(true)`): it cannot be read while that process runs; open it without `exclusive`, or stop the process"
         ),
+        StoreError::NotASagaStore { location, reason } if reason.contains("holds no saga store") => {
+            format!("`{location}`: {reason}; nothing was created")
+        }
         other => other.to_string(),
     }
 }

@@ -356,3 +356,118 @@ async fn an_encrypted_store_is_shown_sealed_without_the_key() {
     assert_eq!(code, 1);
     assert!(error.contains("cannot be decrypted with key `ops`: the key is wrong"), "{error}");
 }
+
+/// A schema of its own in the test server's database, dropped afterwards.
+struct ScratchSchema {
+    url: String,
+    name: String,
+}
+
+impl ScratchSchema {
+    fn new() -> ScratchSchema {
+        let url = std::env::var("SAGA_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        ScratchSchema { url, name: format!("saga_cli_test_{}_{nanos}", std::process::id()) }
+    }
+}
+
+impl Drop for ScratchSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut connection) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE")))
+                        .execute(&mut connection)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Runs `saga --store <url> --schema <schema> <args>`: (exit code, stdout, stderr).
+fn saga_pg(scratch: &ScratchSchema, schema: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["--store", &scratch.url, "--schema", schema])
+        .args(args)
+        .env_remove("SAGA_KEY")
+        .env_remove("SAGA_STORE")
+        .output()
+        .expect("the saga binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The same session on PostgreSQL: the CLI reads next to a worker, finds the parked saga,
+/// resolves it through the worker, and sees it finish; a schema without a store is an error that
+/// creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_operator_resolves_a_parked_saga_through_a_worker() {
+    let scratch = ScratchSchema::new();
+    let store =
+        saga_runtime::store::PostgresStore::options(&scratch.url).schema(&scratch.name).connect().await.unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let runtime = Runtime::builder()
+        .store(store)
+        .resource(ledger.clone())
+        .policy(Policy {
+            reprompts: 0,
+            model_tiers: 1,
+            compensation_retries: 1,
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+                jitter: Jitter::None,
+                ..Backoff::default()
+            },
+            ..Policy::default()
+        })
+        .register::<Order>()
+        .build();
+    runtime.run_with_id(SagaId::new("pg-complete"), Order { fate: "complete".into(), cents: 100 }).await.unwrap();
+    *ledger.refund_failures.lock().unwrap() = 2;
+    let parked = runtime.run_with_id(SagaId::new("pg-park"), Order { fate: "park".into(), cents: 300 }).await.unwrap();
+    assert_eq!(parked.status(), Status::NeedsHuman);
+    let worker = runtime.worker().poll_interval(Duration::from_millis(50)).spawn();
+
+    let (code, list, error) = saga_pg(&scratch, &scratch.name, &["list", "--parked", "--format", "json"]);
+    assert_eq!(code, 0, "{error}");
+    assert!(list.contains("\"id\": \"pg-park\"") && !list.contains("pg-complete"), "{list}");
+    let (code, show, _) = saga_pg(&scratch, &scratch.name, &["show", "pg-park"]);
+    assert_eq!(code, 0);
+    assert!(show.contains("charge: compensation `refund` of step `charge` failed on attempt 2 (transient): the bank answered 502 Bad Gateway"), "{show}");
+    assert!(show.contains("outcome: NEEDS_HUMAN"), "{show}");
+    let (code, resolved, error) =
+        saga_pg(&scratch, &scratch.name, &["resolve", "pg-park", "--note", "refunded by hand", "--wait"]);
+    assert_eq!((code, error.as_str()), (0, ""), "{resolved}");
+    assert_eq!(resolved, "request #1 done: resolve: the saga is compensated now\n");
+    let (_, show, _) = saga_pg(&scratch, &scratch.name, &["show", "pg-park"]);
+    assert!(show.contains("outcome: COMPENSATED (step `check` failed on attempt 1 (logical)"), "{show}");
+    worker.shutdown().await;
+    assert_eq!(
+        ledger.entries.lock().unwrap().clone(),
+        ["charged 100", "charged 300"],
+        "the human refunded, not the tool"
+    );
+
+    let missing = format!("{}_missing", scratch.name);
+    let (code, _, error) = saga_pg(&scratch, &missing, &["list"]);
+    assert_eq!(code, 1);
+    assert!(error.contains(&format!("schema `{missing}` holds no saga store")), "{error}");
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(&scratch.url).await.unwrap();
+    let created: Option<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = $1")
+        .bind(&missing)
+        .fetch_optional(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(created, None, "reading created nothing");
+}

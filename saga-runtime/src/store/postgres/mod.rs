@@ -58,6 +58,7 @@ pub struct PostgresOptions {
     keys: Option<Keyring>,
     writers: usize,
     acquire_timeout: Duration,
+    reader: bool,
 }
 
 impl PostgresOptions {
@@ -70,7 +71,17 @@ impl PostgresOptions {
             keys: None,
             writers: 2,
             acquire_timeout: Duration::from_secs(10),
+            reader: false,
         }
+    }
+
+    /// Opens the store to read it next to the workers that own it (what the `saga` CLI does):
+    /// it creates nothing and migrates nothing, so a schema without a store, or with a store of
+    /// another version than this build's, is an error that says what to do. Writes (sagas,
+    /// claims) are not for a reader; operators' requests are.
+    pub fn reader(mut self) -> Self {
+        self.reader = true;
+        self
     }
 
     /// The most connections the store opens for reads, claims and leases (default 10). The
@@ -141,7 +152,7 @@ impl PostgresOptions {
             .connect_with(reads)
             .await
             .map_err(|e| pg_error(&location, "connecting to the database", e))?;
-        let read_only = schema::migrate(&pool, &self.schema, &location, self.keys.as_ref()).await?;
+        let read_only = schema::migrate(&pool, &self.schema, &location, self.keys.as_ref(), !self.reader).await?;
         let (wakeups, listener) = listen::start(pool.clone(), &self.schema);
         let writer = Writer::start(&connect, self.acquire_timeout, &self.schema, &location, self.writers);
         // Rate-limit tokens: a pool of their own, opened on first use, without synchronous

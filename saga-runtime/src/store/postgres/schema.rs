@@ -105,11 +105,14 @@ const MIGRATIONS: &[&str] = &[
 /// Creates or migrates the store's schema (once, however many workers start at once: under a
 /// transaction-scoped advisory lock), checks that it belongs to a saga store of a version this
 /// build knows, and runs the keyring check. Returns why the store refuses writes, if it does.
+/// Without `create` (a reader) it creates and migrates nothing: a schema without a store, or of
+/// an older version, is an error.
 pub(super) async fn migrate(
     pool: &PgPool,
     schema: &str,
     location: &str,
     keys: Option<&Keyring>,
+    create: bool,
 ) -> Result<Option<String>, StoreError> {
     let error = |action: &'static str| move |e: sqlx::Error| pg_error(location, action, e);
     let mut tx = pool.begin().await.map_err(error("migrating the store"))?;
@@ -158,6 +161,19 @@ pub(super) async fn migrate(
             found: version,
             supported: SCHEMA_VERSION,
         });
+    }
+    if !create && version == 0 {
+        return Err(StoreError::NotASagaStore {
+            location: location.to_owned(),
+            reason: format!(
+                "schema `{schema}` holds no saga store: name the schema your workers use (`PostgresOptions::schema`, the CLI's --schema)"
+            ),
+        });
+    }
+    if !create && version < SCHEMA_VERSION {
+        return Err(StoreError::backend(format!(
+            "`{location}` (schema `{schema}`) has schema version {version}, older than version {SCHEMA_VERSION} of this build: a reader changes nothing, so start a worker of this version once (it migrates the schema), then read it"
+        )));
     }
     if version == 0 {
         sqlx::raw_sql(safe(format!(
