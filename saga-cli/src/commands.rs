@@ -331,7 +331,7 @@ fn outcome_of(records: &[Record]) -> Value {
     let mut status = "running";
     for record in records {
         match &record.event {
-            Event::StepFailed { failure: f, next, .. } if matches!(next, Next::RollBack) => rollback = Some(f),
+            Event::StepFailed { failure: f, next: Next::RollBack, .. } => rollback = Some(f),
             Event::StepFailed { failure: f, next: Next::Park, .. } => {
                 parked = Some(f);
                 status = "needs_human";
