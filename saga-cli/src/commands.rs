@@ -240,7 +240,7 @@ async fn show(opened: &Opened, format: Format, id: &str) -> Result<String> {
         return Ok(pretty(&json!({
             "saga": summary_json(&summary),
             "timeline": timeline,
-            "state_at_failure": state_at_failure(&records, &steps).map(|s| json!(s)),
+            "state_at_failure": state_at_failure(summary.status, &records, &steps).map(|s| json!(s)),
             "outcome": outcome,
         })));
     }
@@ -260,11 +260,23 @@ async fn show(opened: &Opened, format: Format, id: &str) -> Result<String> {
         let offset = record.at_ms.saturating_sub(start);
         out.push_str(&format!("{:>9}  {}\n", format!("+{}", duration(offset)), steps.line(record)));
     }
-    if let Some(state) = state_at_failure(&records, &steps) {
+    if let Some(state) = state_at_failure(summary.status, &records, &steps) {
         out.push_str("\nstate at failure:\n");
         out.push_str(&state.iter().map(|(k, v)| format!("  {k}: {v}\n")).collect::<String>());
     }
     out.push_str(&format!("\noutcome: {}\n", outcome["summary"].as_str().unwrap_or_default()));
+    if summary.status == Status::Running {
+        // A claim counts while its lease lasts and, on SQLite, while a process owns the file.
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let alive = opened.sqlite.as_deref().is_none_or(owned);
+        out.push_str(&match (&summary.owner, summary.lease_until_ms) {
+            (Some(owner), Some(until)) if alive && until > now => {
+                format!("  driven by `{owner}` (its lease runs until {})\n", time(until))
+            }
+            _ => "  held by nobody (its process stopped, or it waits out a backoff): a worker, or the next `recover()` of its program, resumes it when it is due\n".to_owned(),
+        });
+    }
     if summary.status == Status::NeedsHuman {
         out.push_str(&format!(
             "  waits for a human: fix the cause, then `saga resume {id}` (runs it again), or do the compensation by hand and `saga resolve {id} --note \"...\"`\n"
@@ -367,7 +379,12 @@ fn outcome_of(records: &[Record]) -> Value {
 
 /// What the saga held when it failed: the last failure, its observation, and the outputs
 /// checkpointed so far (scrubbed of credentials, shortened).
-fn state_at_failure(records: &[Record], steps: &Steps) -> Option<BTreeMap<String, String>> {
+/// Only for a saga that failed (rolled back or parked): a running or completed saga's failures
+/// were retried, and the timeline shows them.
+fn state_at_failure(status: Status, records: &[Record], steps: &Steps) -> Option<BTreeMap<String, String>> {
+    if !matches!(status, Status::Compensated | Status::NeedsHuman) {
+        return None;
+    }
     let failed =
         records.iter().rposition(|r| matches!(r.event, Event::StepFailed { .. } | Event::CompensationFailed { .. }))?;
     let mut state = BTreeMap::new();
