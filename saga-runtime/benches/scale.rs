@@ -355,7 +355,11 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let sizes: &[u64] = if quick { &[10_000, 100_000] } else { &[10_000, 100_000, 1_000_000] };
     let steady_sagas: u64 = if quick { 100_000 } else { 1_000_000 };
-    let dir = tempfile::tempdir_in(std::env::var_os("SAGA_BENCH_DIR").unwrap_or_else(|| ".".into())).unwrap();
+    // SAGA_BENCH_DIR: where the scratch files go (relative to the package, where cargo runs
+    // benches), created if missing; by default the package directory.
+    let base: std::path::PathBuf = std::env::var_os("SAGA_BENCH_DIR").unwrap_or_else(|| ".".into()).into();
+    std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("cannot create SAGA_BENCH_DIR {}: {e}", base.display()));
+    let dir = tempfile::tempdir_in(&base).unwrap();
 
     println!("History: costs with N finished five-step sagas in the store (each measured in a fresh process)");
     println!(
