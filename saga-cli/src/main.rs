@@ -75,7 +75,7 @@ pub enum Command {
     /// One saga: its timeline (steps, attempts, failure classes, ladder levels, effects,
     /// compensations, model exchanges, durations), the state at failure, and the outcome.
     Show {
-        /// The saga's id.
+        /// The saga's id (or its start or end, when no other id has it).
         id: String,
     },
     /// Outcomes, escalations per level, compensation failures and durations, by saga name.
@@ -95,7 +95,7 @@ pub enum Command {
     },
     /// Records that a human did the compensation a parked saga waits on; the rest goes on.
     Resolve {
-        /// The saga's id.
+        /// The saga's id (or its start or end, when no other id has it).
         id: String,
         /// What the human did.
         #[arg(long)]
@@ -106,7 +106,7 @@ pub enum Command {
     },
     /// Un-parks a saga: the failed compensation (or the parked step) runs again.
     Resume {
-        /// The saga's id.
+        /// The saga's id (or its start or end, when no other id has it).
         id: String,
         /// Wait (up to 60 s) until the owner carried it out.
         #[arg(long)]
@@ -114,7 +114,7 @@ pub enum Command {
     },
     /// Rolls a saga back now (its commit point must not have passed).
     Cancel {
-        /// The saga's id.
+        /// The saga's id (or its start or end, when no other id has it).
         id: String,
         /// Why.
         #[arg(long)]
