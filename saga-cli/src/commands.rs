@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use saga_runtime::journal::{CompensationNext, Event, Next, Record, summarize};
+use saga_runtime::journal::{CompensationNext, Event, Next, Record};
 use saga_runtime::retention::Retention;
 use saga_runtime::store::{
     Cursor, NewRequest, Order, Request, RequestAction, RequestState, SagaQuery, SagaSummary, StoreError,
@@ -469,7 +469,6 @@ async fn stats(opened: &Opened, format: Format, name: Option<String>, limit: usi
             None => break,
         }
     }
-    let _ = summarize;
     let rows: Vec<Value> = by_name
         .iter_mut()
         .map(|(name, s)| {
