@@ -37,13 +37,21 @@ fn is_postgres(store: &str) -> bool {
 pub async fn open(store: &str, schema: &str) -> Result<Opened, String> {
     let keys = keyring()?;
     let (store, sqlite): (Arc<dyn CheckpointStore>, Option<PathBuf>) = if is_postgres(store) {
-        let mut options = PostgresStore::options(store).schema(schema).reader();
+        // An operator waits seconds, not the workers' ten, to learn that the server is away.
+        let mut options =
+            PostgresStore::options(store).schema(schema).reader().acquire_timeout(std::time::Duration::from_secs(4));
         if let Some(keys) = keys {
             options = options.encryption(keys);
         }
         (Arc::new(options.connect().await.map_err(explain)?), None)
     } else {
         let path = PathBuf::from(store);
+        if path.is_dir() {
+            return Err(format!(
+                "`{store}` is a directory: give the store's file with --store PATH (or SAGA_STORE), such as `{}`",
+                path.join("sagas.db").display()
+            ));
+        }
         if !path.exists() {
             return Err(format!(
                 "there is no store at `{store}`: give the file with --store PATH (or SAGA_STORE), or a PostgreSQL URL"

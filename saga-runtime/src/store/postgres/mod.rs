@@ -610,6 +610,12 @@ pub(super) fn pg_error(location: &str, action: &str, error: sqlx::Error) -> Stor
             };
             (retryable, Some(code), advice)
         }
+        // Opening the store, nothing waits yet: the caller decides whether to try again.
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_)
+            if action.starts_with("connecting") =>
+        {
+            (true, None, "the database cannot be reached: is it running, and is the URL right?")
+        }
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => (
             true,
             None,
