@@ -224,16 +224,19 @@ async fn show(opened: &Opened, format: Format, id: &str) -> Result<String> {
         return Ok(gantt(&format!("saga {} ({})", summary.id, summary.name), &steps, &records));
     }
     let outcome = outcome_of(&records);
+    let took = attempt_durations(&records);
     if format == Format::Json {
         let timeline: Vec<Value> = records
             .iter()
-            .map(|r| {
+            .zip(&took)
+            .map(|(r, took)| {
                 json!({
                     "seq": r.seq,
                     "at_ms": r.at_ms,
                     "kind": r.event.kind(),
                     "step": r.event.step().map(|s| steps.name(s).to_owned()),
                     "text": steps.line(r),
+                    "attempt_ms": took,
                 })
             })
             .collect();
@@ -256,9 +259,15 @@ async fn show(opened: &Opened, format: Format, id: &str) -> Result<String> {
         time(summary.updated_at_ms)
     );
     let start = records.first().map_or(0, |r| r.at_ms);
-    for record in &records {
+    for (record, took) in records.iter().zip(&took) {
         let offset = record.at_ms.saturating_sub(start);
-        out.push_str(&format!("{:>9}  {}\n", format!("+{}", duration(offset)), steps.line(record)));
+        let mut line = steps.line(record);
+        if let Some(took) = took {
+            // After the record's first line (a failure's second line is the ladder's decision).
+            let end = line.find('\n').unwrap_or(line.len());
+            line.insert_str(end, &format!(" [took {}]", duration(*took)));
+        }
+        out.push_str(&format!("{:>9}  {line}\n", format!("+{}", duration(offset))));
     }
     if let Some(state) = state_at_failure(summary.status, &records, &steps) {
         out.push_str("\nstate at failure:\n");
@@ -331,6 +340,33 @@ async fn sealed(opened: &Opened, summary: &SagaSummary, format: Format) -> Optio
         "\nthe store is encrypted: payloads (inputs, outputs, failures, model exchanges) are sealed; set SAGA_KEY=<key id>:<64 hex digits> to read them\n",
     );
     Some(Ok(out))
+}
+
+/// For each record that ends an attempt of a step or a compensation (completed, failed,
+/// compensated), how long that attempt took, from the record that started it.
+fn attempt_durations(records: &[Record]) -> Vec<Option<u64>> {
+    let mut step_started: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut undo_started: BTreeMap<u32, u64> = BTreeMap::new();
+    records
+        .iter()
+        .map(|record| match &record.event {
+            Event::AttemptStarted { step, .. } => {
+                step_started.insert(*step, record.at_ms);
+                None
+            }
+            Event::CompensationStarted { step, .. } => {
+                undo_started.insert(*step, record.at_ms);
+                None
+            }
+            Event::StepCompleted { step, .. } | Event::StepFailed { step, .. } => {
+                step_started.remove(step).map(|at| record.at_ms.saturating_sub(at))
+            }
+            Event::CompensationDone { step, .. } | Event::CompensationFailed { step, .. } => {
+                undo_started.remove(step).map(|at| record.at_ms.saturating_sub(at))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The outcome of a journal, from its records alone (no saga code needed).

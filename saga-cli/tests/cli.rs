@@ -115,8 +115,13 @@ fn masked(text: &str) -> String {
             let rest = trimmed.split_once("  ").map_or("", |(_, rest)| rest);
             line = format!("    +<t>  {rest}");
         }
+        // How long an attempt took (`[took 3 ms]`).
+        if let Some(at) = line.find("[took ") {
+            let end = line[at..].find(']').map_or(line.len(), |e| at + e + 1);
+            line.replace_range(at..end, "[took <d>]");
+        }
         // Durations measured by the run (`"p50": 5`).
-        for key in ["\"p50\": ", "\"p99\": "] {
+        for key in ["\"p50\": ", "\"p99\": ", "\"attempt_ms\": "] {
             if let Some(at) = line.find(key) {
                 let start = at + key.len();
                 let end = line[start..].find(|c: char| !c.is_ascii_digit()).map_or(line.len(), |e| start + e);
