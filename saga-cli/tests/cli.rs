@@ -60,7 +60,7 @@ impl Order {
     }
 }
 
-fn runtime(store: SqliteStore, ledger: &Arc<Ledger>) -> Runtime {
+fn runtime(store: impl CheckpointStore, ledger: &Arc<Ledger>) -> Runtime {
     Runtime::builder()
         .store(store)
         .resource(ledger.clone())
@@ -420,23 +420,7 @@ async fn on_postgres_the_operator_resolves_a_parked_saga_through_a_worker() {
     let store =
         saga_runtime::store::PostgresStore::options(&scratch.url).schema(&scratch.name).connect().await.unwrap();
     let ledger = Arc::new(Ledger::default());
-    let runtime = Runtime::builder()
-        .store(store)
-        .resource(ledger.clone())
-        .policy(Policy {
-            reprompts: 0,
-            model_tiers: 1,
-            compensation_retries: 1,
-            backoff: Backoff {
-                initial: Duration::from_millis(1),
-                max: Duration::from_millis(2),
-                jitter: Jitter::None,
-                ..Backoff::default()
-            },
-            ..Policy::default()
-        })
-        .register::<Order>()
-        .build();
+    let runtime = runtime(store, &ledger);
     runtime.run_with_id(SagaId::new("pg-complete"), Order { fate: "complete".into(), cents: 100 }).await.unwrap();
     *ledger.refund_failures.lock().unwrap() = 2;
     let parked = runtime.run_with_id(SagaId::new("pg-park"), Order { fate: "park".into(), cents: 300 }).await.unwrap();
