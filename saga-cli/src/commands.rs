@@ -247,17 +247,7 @@ async fn show(opened: &Opened, format: Format, id: &str) -> Result<String> {
             "outcome": outcome,
         })));
     }
-    let mut out = format!(
-        "saga {} ({} v{}, fingerprint {})\nstatus {} at `{}`; created {}, last write {}\n\n",
-        summary.id,
-        summary.name,
-        summary.version,
-        summary.fingerprint,
-        summary.status,
-        summary.stage,
-        time(summary.created_at_ms),
-        time(summary.updated_at_ms)
-    );
+    let mut out = header(&summary);
     let start = records.first().map_or(0, |r| r.at_ms);
     for (record, took) in records.iter().zip(&took) {
         let offset = record.at_ms.saturating_sub(start);
@@ -320,17 +310,7 @@ async fn sealed(opened: &Opened, summary: &SagaSummary, format: Format) -> Optio
             "sealed": true,
         }))));
     }
-    let mut out = format!(
-        "saga {} ({} v{}, fingerprint {})\nstatus {} at `{}`; created {}, last write {}\n\n",
-        summary.id,
-        summary.name,
-        summary.version,
-        summary.fingerprint,
-        summary.status,
-        summary.stage,
-        time(summary.created_at_ms),
-        time(summary.updated_at_ms)
-    );
+    let mut out = header(summary);
     for row in &rows {
         let offset = row.at_ms.saturating_sub(start);
         let step = row.step.as_deref().map(|s| format!("{s}: ")).unwrap_or_default();
@@ -340,6 +320,21 @@ async fn sealed(opened: &Opened, summary: &SagaSummary, format: Format) -> Optio
         "\nthe store is encrypted: payloads (inputs, outputs, failures, model exchanges) are sealed; set SAGA_KEY=<key id>:<64 hex digits> to read them\n",
     );
     Some(Ok(out))
+}
+
+/// The first lines of `show`: the saga, its definition, where it stands.
+fn header(summary: &SagaSummary) -> String {
+    format!(
+        "saga {} ({} v{}, fingerprint {})\nstatus {} at `{}`; created {}, last write {}\n\n",
+        summary.id,
+        summary.name,
+        summary.version,
+        summary.fingerprint,
+        summary.status,
+        summary.stage,
+        time(summary.created_at_ms),
+        time(summary.updated_at_ms)
+    )
 }
 
 /// For each record that ends an attempt of a step or a compensation (completed, failed,

@@ -8,12 +8,9 @@ mod otel_export;
 
 use std::time::Duration;
 
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use otel_export::{points, tree};
+use otel_export::Capture;
 use saga_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::layer::SubscriberExt;
 
 const TOKEN: &str = "ghp_R7sKx2Qm9VbL4tNw8ZcY1pHd6FjA3eUo5GiE";
 
@@ -45,41 +42,26 @@ impl Triage {
 
 #[tokio::test(start_paused = true)]
 async fn a_saga_exports_its_spans_its_model_exchange_and_its_metrics() {
-    let span_exporter = InMemorySpanExporter::default();
-    let tracer_provider = SdkTracerProvider::builder().with_simple_exporter(span_exporter.clone()).build();
-    let metric_exporter = InMemoryMetricExporter::default();
-    let meter_provider =
-        SdkMeterProvider::builder().with_reader(PeriodicReader::builder(metric_exporter.clone()).build()).build();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry().with(saga_runtime::otel::layer(&tracer_provider)),
-    );
-
+    let capture = Capture::install();
     let policy = Policy {
         reprompts: 0,
         model_tiers: 1,
         backoff: Backoff { jitter: Jitter::None, ..Backoff::default() },
         ..Policy::default()
     };
-    let runtime = Runtime::builder()
-        .policy(policy)
-        .notifier(|_: &Incident| {})
-        .observer(saga_runtime::otel::metrics(&meter_provider))
-        .build();
+    let runtime = Runtime::builder().policy(policy).notifier(|_: &Incident| {}).observer(capture.metrics()).build();
     let outcome = runtime.run_with_id(SagaId::new("triage-7"), Triage { issue: 7 }).await.unwrap();
     assert!(matches!(outcome, Outcome::Compensated { .. }), "{outcome:?}");
     assert_eq!(outcome.report().slept, Duration::from_millis(1000), "one step retry, one compensation retry");
 
-    tracer_provider.force_flush().unwrap();
-    let spans = span_exporter.get_finished_spans().unwrap();
-    let rendered = tree(&spans);
+    let rendered = capture.span_tree();
     assert!(!rendered.contains(TOKEN), "the prompt is exported scrubbed:\n{rendered}");
     let prompt = saga_runtime::scrub(&format!("Summarize issue #7 (tracker token {TOKEN})"));
     let expected = EXPECTED.replace("{PROMPT}", &serde_json::to_string(&prompt).unwrap());
     assert_eq!(rendered, expected, "\n{rendered}");
 
-    meter_provider.force_flush().unwrap();
     assert_eq!(
-        points(&metric_exporter),
+        capture.metric_points(),
         [
             "saga.compensation.failures{saga.compensation=discard saga.failure.class=transient saga.failure.kind=error saga.level=3 saga.name=triage saga.step=draft} = 1",
             "saga.compensations{saga.compensation=discard saga.name=triage saga.step=draft} = 1",

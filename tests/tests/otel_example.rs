@@ -10,27 +10,17 @@ mod otel_export;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use otel_export::{points, tree};
+use otel_export::Capture;
 use saga_examples::agent::CodeChange;
 use saga_examples::fakes::{ModelFault, World};
 use saga_runtime::Redacted;
 use saga_runtime::prelude::*;
-use tracing_subscriber::layer::SubscriberExt;
 
 const HOST_TOKEN: &str = "ghp_0123456789abcdefghijABCDEFGHIJ";
 
 #[tokio::test(start_paused = true)]
 async fn the_flaky_vendor_scenario_exports_its_spans_exchanges_and_metrics() {
-    let span_exporter = InMemorySpanExporter::default();
-    let tracer_provider = SdkTracerProvider::builder().with_simple_exporter(span_exporter.clone()).build();
-    let metric_exporter = InMemoryMetricExporter::default();
-    let meter_provider =
-        SdkMeterProvider::builder().with_reader(PeriodicReader::builder(metric_exporter.clone()).build()).build();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry().with(saga_runtime::otel::layer(&tracer_provider)),
-    );
+    let capture = Capture::install();
 
     // The scenario, as the example loads it.
     let world = Arc::new(World::open(None));
@@ -51,7 +41,7 @@ async fn the_flaky_vendor_scenario_exports_its_spans_exchanges_and_metrics() {
         })
         .register::<CodeChange>()
         .resource(world.clone())
-        .observer(saga_runtime::otel::metrics(&meter_provider))
+        .observer(capture.metrics())
         .build();
     let input = CodeChange {
         repo: "acme/api".to_owned(),
@@ -63,11 +53,9 @@ async fn the_flaky_vendor_scenario_exports_its_spans_exchanges_and_metrics() {
     assert!(outcome.is_completed(), "{outcome:?}");
     assert_eq!(outcome.report().levels(), [Level::Retry, Level::Retry, Level::Retry]);
 
-    tracer_provider.force_flush().unwrap();
-    let rendered = tree(&span_exporter.get_finished_spans().unwrap());
+    let rendered = capture.span_tree();
     assert!(!rendered.contains(HOST_TOKEN), "the host token is exported scrubbed:\n{rendered}");
     insta::assert_snapshot!("flaky_vendor_spans", rendered);
 
-    meter_provider.force_flush().unwrap();
-    insta::assert_snapshot!("flaky_vendor_metrics", points(&metric_exporter).join("\n"));
+    insta::assert_snapshot!("flaky_vendor_metrics", capture.metric_points().join("\n"));
 }

@@ -4,9 +4,49 @@
 use std::collections::HashMap;
 
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::metrics::InMemoryMetricExporter;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-use opentelemetry_sdk::trace::SpanData;
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// The runtime's spans (through `saga_runtime::otel::layer`, the subscriber of this thread
+/// while it lives) and metrics (through the observer `metrics()` gives), kept in memory.
+pub struct Capture {
+    spans: InMemorySpanExporter,
+    tracer: SdkTracerProvider,
+    metrics: InMemoryMetricExporter,
+    meter: SdkMeterProvider,
+    _subscriber: tracing::subscriber::DefaultGuard,
+}
+
+impl Capture {
+    pub fn install() -> Capture {
+        let spans = InMemorySpanExporter::default();
+        let tracer = SdkTracerProvider::builder().with_simple_exporter(spans.clone()).build();
+        let metrics = InMemoryMetricExporter::default();
+        let meter = SdkMeterProvider::builder().with_reader(PeriodicReader::builder(metrics.clone()).build()).build();
+        let _subscriber =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(saga_runtime::otel::layer(&tracer)));
+        Capture { spans, tracer, metrics, meter, _subscriber }
+    }
+
+    /// The observer to give `Runtime::builder().observer(..)`.
+    pub fn metrics(&self) -> saga_runtime::otel::Metrics {
+        saga_runtime::otel::metrics(&self.meter)
+    }
+
+    /// The spans exported so far, as a tree (see [`tree`]).
+    pub fn span_tree(&self) -> String {
+        self.tracer.force_flush().unwrap();
+        tree(&self.spans.get_finished_spans().unwrap())
+    }
+
+    /// Every metric point so far (see [`points`]).
+    pub fn metric_points(&self) -> Vec<String> {
+        self.meter.force_flush().unwrap();
+        points(&self.metrics)
+    }
+}
 
 /// The attributes worth asserting (not the layer's code locations, threads and timings).
 pub fn attributes(attributes: &[KeyValue]) -> String {
