@@ -13,7 +13,7 @@ use saga_runtime::{RuntimeError, SagaId, Status};
 use serde_json::{Value, json};
 
 use crate::open::{Opened, open, owned};
-use crate::render::{Steps, duration, flowchart, gantt, parse_age, table, time};
+use crate::render::{Steps, duration, flowchart, gantt, parse_age, run_states, table, time};
 use crate::{Cli, Command, Format};
 
 type Result<T> = std::result::Result<T, String>;
@@ -53,8 +53,11 @@ fn pretty(value: &Value) -> String {
 }
 
 pub async fn run(cli: Cli) -> Result<String> {
-    let opened = open(&cli.store, &cli.schema).await?;
     let format = cli.format;
+    if format == Format::Mermaid && !matches!(cli.command, Command::Show { .. } | Command::Graph { .. }) {
+        return Err("--format mermaid draws `show` (a gantt) and `graph`: use table or json here".to_owned());
+    }
+    let opened = open(&cli.store, &cli.schema).await?;
     match cli.command {
         Command::List { status, parked, name, since, limit, after } => {
             let status =
@@ -63,7 +66,7 @@ pub async fn run(cli: Cli) -> Result<String> {
         }
         Command::Show { id } => show(&opened, format, &id).await,
         Command::Stats { name, limit } => stats(&opened, format, name, limit).await,
-        Command::Graph { target } => graph(&opened, &target).await,
+        Command::Graph { target } => graph(&opened, format, &target).await,
         Command::Resolve { id, note, wait } => {
             request(&opened, format, RequestAction::Resolve, Some(&id), note, wait).await
         }
@@ -552,14 +555,24 @@ async fn stats(opened: &Opened, format: Format, name: Option<String>, limit: usi
     Ok(text)
 }
 
-async fn graph(opened: &Opened, target: &str) -> Result<String> {
+async fn graph(opened: &Opened, format: Format, target: &str) -> Result<String> {
     let definitions = opened.store.definitions().await.unwrap_or_default();
     let mut of_name: Vec<&StoredDefinition> = definitions.iter().filter(|d| d.name == target).collect();
     if !of_name.is_empty() {
         of_name.sort_by_key(|d| d.version);
         let definition = of_name.last().expect("one at least");
         let steps = Steps::of(Some(definition), &[], &[]);
-        return Ok(flowchart(&steps, None));
+        let chart = flowchart(&steps, None);
+        if format == Format::Json {
+            return Ok(pretty(&json!({
+                "name": definition.name,
+                "version": definition.version,
+                "fingerprint": definition.fingerprint,
+                "steps": graph_steps(&steps, None),
+                "mermaid": chart,
+            })));
+        }
+        return Ok(chart);
     }
     let summary = find(opened, target).await.map_err(|e| {
         let names: Vec<&str> = definitions.iter().map(|d| d.name.as_str()).collect();
@@ -571,7 +584,29 @@ async fn graph(opened: &Opened, target: &str) -> Result<String> {
     let definition = definition_of(opened, &summary).await;
     let (records, rows) = journal(opened, &summary).await?;
     let steps = Steps::of(definition.as_ref(), &records, &rows);
-    Ok(flowchart(&steps, Some(&records)))
+    let chart = flowchart(&steps, Some(&records));
+    if format == Format::Json {
+        return Ok(pretty(&json!({
+            "saga": summary_json(&summary),
+            "steps": graph_steps(&steps, Some(&run_states(&steps, &records))),
+            "mermaid": chart,
+        })));
+    }
+    Ok(chart)
+}
+
+/// The steps of a graph for scripts: name, kind, compensation, and for a run where each ended up.
+fn graph_steps(steps: &Steps, states: Option<&[&str]>) -> Vec<Value> {
+    (0..steps.names.len())
+        .map(|i| {
+            json!({
+                "name": steps.names[i],
+                "kind": steps.kinds[i],
+                "compensation": steps.compensations[i],
+                "state": states.map(|states| states[i]),
+            })
+        })
+        .collect()
 }
 
 fn request_json(request: &Request) -> Value {

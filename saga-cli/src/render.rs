@@ -125,24 +125,7 @@ pub fn flowchart(steps: &Steps, run: Option<&[Record]>) -> String {
         }
     }
     if let Some(records) = run {
-        let mut state: Vec<&str> = vec!["pending"; steps.names.len()];
-        for record in records {
-            let Some(step) = record.event.step().map(|s| s as usize).filter(|s| *s < state.len()) else { continue };
-            match &record.event {
-                Event::AttemptStarted { .. } if state[step] == "pending" => state[step] = "running",
-                Event::StepCompleted { .. } => state[step] = "done",
-                Event::StepFailed { next, .. } => {
-                    state[step] = match next {
-                        Next::RollBack | Next::Park => "failed",
-                        _ => "retried",
-                    }
-                }
-                Event::CompensationDone { .. } | Event::Resolved { .. } => state[step] = "compensated",
-                Event::CompensationFailed { next: CompensationNext::Park, .. } => state[step] = "stuck",
-                Event::Cancelled { .. } => state[step] = "failed",
-                _ => {}
-            }
-        }
+        let state = run_states(steps, records);
         out.push_str(
             "    classDef done fill:#d4f7d4,stroke:#2a8a2a\n    classDef failed fill:#f9d0d0,stroke:#b22\n    classDef compensated fill:#fde8c4,stroke:#c80\n    classDef stuck fill:#f9d0d0,stroke:#b22,stroke-width:3px\n    classDef retried fill:#fff6c4,stroke:#aa0\n    classDef running fill:#d6e6ff,stroke:#36c\n    classDef pending fill:#eeeeee,stroke:#999\n",
         );
@@ -151,6 +134,31 @@ pub fn flowchart(steps: &Steps, run: Option<&[Record]>) -> String {
         }
     }
     out
+}
+
+/// Where each step of a run ended up: `pending`, `running`, `done`, `retried` (its last
+/// attempt failed and the ladder went on), `failed` (its failure rolled the saga back or parked
+/// it), `compensated`, or `stuck` (its compensation failed and the saga is parked).
+pub fn run_states(steps: &Steps, records: &[Record]) -> Vec<&'static str> {
+    let mut state: Vec<&'static str> = vec!["pending"; steps.names.len()];
+    for record in records {
+        let Some(step) = record.event.step().map(|s| s as usize).filter(|s| *s < state.len()) else { continue };
+        match &record.event {
+            Event::AttemptStarted { .. } if state[step] == "pending" => state[step] = "running",
+            Event::StepCompleted { .. } => state[step] = "done",
+            Event::StepFailed { next, .. } => {
+                state[step] = match next {
+                    Next::RollBack | Next::Park => "failed",
+                    _ => "retried",
+                }
+            }
+            Event::CompensationDone { .. } | Event::Resolved { .. } => state[step] = "compensated",
+            Event::CompensationFailed { next: CompensationNext::Park, .. } => state[step] = "stuck",
+            Event::Cancelled { .. } => state[step] = "failed",
+            _ => {}
+        }
+    }
+    state
 }
 
 /// A gantt of a run: each attempt and each compensation attempt as a bar.

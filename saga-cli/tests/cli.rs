@@ -261,6 +261,25 @@ async fn pictures_and_bad_input() {
     insta::assert_snapshot!("graph_definition", graph);
     let (_, run, _) = saga(db, &["graph", "order-compensate"]);
     insta::assert_snapshot!("graph_run", run);
+    let (code, run_json, _) = saga(db, &["graph", "order-compensate", "--format", "json"]);
+    assert_eq!(code, 0);
+    let run_json: serde_json::Value = serde_json::from_str(&run_json).unwrap();
+    let states: Vec<(&str, &str, Option<&str>)> = run_json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap(), s["compensation"].as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [("charge", "compensated", Some("refund")), ("check", "failed", None), ("ship", "pending", None)]
+    );
+    assert_eq!(run_json["mermaid"].as_str().unwrap(), run);
+    let (code, _, error) = saga(db, &["list", "--format", "mermaid"]);
+    assert_eq!(
+        (code, error.as_str()),
+        (1, "error: --format mermaid draws `show` (a gantt) and `graph`: use table or json here\n")
+    );
     let (_, gantt, _) = saga(db, &["show", "order-compensate", "--format", "mermaid"]);
     insta::assert_snapshot!("show_gantt", masked(&gantt));
 
