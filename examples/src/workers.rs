@@ -95,12 +95,13 @@ pub async fn worker(args: &Args) -> Result<ExitCode> {
     println!("{}stopping: letting the sagas it holds finish, releasing the rest", fakes::process());
     let stats = worker.shutdown().await;
     println!(
-        "{}worker stopped: claimed {}, finished {}, released {}, failed {}",
+        "{}worker stopped: claimed {}, finished {}, released {}, failed {}, operators' requests {}",
         fakes::process(),
         stats.claimed,
         stats.finished,
         stats.released,
-        stats.failed
+        stats.failed,
+        stats.requests
     );
     Ok(ExitCode::SUCCESS)
 }

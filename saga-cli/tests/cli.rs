@@ -243,7 +243,7 @@ async fn an_operator_finds_the_parked_saga_reads_why_resolves_it_and_sees_it_fin
 
     let (_, stats, _) = saga(db, &["stats", "--format", "json"]);
     insta::assert_snapshot!("stats_json", masked(&stats));
-    worker.shutdown().await;
+    assert_eq!(worker.shutdown().await.requests, 1, "the worker carried out the one request");
     assert_eq!(
         fixture.ledger.entries.lock().unwrap().clone(),
         ["charged 500", "charged 500", "refunded 500", "charged 700"],
@@ -459,7 +459,7 @@ async fn on_postgres_the_operator_resolves_a_parked_saga_through_a_worker() {
     assert_eq!(resolved, "request #1 done: resolve: the saga is compensated now\n");
     let (_, show, _) = saga_pg(&scratch, &scratch.name, &["show", "pg-park"]);
     assert!(show.contains("outcome: COMPENSATED (step `check` failed on attempt 1 (logical)"), "{show}");
-    worker.shutdown().await;
+    assert_eq!(worker.shutdown().await.requests, 1, "the worker carried out the one request");
     assert_eq!(
         ledger.entries.lock().unwrap().clone(),
         ["charged 100", "charged 300"],

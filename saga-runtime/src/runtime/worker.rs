@@ -103,6 +103,7 @@ struct Counters {
     finished: AtomicU64,
     released: AtomicU64,
     failed: AtomicU64,
+    requests: AtomicU64,
 }
 
 impl Counters {
@@ -112,6 +113,7 @@ impl Counters {
             finished: self.finished.load(Ordering::Relaxed),
             released: self.released.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
         }
     }
 }
@@ -128,6 +130,9 @@ pub struct WorkerStats {
     pub released: u64,
     /// Drives that stopped on an error of the runtime (a lost claim, a store error).
     pub failed: u64,
+    /// Operators' requests it carried out (`saga resolve`, `resume`, `cancel`, `sweep`), done
+    /// or failed.
+    pub requests: u64,
 }
 
 /// A running worker; [`shutdown`](Self::shutdown) stops it.
@@ -177,10 +182,13 @@ async fn run(config: WorkerBuilder, mut stop: watch::Receiver<bool>, stats: Arc<
         // Operators' requests (`saga resume`, `cancel`, ...), on a task of their own: one may
         // drive a saga for a while.
         if serving.as_ref().is_none_or(|task| task.is_finished()) {
-            let runtime = runtime.clone();
+            let (runtime, stats) = (runtime.clone(), stats.clone());
             serving = Some(tokio::spawn(async move {
-                if let Err(error) = runtime.serve_requests().await {
-                    tracing::debug!(%error, "could not take operators' requests");
+                match runtime.serve_requests().await {
+                    Ok(served) => {
+                        stats.requests.fetch_add(served.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(error) => tracing::debug!(%error, "could not take operators' requests"),
                 }
             }));
         }
