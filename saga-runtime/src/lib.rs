@@ -119,7 +119,11 @@
 //! # Features
 //!
 //! - `sqlite` (default): [`store::SqliteStore`], the embedded store.
-//! - `encryption`: [`Keyring`] and [`EncryptionKey`], to seal payloads at rest.
+//! - `encryption`: `Keyring` and `EncryptionKey`, to seal payloads at rest.
+//! - `postgres`: `store::PostgresStore`, the store many worker processes share.
+//! - `otel`: `otel::layer` and `otel::metrics`, OpenTelemetry export of spans and metrics.
+//! - `anyhow`: `?` on an `anyhow::Error` in a step or an effect.
+//! - `testing`: `testing::FaultMatrix`, to prove your compensations in CI.
 
 #![warn(missing_docs)]
 
