@@ -11,9 +11,11 @@ mod pg;
 
 use saga_runtime::prelude::*;
 use saga_runtime::store::{
-    Checkpoint, Claim, ClaimRequest, Created, Fence, NewSaga, Order, PostgresStore, PruneCursor, PruneQuery, RecordRow,
-    SagaKind, SagaQuery, SqliteStore, StoreError, Tombstone,
+    Checkpoint, Claim, ClaimRequest, Created, Fence, NewRequest, NewSaga, Order, PostgresStore, PruneCursor,
+    PruneQuery, RecordRow, RequestAction, RequestState, SagaKind, SagaQuery, SqliteStore, StoreError, StoredDefinition,
+    Tombstone,
 };
+use serde::{Deserialize, Serialize};
 
 /// Runs the suite on fresh stores made by `make`.
 async fn conformance<S, F, Fut>(make: F)
@@ -37,6 +39,10 @@ where
         ("a_sweep_item_is_locked_by_one_at_a_time", |s| Box::pin(a_sweep_item_is_locked_by_one_at_a_time(s))),
         ("pruning_takes_finished_sagas_only_and_leaves_tombstones", |s| {
             Box::pin(pruning_takes_finished_sagas_only_and_leaves_tombstones(s))
+        }),
+        ("definitions_are_kept_once_per_fingerprint", |s| Box::pin(definitions_are_kept_once_per_fingerprint(s))),
+        ("requests_are_taken_by_one_owner_of_their_kind", |s| {
+            Box::pin(requests_are_taken_by_one_owner_of_their_kind(s))
         }),
     ];
     for (name, case) in cases {
@@ -478,6 +484,108 @@ async fn pruning_takes_finished_sagas_only_and_leaves_tombstones(store: Arc<dyn 
         matches!(store.create(new_saga("a", "order", NOW + 600, "worker-b")).await.unwrap(), Created::New(_)),
         "an expired tombstone frees the id"
     );
+}
+
+/// A saga type, for its definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Parcel;
+
+#[saga]
+impl Parcel {
+    #[step(compensate = unbook)]
+    async fn book(&self, _cx: &StepContext) -> StepResult<u32> {
+        Ok(7)
+    }
+    async fn unbook(&self, _cx: &StepContext, _slot: &u32) -> StepResult<()> {
+        Ok(())
+    }
+    #[step(commit)]
+    async fn ship(&self, _cx: &StepContext, book: &u32) -> StepResult<u32> {
+        Ok(*book)
+    }
+}
+
+/// What the runtimes registered, for tools without the code: saved once per name and
+/// fingerprint, read back whole.
+async fn definitions_are_kept_once_per_fingerprint(store: Arc<dyn CheckpointStore>) {
+    assert_eq!(store.definitions().await.unwrap(), []);
+    let parcel = StoredDefinition::of(Parcel::definition());
+    store.save_definition(parcel.clone()).await.unwrap();
+    store.save_definition(parcel.clone()).await.unwrap();
+    let kept = store.definitions().await.unwrap();
+    assert_eq!(kept, std::slice::from_ref(&parcel));
+    let steps: Vec<(&str, &str, Option<&str>)> =
+        kept[0].steps.iter().map(|s| (s.name.as_str(), s.kind.as_str(), s.compensation.as_deref())).collect();
+    assert_eq!(steps, [("book", "compensable", Some("unbook")), ("ship", "commit", None)]);
+    assert_eq!(kept[0].commit_index(), Some(1));
+}
+
+/// Operators' requests: taken oldest first by an owner that registers the saga's kind (a sweep
+/// by any owner), by one owner at a time, offered again when its taker did not finish it within
+/// a minute, and listed newest first with how each ended.
+async fn requests_are_taken_by_one_owner_of_their_kind(store: Arc<dyn CheckpointStore>) {
+    let order = Some(("order".to_owned(), "fp-1".to_owned()));
+    let invoice = Some(("invoice".to_owned(), "fp-9".to_owned()));
+    let resolve = store
+        .submit(NewRequest::new(RequestAction::Resolve, Some(SagaId::new("o-1")), order, "refunded by hand", NOW))
+        .await
+        .unwrap();
+    let cancel = store
+        .submit(NewRequest::new(RequestAction::Cancel, Some(SagaId::new("i-1")), invoice, "wrong customer", NOW + 1))
+        .await
+        .unwrap();
+    let sweep = store.submit(NewRequest::new(RequestAction::Sweep, None, None, "", NOW + 2)).await.unwrap();
+    assert!(resolve < cancel && cancel < sweep, "ids grow: {resolve} {cancel} {sweep}");
+
+    // w1 registers `order` only: the resolve and the sweep are its, the cancel is not.
+    let taken = store.take_requests("w1", &kinds(), 10, NOW + 10).await.unwrap();
+    let seen: Vec<(u64, RequestAction, Option<&str>, &str, RequestState, Option<&str>)> = taken
+        .iter()
+        .map(|r| {
+            (r.id, r.action, r.saga_id.as_ref().map(SagaId::as_str), r.note.as_str(), r.state, r.taken_by.as_deref())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (resolve, RequestAction::Resolve, Some("o-1"), "refunded by hand", RequestState::Taken, Some("w1")),
+            (sweep, RequestAction::Sweep, None, "", RequestState::Taken, Some("w1")),
+        ]
+    );
+    assert_eq!(taken[0].requested_at_ms, NOW);
+    // Taken: nobody else gets them while the taker may still be at work.
+    assert_eq!(store.take_requests("w2", &kinds(), 10, NOW + 20).await.unwrap(), []);
+
+    // w1 finishes the resolve and dies before the sweep: the sweep is offered again a minute on.
+    store
+        .finish_request(resolve, RequestState::Done, "resolve: the saga is compensated now".into(), NOW + 30)
+        .await
+        .unwrap();
+    assert_eq!(store.take_requests("w2", &kinds(), 10, NOW + 10 + 59_999).await.unwrap(), []);
+    let retaken = store.take_requests("w2", &kinds(), 10, NOW + 10 + 60_000).await.unwrap();
+    assert_eq!(retaken.iter().map(|r| (r.id, r.taken_by.as_deref())).collect::<Vec<_>>(), [(sweep, Some("w2"))]);
+    store
+        .finish_request(sweep, RequestState::Failed, "sweep: the code host is down".into(), NOW + 60_020)
+        .await
+        .unwrap();
+
+    let listed = store.requests(10).await.unwrap();
+    let states: Vec<(u64, RequestState, Option<&str>, Option<u64>)> =
+        listed.iter().map(|r| (r.id, r.state, r.result.as_deref(), r.done_at_ms)).collect();
+    assert_eq!(
+        states,
+        [
+            (sweep, RequestState::Failed, Some("sweep: the code host is down"), Some(NOW + 60_020)),
+            (cancel, RequestState::Pending, None, None),
+            (resolve, RequestState::Done, Some("resolve: the saga is compensated now"), Some(NOW + 30)),
+        ]
+    );
+    assert_eq!(store.requests(1).await.unwrap().len(), 1);
+    // A finished request is never taken again; the cancel waits for an owner of `invoice`.
+    let invoices = vec![SagaKind { name: "invoice".into(), fingerprint: "fp-9".into() }];
+    assert_eq!(store.take_requests("w3", &kinds(), 10, NOW + 500_000).await.unwrap(), []);
+    let theirs = store.take_requests("w3", &invoices, 10, NOW + 500_000).await.unwrap();
+    assert_eq!(theirs.iter().map(|r| r.id).collect::<Vec<_>>(), [cancel]);
 }
 
 #[tokio::test]
