@@ -539,7 +539,9 @@ async fn requests_are_taken_by_one_owner_of_their_kind(store: Arc<dyn Checkpoint
 
     // w1 registers `order` only: the resolve and the sweep are its, the cancel is not.
     let taken = store.take_requests("w1", &kinds(), 10, NOW + 10).await.unwrap();
-    let seen: Vec<(u64, RequestAction, Option<&str>, &str, RequestState, Option<&str>)> = taken
+    // (id, action, saga, note, state, taken by)
+    type Seen<'a> = (u64, RequestAction, Option<&'a str>, &'a str, RequestState, Option<&'a str>);
+    let seen: Vec<Seen<'_>> = taken
         .iter()
         .map(|r| {
             (r.id, r.action, r.saga_id.as_ref().map(SagaId::as_str), r.note.as_str(), r.state, r.taken_by.as_deref())
