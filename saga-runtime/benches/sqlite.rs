@@ -16,6 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "common/five_steps.rs"]
+mod five_steps;
+
+use five_steps::FiveSteps;
 use saga_runtime::prelude::*;
 use saga_runtime::store::{
     Checkpoint, Claim, ClaimRequest, Claimed, Created, Fence, NewSaga, RecordRow, SagaPage, SagaQuery, SqliteOptions,
@@ -23,47 +27,6 @@ use saga_runtime::store::{
 };
 use saga_runtime::{BoxFuture, CheckpointStore};
 use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Serialize, Deserialize)]
-struct FiveSteps {
-    order: u64,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-struct Receipt {
-    id: u64,
-    note: String,
-}
-
-#[saga]
-impl FiveSteps {
-    #[step(compensate = release)]
-    async fn reserve(&self, _cx: &StepContext) -> StepResult<Receipt> {
-        Ok(Receipt { id: self.order, note: "reserved".into() })
-    }
-    async fn release(&self, _cx: &StepContext, _r: &Receipt) -> StepResult<()> {
-        Ok(())
-    }
-    #[step(compensate = refund)]
-    async fn charge(&self, _cx: &StepContext, reserve: &Receipt) -> StepResult<Receipt> {
-        Ok(Receipt { id: reserve.id + 1, note: "charged".into() })
-    }
-    async fn refund(&self, _cx: &StepContext, _r: &Receipt) -> StepResult<()> {
-        Ok(())
-    }
-    #[step(idempotent)]
-    async fn pack(&self, _cx: &StepContext, charge: &Receipt) -> StepResult<u64> {
-        Ok(charge.id * 2)
-    }
-    #[step(commit)]
-    async fn ship(&self, _cx: &StepContext, pack: &u64) -> StepResult<u64> {
-        Ok(pack + 1)
-    }
-    #[step(idempotent)]
-    async fn notify(&self, _cx: &StepContext, ship: &u64) -> StepResult<String> {
-        Ok(format!("shipped {ship}"))
-    }
-}
 
 /// A saga with one output of `bytes` bytes: the large write of the stall case.
 #[derive(Clone, Serialize, Deserialize)]
