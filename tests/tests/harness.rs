@@ -36,6 +36,16 @@ enum Undo {
     ForgetsParcel,
 }
 
+/// The hold both sagas take: an effect keyed by the attempt, recorded in the shop.
+async fn hold(cx: &StepContext, cents: u64) -> StepResult<String> {
+    cx.effect("hold", async move {
+        let key = cx.idempotency_key().to_owned();
+        shop(cx).holds.insert(key.clone(), cents);
+        Ok(key)
+    })
+    .await
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Order {
     cents: u64,
@@ -46,13 +56,7 @@ struct Order {
 impl Order {
     #[step(compensate = release)]
     async fn hold(&self, cx: &StepContext) -> StepResult<String> {
-        let cents = self.cents;
-        cx.effect("hold", async move {
-            let key = cx.idempotency_key().to_owned();
-            shop(cx).holds.insert(key.clone(), cents);
-            Ok::<_, StepError>(key)
-        })
-        .await
+        hold(cx, self.cents).await
     }
     async fn release(&self, cx: &StepContext, _hold: Option<&String>) -> StepResult<()> {
         for key in landed_keys(cx)? {
@@ -106,13 +110,7 @@ struct Careless {
 impl Careless {
     #[step(compensate = release)]
     async fn hold(&self, cx: &StepContext) -> StepResult<String> {
-        let cents = self.cents;
-        cx.effect("hold", async move {
-            let key = cx.idempotency_key().to_owned();
-            shop(cx).holds.insert(key.clone(), cents);
-            Ok::<_, StepError>(key)
-        })
-        .await
+        hold(cx, self.cents).await
     }
     async fn release(&self, cx: &StepContext, hold: &String) -> StepResult<()> {
         shop(cx).holds.remove(hold);
